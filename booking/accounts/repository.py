@@ -1,0 +1,88 @@
+"""Queries for institutions, facilities, users, grants and role requests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.accounts.models import Facility, Institution, RoleGrant, RoleRequest, User
+
+
+async def user_by_email(session: AsyncSession, email: str) -> User | None:
+    return (await session.scalars(select(User).where(User.email == email.lower()))).first()
+
+
+async def list_institutions(session: AsyncSession, *, q: str | None, city_code: str | None, kind: str | None,
+                            limit: int, offset: int) -> tuple[Sequence[Institution], int]:
+    stmt = select(Institution)
+    if q:
+        stmt = stmt.where(Institution.name.contains(q, autoescape=True))  # type: ignore[attr-defined]
+    if city_code:
+        stmt = stmt.where(Institution.city_code == city_code)
+    if kind:
+        stmt = stmt.where(Institution.kind == kind)
+    total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = await session.scalars(stmt.order_by(Institution.city_code, Institution.name).limit(limit).offset(offset))
+    return list(rows), int(total or 0)
+
+
+async def facilities_of(session: AsyncSession, institution_id: int) -> list[Facility]:
+    rows = await session.scalars(
+        select(Facility).where(Facility.institution_id == institution_id).order_by(Facility.name)
+    )
+    return list(rows)
+
+
+async def list_users(session: AsyncSession, *, q: str | None, institution_id: int | None, limit: int,
+                     offset: int) -> tuple[Sequence[User], int]:
+    stmt = select(User)
+    if q:
+        stmt = stmt.where(
+            User.email.contains(q, autoescape=True) | User.name.contains(q, autoescape=True)  # type: ignore[attr-defined]
+        )
+    if institution_id:
+        stmt = stmt.where(User.institution_id == institution_id)
+    total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = await session.scalars(stmt.order_by(User.id).limit(limit).offset(offset))
+    return list(rows), int(total or 0)
+
+
+async def grants_of(session: AsyncSession, user_ids: Sequence[int]) -> dict[int, list[RoleGrant]]:
+    out: dict[int, list[RoleGrant]] = {uid: [] for uid in user_ids}
+    if not user_ids:
+        return out
+    rows = await session.scalars(select(RoleGrant).where(RoleGrant.user_id.in_(user_ids)))  # type: ignore[attr-defined]
+    for g in rows:
+        out[g.user_id].append(g)
+    return out
+
+
+async def list_role_requests(session: AsyncSession, *, status: str | None, user_id: int | None, limit: int,
+                             offset: int) -> tuple[Sequence[RoleRequest], int]:
+    stmt = select(RoleRequest)
+    if status:
+        stmt = stmt.where(RoleRequest.status == status)
+    if user_id:
+        stmt = stmt.where(RoleRequest.user_id == user_id)
+    total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = await session.scalars(stmt.order_by(RoleRequest.id.desc()).limit(limit).offset(offset))  # type: ignore[union-attr]
+    return list(rows), int(total or 0)
+
+
+async def existing_grant(session: AsyncSession, grant: RoleGrant) -> RoleGrant | None:
+    stmt = select(RoleGrant).where(
+        RoleGrant.user_id == grant.user_id,
+        RoleGrant.role == grant.role,
+        RoleGrant.institution_id.is_not_distinct_from(grant.institution_id),  # type: ignore[union-attr]
+        RoleGrant.facility_id.is_not_distinct_from(grant.facility_id),  # type: ignore[union-attr]
+        RoleGrant.city_code.is_not_distinct_from(grant.city_code),  # type: ignore[union-attr]
+    )
+    return (await session.scalars(stmt)).first()
+
+
+async def counts(session: AsyncSession) -> dict[str, int]:
+    users = await session.scalar(select(func.count()).select_from(User))
+    institutions = await session.scalar(select(func.count()).select_from(Institution))
+    return {"users": int(users or 0), "institutions": int(institutions or 0)}

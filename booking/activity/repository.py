@@ -1,0 +1,27 @@
+"""Reading the activity log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.activity.models import ActivityEntry
+
+
+async def list_entries(session: AsyncSession, *, action: str | None, target_type: str | None,
+                       target_id: str | None, actor_id: int | None, limit: int, offset: int
+                       ) -> tuple[Sequence[ActivityEntry], int]:
+    stmt = select(ActivityEntry)
+    if action:
+        stmt = stmt.where(ActivityEntry.action.startswith(action, autoescape=True))  # type: ignore[attr-defined]
+    if target_type:
+        stmt = stmt.where(ActivityEntry.target_type == target_type)
+    if target_id:
+        stmt = stmt.where(ActivityEntry.target_id == target_id)
+    if actor_id:
+        stmt = stmt.where(ActivityEntry.actor_id == actor_id)
+    total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = await session.scalars(stmt.order_by(ActivityEntry.seq.desc()).limit(limit).offset(offset))  # type: ignore[union-attr]
+    return list(rows), int(total or 0)

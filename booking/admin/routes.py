@@ -1,0 +1,66 @@
+"""HTML pages for platform administration: role approvals, users, the activity log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from booking.accounts import repository as accounts_repo
+from booking.accounts import service as accounts
+from booking.activity import repository as activity_repo
+from booking.auth.deps import CsrfDep, WebAdmin, WebAuditor, load_web_principal
+from booking.core.db import SessionDep
+from booking.core.errors import Forbidden
+from booking.core.web import redirect, render
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(load_web_principal), CsrfDep])
+
+
+@router.get("/admin/role-requests")
+async def role_requests(request: Request, session: SessionDep, principal: WebAdmin,
+                        status: Annotated[str, Query(pattern="^(pending|approved|rejected|all)$")] = "pending"
+                        ) -> Response:
+    rows, total = await accounts_repo.list_role_requests(session, status=None if status == "all" else status,
+                                                         user_id=None, limit=200, offset=0)
+    users = {u.id: u for u in (await accounts_repo.list_users(session, q=None, institution_id=None, limit=10000,
+                                                                offset=0))[0]}
+    institutions = {i.id: i for i in (await accounts_repo.list_institutions(
+        session, q=None, city_code=None, kind=None, limit=10000, offset=0))[0]}
+    return render(request, "admin/role_requests.html",
+                  {"rows": rows, "total": total, "status": status, "users": users, "institutions": institutions})
+
+
+@router.post("/admin/role-requests/{request_id}/{decision}")
+async def decide(request: Request, session: SessionDep, principal: WebAdmin, request_id: int, decision: str
+                 ) -> Response:
+    if decision not in ("approve", "reject"):
+        raise Forbidden("未知操作")
+    form = await request.form()
+    note = str(form.get("note") or "")[:500] or None
+    await accounts.decide_role_request(session, principal, request_id, approve=decision == "approve", note=note)
+    return redirect(request, "/admin/role-requests")
+
+
+@router.get("/admin/users")
+async def users(request: Request, session: SessionDep, principal: WebAdmin,
+                q: Annotated[str | None, Query(max_length=100)] = None,
+                offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+    rows, total = await accounts_repo.list_users(session, q=q, institution_id=None, limit=50, offset=offset)
+    grants = await accounts_repo.grants_of(session, [u.id for u in rows])  # type: ignore[misc]
+    return render(request, "admin/users.html", {"rows": rows, "total": total, "grants": grants, "q": q or "",
+                                                "offset": offset, "params": {"q": q}}, block="results")
+
+
+@router.get("/admin/activity")
+async def activity(request: Request, session: SessionDep, principal: WebAuditor,
+                   action: Annotated[str | None, Query(max_length=80)] = None,
+                   offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+    if not (principal.is_admin or principal.is_provincial_auditor):
+        raise Forbidden("只有平台管理员和省级审计人员可以查看全部操作日志")
+    rows, total = await activity_repo.list_entries(session, action=action, target_type=None, target_id=None,
+                                                   actor_id=None, limit=50, offset=offset)
+    return render(request, "admin/activity.html", {"rows": rows, "total": total, "action": action or "",
+                                                   "offset": offset, "params": {"action": action}},
+                  block="results")

@@ -1,0 +1,88 @@
+"""create_app(): middleware, routers, error handlers, static files."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from booking import nav
+from booking.accounts import api as accounts_api
+from booking.accounts import routes as accounts_routes
+from booking.admin import api as admin_api
+from booking.admin import routes as admin_routes
+from booking.auth import api as auth_api
+from booking.auth import routes as auth_routes
+from booking.core import health
+from booking.core.db import dispose_engine, init_engine
+from booking.core.handlers import install_error_handlers
+from booking.core.logging import configure_logging
+from booking.core.middleware import RequestContextMiddleware
+from booking.core.paths import STATIC_DIR
+from booking.core.settings import get_settings
+from booking.core.web import add_context_processor
+
+API_DESCRIPTION = """
+四川省大型科研仪器共享预约平台 API。
+
+* Authentication: `POST /api/v1/auth/token` (OAuth2 password form, `username` = email) returns a bearer token;
+  personal access tokens are created under `/api/v1/me/tokens`.
+* Errors are RFC 9457 `application/problem+json` with an `errors` list of `{field, code, message}`.
+* Lists return `{"items": [...], "total": N, "limit": L, "offset": O}`.
+"""
+
+
+def _register_nav() -> None:
+    nav.register_nav("home", "首页", "/", nav.everyone, order=0)
+    nav.register_nav("institutions", "单位名录", "/institutions", nav.everyone, order=80)
+    nav.register_nav(
+        "my-institution", "本单位",
+        lambda p: f"/institutions/{min(p.managed_institution_ids)}" if p and p.managed_institution_ids else "/",
+        lambda p: p is not None and bool(p.managed_institution_ids), order=85,
+    )
+    nav.register_nav("city-institutions", "本市州单位",
+                     lambda p: f"/institutions?city={min(p.auditor_city_codes)}" if p and p.auditor_city_codes else "/",
+                     lambda p: p is not None and not p.is_provincial_auditor and bool(p.auditor_city_codes), order=86)
+    nav.register_nav("role-requests", "权限审批", "/admin/role-requests", nav.admins, order=90)
+    nav.register_nav("users", "用户", "/admin/users", nav.admins, order=91)
+    nav.register_nav("activity", "操作日志", "/admin/activity",
+                     lambda p: p is not None and (p.is_admin or p.is_provincial_auditor), order=92)
+    nav.register_nav("profile", "个人资料", "/profile", nav.signed_in, order=99)
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        init_engine()
+        yield
+        await dispose_engine()
+
+    app = FastAPI(
+        title="四川省大型科研仪器共享预约平台",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, secure_cookies=settings.https)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    add_context_processor(nav.nav_context)
+    _register_nav()
+
+    app.include_router(health.router)
+    for router in (auth_api.router, accounts_api.router, admin_api.router):
+        app.include_router(router)
+    from booking import home
+
+    for router in (home.router, auth_routes.router, accounts_routes.router, admin_routes.router):
+        app.include_router(router)
+    return app

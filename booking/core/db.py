@@ -1,0 +1,137 @@
+"""Engine, sessions and the unit of work.
+
+The boundary (request dependency, job, CLI command) owns the transaction: services only flush.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from booking.core.errors import DomainError
+from booking.core.settings import Settings, get_settings
+
+# One naming convention so constraint names are stable between models and migrations.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+APP_DATABASE = "booking"
+
+_engine: AsyncEngine | None = None
+_sessionmaker: async_sessionmaker[AsyncSession] | None = None
+_embedded_handle: Any = None
+
+
+def resolve_database_url(settings: Settings | None = None, database: str = APP_DATABASE) -> str:
+    """DATABASE_URL if set; otherwise start or attach to the embedded cluster in BOOKING_DATA_DIR.
+
+    The resolved URL is exported as DATABASE_URL so that child processes (uvicorn workers) reuse it
+    instead of each resolving it again.
+    """
+    global _embedded_handle
+    settings = settings or get_settings()
+    if settings.database_url:
+        return settings.database_url
+    from booking.core.embedded import asyncpg_url, ensure_database, start_embedded
+
+    socket_dir, handle = start_embedded(settings.data_dir)
+    _embedded_handle = handle
+    ensure_database(socket_dir, database)
+    url = asyncpg_url(socket_dir, database)
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+    return url
+
+
+def make_engine(url: str, settings: Settings | None = None, **overrides: Any) -> AsyncEngine:
+    settings = settings or get_settings()
+    options: dict[str, Any] = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_pre_ping": True,
+        # A short pool timeout so a database outage becomes a quick 503, not a hang.
+        "pool_timeout": settings.db_connect_timeout_s,
+        "connect_args": {
+            "timeout": settings.db_connect_timeout_s,
+            "command_timeout": settings.db_command_timeout_s,
+            "server_settings": {"application_name": "booking", "timezone": "UTC"},
+        },
+    }
+    options.update(overrides)
+    return create_async_engine(url, **options)
+
+
+def init_engine(url: str | None = None, **overrides: Any) -> AsyncEngine:
+    global _engine, _sessionmaker
+    if _engine is None:
+        _engine = make_engine(url or resolve_database_url(), **overrides)
+        _sessionmaker = async_sessionmaker(_engine, expire_on_commit=False, autoflush=False)
+    return _engine
+
+
+def get_engine() -> AsyncEngine:
+    return init_engine()
+
+
+def get_sessionmaker() -> async_sessionmaker[AsyncSession]:
+    init_engine()
+    assert _sessionmaker is not None
+    return _sessionmaker
+
+
+def set_sessionmaker(maker: async_sessionmaker[AsyncSession]) -> None:
+    """Used by tests to bind every session to one outer transaction."""
+    global _sessionmaker
+    _sessionmaker = maker
+
+
+async def dispose_engine() -> None:
+    global _engine, _sessionmaker
+    if _engine is not None:
+        await _engine.dispose()
+    _engine = None
+    _sessionmaker = None
+
+
+@asynccontextmanager
+async def unit_of_work() -> AsyncIterator[AsyncSession]:
+    """A transaction owned by a job or CLI command: commit on success, roll back on error."""
+    async with get_sessionmaker()() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+async def _request_session() -> AsyncIterator[AsyncSession]:
+    # scope="function": the commit runs before the response is sent, so a failed commit becomes an error
+    # response instead of a 200 for something that was never stored.
+    async with get_sessionmaker()() as session:
+        try:
+            yield session
+            await session.commit()
+        except DomainError as exc:
+            if exc.commit_anyway:
+                await session.commit()
+            else:
+                await session.rollback()
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]

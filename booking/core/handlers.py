@@ -1,0 +1,168 @@
+"""Every error is mapped here, once: RFC 9457 problem+json for /api, a Chinese page or htmx fragment otherwise."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from booking.core.context import request_id_var
+from booking.core.errors import DomainError, Problem, ServiceUnavailable
+from booking.core.validation import problems_from_errors
+from booking.core.web import is_htmx, render
+
+log = logging.getLogger("booking.errors")
+
+_HTTP_TITLES = {
+    400: "请求无效",
+    401: "需要登录",
+    403: "没有权限",
+    404: "页面不存在",
+    405: "不支持的请求方法",
+    409: "冲突",
+    410: "已失效",
+    413: "请求内容过大",
+    415: "不支持的内容类型",
+    422: "输入有误",
+    429: "请求过于频繁",
+    500: "服务器内部错误",
+    503: "服务暂不可用",
+}
+
+
+def is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str = "",
+    *,
+    type_slug: str = "about:blank",
+    problems: list[Problem] | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"/problems/{type_slug}" if type_slug != "about:blank" else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+        "instance": request.url.path,
+        "request_id": request_id_var.get(),
+    }
+    if problems:
+        body["errors"] = [p.as_dict() for p in problems]
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def _page(request: Request, status: int, title: str, detail: str, problems: list[Problem] | None = None,
+          headers: dict[str, str] | None = None) -> Response:
+    template = f"errors/{status}.html" if status in (403, 404, 422, 500) else "errors/generic.html"
+    ctx = {"status": status, "title": title, "detail": detail, "problems": problems or []}
+    if is_htmx(request):
+        # Show the problem inline where the user acted instead of replacing the page.
+        response = render(request, "errors/_fragment.html", ctx, status_code=status, headers=headers)
+        response.headers["HX-Reswap"] = "innerHTML"
+        response.headers["HX-Retarget"] = "#flash"
+        return response
+    try:
+        return render(request, template, ctx, status_code=status, headers=headers)
+    except Exception:  # the error page itself must never fail (e.g. with the database down)
+        log.exception("error page failed to render")
+        return Response(f"{status} {title}", status_code=status, media_type="text/plain; charset=utf-8")
+
+
+def respond(request: Request, status: int, title: str, detail: str = "", *, type_slug: str = "about:blank",
+            problems: list[Problem] | None = None, extra: dict[str, Any] | None = None,
+            headers: dict[str, str] | None = None) -> Response:
+    if is_api(request):
+        return problem_response(request, status, title, detail, type_slug=type_slug, problems=problems,
+                                extra=extra, headers=headers)
+    return _page(request, status, title, detail, problems, headers)
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    headers: dict[str, str] = {}
+    retry = getattr(exc, "retry_after_s", None)
+    if retry is not None:
+        headers["Retry-After"] = str(int(retry))
+    if exc.status == 401:
+        if is_api(request):
+            headers["WWW-Authenticate"] = "Bearer"
+        else:
+            target = f"/login?next={request.url.path}"
+            if is_htmx(request):
+                return Response(status_code=204, headers={"HX-Redirect": target})
+            return RedirectResponse(target, status_code=303)
+    return respond(request, exc.status, exc.title, exc.detail, type_slug=exc.type_slug, problems=exc.problems,
+                   extra=exc.extra, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = problems_from_errors(exc.errors())
+    detail = "；".join(f"{p.field}: {p.message}" for p in problems)
+    return respond(request, 422, "输入有误", detail, type_slug="validation-error", problems=problems)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    title = _HTTP_TITLES.get(exc.status_code, "错误")
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail not in ("Not Found",) else title
+    return respond(request, exc.status_code, title, detail, headers=dict(exc.headers or {}))
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("database unavailable: %s", exc.__class__.__name__)
+    err = ServiceUnavailable("数据库暂时无法连接，请稍后再试")
+    return respond(request, 503, err.title, err.detail, type_slug=err.type_slug, headers={"Retry-After": "5"})
+
+
+async def _dbapi_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, OperationalError | InterfaceError) or _is_connection_error(exc):
+        return await _database_unavailable(request, exc)
+    return await _unhandled(request, exc)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        if isinstance(current, ConnectionError | OSError | TimeoutError) or name in (
+            "CannotConnectNowError", "ConnectionDoesNotExistError", "InterfaceError", "TooManyConnectionsError",
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    if _is_connection_error(exc):
+        return await _database_unavailable(request, exc)
+    log.exception("unhandled error", exc_info=exc)
+    return respond(request, 500, "服务器内部错误", "服务器出现意外错误，已记录，请稍后再试。")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(PoolTimeoutError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _dbapi_error)
+    app.add_exception_handler(ConnectionError, _database_unavailable)
+    app.add_exception_handler(OSError, _database_unavailable)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,94 @@
+"""Typed settings, validated at start-up. Policy numbers live here, not in code."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "please-change", ""}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BOOKING_", extra="ignore")
+
+    # DATABASE_URL is the conventional unprefixed name; BOOKING_DATABASE_URL also works.
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    data_dir: Path = Path("booking-data")
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+    db_connect_timeout_s: float = 3.0
+    db_command_timeout_s: float = 30.0
+
+    secret_key: str = ""
+    https: bool = False
+    session_max_age_s: int = 14 * 24 * 3600
+    access_token_max_age_s: int = 24 * 3600
+    environment: str = "development"
+    base_url: str = "http://127.0.0.1:8000"
+    log_json: bool = True
+    log_level: str = "INFO"
+
+    # Failed-login throttling.
+    login_window_s: int = 15 * 60
+    login_max_failures_per_account: int = 5
+    login_max_failures_per_address: int = 30
+
+    # Catalogue / audit policy.
+    large_instrument_threshold_cny: Decimal = Decimal("500000")
+    sharing_target_units: int = 10000
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://"):
+            if value.startswith(prefix):
+                return "postgresql+asyncpg://" + value[len(prefix):]
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("DATABASE_URL must be a PostgreSQL URL (postgresql://...)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_secret(self) -> Settings:
+        if self.secret_key.lower() in _PLACEHOLDER_SECRETS:
+            if self.environment == "production":
+                raise ValueError("BOOKING_SECRET_KEY must be set to a real secret in production")
+            # Development and demo: a stable per-data-dir secret so sessions survive restarts
+            # and every worker process signs with the same key.
+            self.secret_key = _local_secret(self.data_dir)
+        elif len(self.secret_key) < 32:
+            raise ValueError("BOOKING_SECRET_KEY must be at least 32 characters")
+        return self
+
+
+def _local_secret(data_dir: Path) -> str:
+    path = data_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        # Write a temporary file, then hard-link it into place: link() fails if another worker
+        # won the race, so every process ends up signing with the same key.
+        tmp = path.with_suffix(f".{secrets.token_hex(4)}")
+        tmp.write_text(key)
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

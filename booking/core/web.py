@@ -1,0 +1,91 @@
+"""HTML rendering: one helper renders a whole page, or only a named block of it for htmx requests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2_fragments.fastapi import Jinja2Blocks
+
+from booking.core.clock import to_local
+from booking.core.paths import TEMPLATES_DIR
+from booking.core.regions import CITIES, city_name
+
+templates = Jinja2Blocks(directory=str(TEMPLATES_DIR))
+templates.env.trim_blocks = True
+templates.env.lstrip_blocks = True
+templates.env.policies["json.dumps_kwargs"] = {"ensure_ascii": False, "sort_keys": True}
+
+ContextProcessor = Callable[[Request], Mapping[str, Any]]
+_context_processors: list[ContextProcessor] = []
+
+
+def add_context_processor(fn: ContextProcessor) -> None:
+    if fn not in _context_processors:
+        _context_processors.append(fn)
+
+
+def _fmt_dt(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    if value is None:
+        return ""
+    return to_local(value).strftime(fmt)
+
+
+def _fmt_wan(value: Decimal | int | float | None) -> str:
+    """原值 is stored in exact CNY and shown in 万元 with two decimals, as on the national platform."""
+    if value is None:
+        return ""
+    return f"{Decimal(value) / Decimal(10000):,.2f}"
+
+
+def _query(params: Mapping[str, Any], **overrides: Any) -> str:
+    merged = {k: v for k, v in {**params, **overrides}.items() if v not in (None, "", [])}
+    return urlencode(merged, doseq=True)
+
+
+templates.env.filters["localtime"] = _fmt_dt
+templates.env.filters["wan"] = _fmt_wan
+templates.env.filters["city"] = city_name
+templates.env.globals["CITIES"] = CITIES
+templates.env.globals["query"] = _query
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def render(
+    request: Request,
+    template: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    block: str | None = None,
+    status_code: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    """Render a page; when htmx asks and a block is named, render just that block."""
+    ctx: dict[str, Any] = {}
+    for processor in _context_processors:
+        ctx.update(processor(request))
+    ctx.update(context or {})
+    ctx["request"] = request
+    kwargs: dict[str, Any] = {}
+    if block and is_htmx(request) and not request.headers.get("HX-Boosted"):
+        kwargs["block_name"] = block
+    response = templates.TemplateResponse(request, template, ctx, status_code=status_code, **kwargs)
+    response.headers["Vary"] = "HX-Request"
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response  # type: ignore[no-any-return]
+
+
+def redirect(request: Request, url: str, *, status_code: int = 303) -> Response:
+    """303 after a mutation; htmx follows HX-Redirect instead of swapping the redirected page into a target."""
+    if is_htmx(request):
+        return Response(status_code=204, headers={"HX-Redirect": url})
+    return RedirectResponse(url, status_code=status_code)

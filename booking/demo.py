@@ -1,0 +1,52 @@
+"""Demo data for `booking demo`: accounts first; each domain adds its own demo data when the database is empty."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from sqlalchemy import func, select
+
+from booking.accounts import service as accounts
+from booking.accounts.models import Facility, InstitutionKind, Role, RoleGrant, User
+from booking.accounts.schemas import InstitutionCreate, UserCreate
+from booking.core.db import dispose_engine, init_engine, unit_of_work
+
+DEMO_PASSWORD = "demo-pass-2027"  # noqa: S105 - documented demo credential, demo mode only
+
+DEMO_ACCOUNT_LABELS = [
+    ("admin@demo.local", "平台管理员 platform admin"),
+    ("auditor@demo.local", "省级审计 provincial auditor (科技厅)"),
+    ("manager@demo.local", "仪器管理员 facility manager, 四川大学"),
+    ("researcher@demo.local", "研究人员 researcher, 电子科技大学"),
+]
+
+
+async def seed_if_empty(console: Console) -> bool:
+    init_engine()
+    try:
+        async with unit_of_work() as session:
+            existing = await session.scalar(select(func.count()).select_from(User))
+            if existing:
+                return False
+            scu = await accounts.create_institution(session, None, InstitutionCreate(
+                name="四川大学", kind=InstitutionKind.university, city_code="510100",
+                address="成都市武侯区一环路南一段24号"))
+            uestc = await accounts.create_institution(session, None, InstitutionCreate(
+                name="电子科技大学", kind=InstitutionKind.university, city_code="510100",
+                address="成都市高新区西源大道2006号"))
+            lab = Facility(institution_id=scu.id, name="分析测试中心", description="大型仪器共享平台")  # type: ignore[arg-type]
+            session.add(lab)
+            await session.flush()
+            people = [
+                ("admin@demo.local", "平台管理员", None, [RoleGrant(role=Role.platform_admin)]),
+                ("auditor@demo.local", "科技厅审计员", None, [RoleGrant(role=Role.auditor)]),
+                ("manager@demo.local", "川大仪器管理员", scu.id,
+                 [RoleGrant(role=Role.facility_manager, institution_id=scu.id)]),
+                ("researcher@demo.local", "电子科大研究员", uestc.id, []),
+            ]
+            for email, name, inst_id, grants in people:
+                await accounts.create_user(session, None, UserCreate(
+                    email=email, password=DEMO_PASSWORD, name=name, institution_id=inst_id), grants=grants)
+            console.print("[green]demo accounts created[/]")
+            return True
+    finally:
+        await dispose_engine()

@@ -1,0 +1,82 @@
+"""Navigation by role. Each domain registers the pages it owns; the base template shows what the user may use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from booking.accounts.models import ROLE_LABELS, Role
+from booking.auth.principal import Principal
+
+Visible = Callable[[Principal | None], bool]
+Href = Callable[[Principal | None], str]
+
+
+@dataclass(frozen=True)
+class NavItem:
+    key: str
+    label: str
+    href: Href
+    visible: Visible
+    order: int
+
+
+_items: dict[str, NavItem] = {}
+
+
+def register_nav(key: str, label: str, href: str | Href, visible: Visible, order: int = 50) -> None:
+    resolved: Href = (lambda _p, h=href: h) if isinstance(href, str) else href  # type: ignore[misc]
+    _items[key] = NavItem(key, label, resolved, visible, order)
+
+
+def everyone(_: Principal | None) -> bool:
+    return True
+
+
+def signed_in(p: Principal | None) -> bool:
+    return p is not None
+
+
+def managers(p: Principal | None) -> bool:
+    return p is not None and (p.is_admin or bool(p.managed_institution_ids))
+
+
+def auditors(p: Principal | None) -> bool:
+    return p is not None and (p.is_admin or p.is_auditor)
+
+
+def admins(p: Principal | None) -> bool:
+    return p is not None and p.is_admin
+
+
+def primary_role_label(p: Principal | None) -> str:
+    if p is None:
+        return ""
+    for role in (Role.platform_admin, Role.auditor, Role.institution_admin, Role.facility_manager):
+        if p.has(role):
+            if role == Role.auditor and not p.is_provincial_auditor:
+                return "市州审计"
+            if role == Role.auditor:
+                return "省级审计（科技厅）"
+            return ROLE_LABELS[role]
+    return ROLE_LABELS[Role.researcher]
+
+
+def nav_context(request: Request) -> Mapping[str, Any]:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    path = request.url.path
+    items = []
+    for item in sorted(_items.values(), key=lambda i: (i.order, i.key)):
+        if item.visible(principal):
+            href = item.href(principal)
+            current = path == href if href == "/" else path.startswith(href.split("?")[0])
+            items.append({"key": item.key, "label": item.label, "href": href, "current": current})
+    return {
+        "nav": items,
+        "principal": principal,
+        "role_label": primary_role_label(principal),
+        "csrf_token": getattr(request.state, "csrf_token", ""),
+    }
