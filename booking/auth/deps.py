@@ -75,7 +75,9 @@ WebUser = Annotated[Principal, Depends(_web_user)]
 
 
 def _require(base: Callable[..., Awaitable[Principal]], roles: tuple[Role, ...]) -> Callable[..., Awaitable[Principal]]:
-    async def dependency(principal: Annotated[Principal, Depends(base)]) -> Principal:
+    # A default value rather than an Annotated hint: with postponed annotations FastAPI could not resolve
+    # `base`, which is a closure variable.
+    async def dependency(principal: Principal = Depends(base)) -> Principal:
         if principal.is_admin or any(principal.has(r) for r in roles):
             return principal
         raise Forbidden("当前角色无权执行此操作")

@@ -1,0 +1,93 @@
+"""Factories with defaults and overrides: make_x(session, field=...) returns a flushed row."""
+
+from __future__ import annotations
+
+import itertools
+from functools import lru_cache
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.accounts.models import Facility, Institution, Role, RoleGrant, User
+from booking.auth import service as auth_service
+from booking.auth.deps import SESSION_COOKIE, SESSION_SALT
+from booking.auth.principal import Principal
+from booking.core.middleware import CSRF_COOKIE
+from booking.core.security import hash_password, sign
+
+PASSWORD = "correct-horse-battery"
+_seq = itertools.count(1)
+
+
+@lru_cache
+def password_hash() -> str:
+    return hash_password(PASSWORD)
+
+
+async def make_institution(session: AsyncSession, **overrides: Any) -> Institution:
+    n = next(_seq)
+    values: dict[str, Any] = {"name": f"测试大学{n}", "kind": "高校", "city_code": "510100", "address": "测试路1号"}
+    values.update(overrides)
+    inst = Institution(**values)
+    session.add(inst)
+    await session.flush()
+    return inst
+
+
+async def make_facility(session: AsyncSession, institution: Institution | None = None, **overrides: Any) -> Facility:
+    institution = institution or await make_institution(session)
+    n = next(_seq)
+    facility = Facility(institution_id=institution.id, name=overrides.pop("name", f"分析测试中心{n}"), **overrides)  # type: ignore[arg-type]
+    session.add(facility)
+    await session.flush()
+    return facility
+
+
+async def make_user(session: AsyncSession, *, institution: Institution | None = None, role: Role | str | None = None,
+                    grant_institution: Institution | None = None, facility: Facility | None = None,
+                    city_code: str | None = None, **overrides: Any) -> User:
+    n = next(_seq)
+    if institution is None and "institution_id" not in overrides:
+        institution = grant_institution or await make_institution(session)
+    values: dict[str, Any] = {"email": f"user{n}@example.cn", "name": f"用户{n}", "password_hash": password_hash(),
+                              "institution_id": institution.id if institution else None}
+    values.update(overrides)
+    user = User(**values)
+    session.add(user)
+    await session.flush()
+    if role and str(role) != Role.researcher:
+        scope_inst = grant_institution or institution
+        grant = RoleGrant(user_id=user.id, role=str(role),  # type: ignore[arg-type]
+                          institution_id=scope_inst.id if str(role) in (Role.facility_manager, Role.institution_admin)
+                          and scope_inst else None,
+                          facility_id=facility.id if facility else None,
+                          city_code=city_code if str(role) == Role.auditor else None)
+        session.add(grant)
+        await session.flush()
+    return user
+
+
+async def principal_for(session: AsyncSession, user: User) -> Principal:
+    from booking.auth.repository import grants_for
+
+    return Principal(user=user, grants=tuple(await grants_for(session, user.id)))  # type: ignore[arg-type]
+
+
+async def bearer_headers(session: AsyncSession, user: User) -> dict[str, str]:
+    token, _ = await auth_service.issue_access_token(session, user)
+    await session.flush()
+    return {"Authorization": f"Bearer {token}"}
+
+
+CSRF_VALUE = "test-csrf-token-0123456789abcdef"
+
+
+async def login_web(session: AsyncSession, client: httpx.AsyncClient, user: User) -> httpx.AsyncClient:
+    """Sign a client in through a real server-side session, with the CSRF cookie and header set."""
+    token = await auth_service.start_web_session(session, user, user_agent="pytest", address="127.0.0.1")
+    await session.flush()
+    client.cookies.set(SESSION_COOKIE, sign(token, SESSION_SALT))
+    client.cookies.set(CSRF_COOKIE, CSRF_VALUE)
+    client.headers["X-CSRF-Token"] = CSRF_VALUE
+    return client

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import httpx
+
+
+async def test_login_page_heading(client: httpx.AsyncClient) -> None:
+    r = await client.get("/login")
+    assert r.status_code == 200
+    assert "<h1 id=\"login-title\">登录</h1>" in r.text
+    assert r.headers["x-request-id"]
+    assert "bk_csrf" in r.headers.get("set-cookie", "")
+
+
+async def test_healthz_ok(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok"
+
+
+async def test_unknown_api_path_is_problem_json(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/does-not-exist")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["status"] == 404
+
+
+async def test_unknown_page_is_chinese_404(client: httpx.AsyncClient) -> None:
+    r = await client.get("/no-such-page")
+    assert r.status_code == 404
+    assert "页面不存在" in r.text
+
+
+async def test_openapi_lists_token_route(client: httpx.AsyncClient) -> None:
+    r = await client.get("/openapi.json")
+    assert r.status_code == 200
+    assert "/api/v1/auth/token" in r.json()["paths"]
+
+
+async def test_metrics(client: httpx.AsyncClient) -> None:
+    await client.get("/login")
+    r = await client.get("/metrics")
+    assert r.status_code == 200
+    assert "booking_http_requests_total" in r.text
