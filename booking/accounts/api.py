@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, status
 
 from booking.accounts import repository as repo
 from booking.accounts import service
+from booking.accounts.deps import ApiAdministeredInstitution
 from booking.accounts.models import Institution, InstitutionKind, RoleGrant, User
 from booking.accounts.schemas import (
     Decision,
@@ -69,7 +70,7 @@ async def get_institution(session: SessionDep, institution_id: int) -> Instituti
 
 @router.patch("/institutions/{institution_id}", response_model=InstitutionPublic)
 async def update_institution(principal: ApiUser, session: SessionDep, institution_id: int,
-                             data: InstitutionUpdate) -> InstitutionPublic:
+                             inst: ApiAdministeredInstitution, data: InstitutionUpdate) -> InstitutionPublic:
     return institution_public(await service.update_institution(session, principal, institution_id, data))
 
 
@@ -83,7 +84,7 @@ async def list_facilities(session: SessionDep, institution_id: int) -> Page[Faci
 @router.post("/institutions/{institution_id}/facilities", response_model=FacilityPublic,
              status_code=status.HTTP_201_CREATED)
 async def create_facility(principal: ApiUser, session: SessionDep, institution_id: int,
-                          data: FacilityCreate) -> FacilityPublic:
+                          inst: ApiAdministeredInstitution, data: FacilityCreate) -> FacilityPublic:
     return FacilityPublic.model_validate(await service.create_facility(session, principal, institution_id, data))
 
 

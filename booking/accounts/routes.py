@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from booking.accounts import repository as repo
 from booking.accounts import service
+from booking.accounts.deps import WebAdministeredInstitution
 from booking.accounts.models import InstitutionKind, Role
 from booking.accounts.schemas import (
     FacilityCreate,
@@ -134,7 +135,8 @@ async def institution_detail(request: Request, session: SessionDep, principal: W
 
 
 @router.post("/institutions/{institution_id}/facilities")
-async def add_facility(request: Request, session: SessionDep, principal: WebUser, institution_id: int) -> Response:
+async def add_facility(request: Request, session: SessionDep, principal: WebUser, institution_id: int,
+                       inst: WebAdministeredInstitution) -> Response:
     form = await request.form()
     try:
         data = parse_form(FacilityCreate, dict(form))
@@ -153,7 +155,7 @@ async def add_facility(request: Request, session: SessionDep, principal: WebUser
 
 @router.post("/institutions/{institution_id}")
 async def edit_institution(request: Request, session: SessionDep, principal: WebUser,
-                           institution_id: int) -> Response:
+                           institution_id: int, inst: WebAdministeredInstitution) -> Response:
     form = await request.form()
     try:
         data = parse_form(InstitutionUpdate, {k: v for k, v in form.items() if k != "city_code"})

@@ -4,10 +4,39 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from booking.accounts.models import InstitutionKind
+from booking.accounts.rules import city_problems, credit_code_problems, phone_problems
+from booking.core.passwords import password_problems
 from booking.core.emails import Email
+
+
+def _raise_first(problems: list) -> None:  # type: ignore[type-arg]
+    # Pydantic reports each field's problems together with every other field's, so a form shows them all.
+    if problems:
+        raise PydanticCustomError(problems[0].code, "；".join(p.message for p in problems))
+
+
+def _check_password(value: str) -> str:
+    _raise_first(password_problems(value))
+    return value
+
+
+def _check_phone(value: str | None) -> str | None:
+    _raise_first(phone_problems(value))
+    return value
+
+
+def _check_city(value: str | None) -> str | None:
+    _raise_first(city_problems(value))
+    return value
+
+
+def _check_credit_code(value: str | None) -> str | None:
+    _raise_first(credit_code_problems(value))
+    return value.upper() if value else value
 
 
 class InstitutionCreate(BaseModel):
@@ -18,6 +47,9 @@ class InstitutionCreate(BaseModel):
     city_code: str = Field(min_length=6, max_length=6, description="市州代码（GB/T 2260）")
     address: str | None = Field(default=None, max_length=300)
 
+    _credit = field_validator("credit_code")(_check_credit_code)
+    _city = field_validator("city_code")(_check_city)
+
 
 class InstitutionUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -26,6 +58,9 @@ class InstitutionUpdate(BaseModel):
     credit_code: str | None = Field(default=None, max_length=18)
     city_code: str | None = Field(default=None, min_length=6, max_length=6)
     address: str | None = Field(default=None, max_length=300)
+
+    _credit = field_validator("credit_code")(_check_credit_code)
+    _city = field_validator("city_code")(_check_city)
 
 
 class InstitutionPublic(BaseModel):
@@ -62,6 +97,9 @@ class RegisterRequest(BaseModel):
     institution_id: int
     locale: str = Field(default="zh-CN", pattern="^(zh-CN|en)$")
 
+    _password = field_validator("password")(_check_password)
+    _phone = field_validator("phone")(_check_phone)
+
 
 class ProfileUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -69,9 +107,12 @@ class ProfileUpdate(BaseModel):
     phone: str | None = Field(default=None, max_length=20)
     locale: str | None = Field(default=None, pattern="^(zh-CN|en)$")
 
+    _phone = field_validator("phone")(_check_phone)
+
 
 class PasswordChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # The policy check runs in the service, together with the current-password check, so both are reported.
     current_password: str = Field(max_length=128)
     new_password: str = Field(max_length=128)
 
@@ -105,6 +146,9 @@ class UserCreate(BaseModel):
     phone: str | None = Field(default=None, max_length=20)
     institution_id: int | None = None
 
+    _password = field_validator("password")(_check_password)
+    _phone = field_validator("phone")(_check_phone)
+
 
 class RoleRequestCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -113,6 +157,8 @@ class RoleRequestCreate(BaseModel):
     facility_id: int | None = None
     city_code: str | None = Field(default=None, min_length=6, max_length=6)
     reason: str = Field(min_length=2, max_length=500)
+
+    _city = field_validator("city_code")(_check_city)
 
 
 class RoleRequestPublic(BaseModel):

@@ -15,8 +15,10 @@ M = TypeVar("M", bound=BaseModel)
 
 def parse_form(model: type[M], data: Mapping[str, Any], *, blank_is_none: bool = True) -> M:
     cleaned: dict[str, Any] = {}
+    known = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
     for key, value in data.items():
-        if key == "csrf_token":
+        # Forms carry UI-only fields (csrf_token, password confirmation, submit buttons): keep the model's own.
+        if key not in known:
             continue
         if blank_is_none and isinstance(value, str) and value.strip() == "":
             continue

@@ -8,17 +8,23 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from booking.core.db import get_engine
-from booking.core.migrations import current_revision, head_revision
+from booking.core.db import get_sessionmaker
+from booking.core.migrations import current_revision_sync, head_revision
 
 router = APIRouter(tags=["ops"])
 _HEAD = head_revision()
 
 
+async def _current_revision() -> str | None:
+    async with get_sessionmaker()() as session:
+        conn = await session.connection()
+        return await conn.run_sync(current_revision_sync)
+
+
 @router.get("/healthz", summary="200 when the database answers and migrations are at head, else 503")
 async def healthz() -> JSONResponse:
     try:
-        current = await asyncio.wait_for(current_revision(get_engine()), timeout=3)
+        current = await asyncio.wait_for(_current_revision(), timeout=3)
     except Exception as exc:  # any failure to reach the database is 'unhealthy', never a 500
         return JSONResponse({"status": "unavailable", "database": "down", "error": type(exc).__name__},
                             status_code=503)

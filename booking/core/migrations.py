@@ -28,13 +28,13 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def _current(connection: Connection) -> str | None:
+def current_revision_sync(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
-        return await conn.run_sync(_current)
+        return await conn.run_sync(current_revision_sync)
 
 
 def upgrade(url: str, revision: str = "head") -> None:

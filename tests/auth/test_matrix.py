@@ -1,0 +1,114 @@
+"""Authorization matrix: every role × every protected endpoint → allowed or denied.
+
+Denied means 401 for anonymous callers and 403 for signed-in ones; allowed means neither (the request may still
+fail validation, which is not an authorization decision). Cross-institution and cross-市州 callers are roles of
+their own here, so scope mistakes show up as matrix failures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.accounts.models import Role, RoleRequest
+from tests.factories import bearer_headers, login_web, make_institution, make_user
+
+ROLES = ["anonymous", "researcher", "manager_a", "manager_b", "inst_admin_a", "inst_admin_b",
+         "provincial_auditor", "city_auditor", "admin"]
+SIGNED_IN = set(ROLES) - {"anonymous"}
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    path: str
+    allowed: frozenset[str]
+    web: bool = False
+    json: Any = None
+
+
+CASES = [
+    Case("GET", "/api/v1/me", frozenset(SIGNED_IN)),
+    Case("PATCH", "/api/v1/me", frozenset(SIGNED_IN), json={"name": "改名"}),
+    Case("POST", "/api/v1/me/password", frozenset(SIGNED_IN), json={"current_password": "x", "new_password": "y"}),
+    Case("GET", "/api/v1/me/tokens", frozenset(SIGNED_IN)),
+    Case("POST", "/api/v1/me/tokens", frozenset(SIGNED_IN), json={"name": "t"}),
+    Case("GET", "/api/v1/me/role-requests", frozenset(SIGNED_IN)),
+    Case("POST", "/api/v1/me/role-requests", frozenset(SIGNED_IN),
+         json={"role": "auditor", "city_code": "510700", "reason": "市科技局"}),
+    Case("POST", "/api/v1/institutions", frozenset({"admin"}),
+         json={"name": "新单位", "kind": "企业", "city_code": "510100"}),
+    Case("PATCH", "/api/v1/institutions/{inst_a}", frozenset({"inst_admin_a", "admin"}), json={"address": "新地址"}),
+    Case("PATCH", "/api/v1/institutions/{inst_b}", frozenset({"inst_admin_b", "admin"}), json={"address": "新地址"}),
+    Case("POST", "/api/v1/institutions/{inst_a}/facilities", frozenset({"inst_admin_a", "admin"}),
+         json={"name": "新平台"}),
+    Case("GET", "/api/v1/admin/role-requests", frozenset({"admin"})),
+    Case("POST", "/api/v1/admin/role-requests/{request_id}/approve", frozenset({"admin"})),
+    Case("POST", "/api/v1/admin/role-requests/{request_id}/reject", frozenset({"admin"})),
+    Case("GET", "/api/v1/admin/users", frozenset({"admin"})),
+    Case("GET", "/api/v1/activity", frozenset({"admin", "provincial_auditor"})),
+    Case("GET", "/profile", frozenset(SIGNED_IN), web=True),
+    Case("POST", "/profile", frozenset(SIGNED_IN), web=True),
+    Case("GET", "/admin/role-requests", frozenset({"admin"}), web=True),
+    Case("POST", "/admin/role-requests/{request_id}/approve", frozenset({"admin"}), web=True),
+    Case("GET", "/admin/users", frozenset({"admin"}), web=True),
+    Case("GET", "/admin/activity", frozenset({"admin", "provincial_auditor"}), web=True),
+    Case("POST", "/institutions/{inst_a}/facilities", frozenset({"inst_admin_a", "admin"}), web=True),
+    Case("POST", "/institutions/{inst_b}", frozenset({"inst_admin_b", "admin"}), web=True),
+]
+
+
+async def _world(session: AsyncSession) -> dict[str, Any]:
+    inst_a = await make_institution(session, city_code="510100")
+    inst_b = await make_institution(session, city_code="510700")
+    users = {
+        "researcher": await make_user(session, institution=inst_a),
+        "manager_a": await make_user(session, role=Role.facility_manager, grant_institution=inst_a),
+        "manager_b": await make_user(session, role=Role.facility_manager, grant_institution=inst_b),
+        "inst_admin_a": await make_user(session, role=Role.institution_admin, grant_institution=inst_a),
+        "inst_admin_b": await make_user(session, role=Role.institution_admin, grant_institution=inst_b),
+        "provincial_auditor": await make_user(session, role=Role.auditor, institution_id=None),
+        "city_auditor": await make_user(session, role=Role.auditor, city_code="510700", institution_id=None),
+        "admin": await make_user(session, role=Role.platform_admin, institution_id=None),
+    }
+    req = RoleRequest(user_id=users["researcher"].id, role="facility_manager", institution_id=inst_a.id,  # type: ignore[arg-type]
+                      reason="管理仪器")
+    session.add(req)
+    await session.flush()
+    return {"users": users, "inst_a": inst_a.id, "inst_b": inst_b.id, "request_id": req.id}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method} {c.path}")
+async def test_matrix(client: httpx.AsyncClient, session: AsyncSession, case: Case, role: str) -> None:
+    world = await _world(session)
+    path = case.path.format(**{k: v for k, v in world.items() if k != "users"})
+    headers: dict[str, str] = {}
+    if role != "anonymous":
+        user = world["users"][role]
+        if case.web:
+            await login_web(session, client, user)
+        else:
+            headers = await bearer_headers(session, user)
+    elif case.web:
+        await client.get("/login")
+        headers["X-CSRF-Token"] = client.cookies.get("bk_csrf") or ""
+    kwargs: dict[str, Any] = {"headers": headers}
+    if case.json is not None:
+        kwargs["json"] = case.json
+    r = await client.request(case.method, path, **kwargs)
+    if role in case.allowed:
+        assert r.status_code not in (401, 403), f"{role} should be allowed: {r.status_code} {r.text[:300]}"
+        if case.web and r.status_code == 303:
+            assert not r.headers["location"].startswith("/login")
+    elif role == "anonymous":
+        if case.web:
+            assert r.status_code == 303 and r.headers["location"].startswith("/login"), r.status_code
+        else:
+            assert r.status_code == 401, r.text[:300]
+    else:
+        assert r.status_code == 403, f"{role} should be denied: {r.status_code} {r.text[:300]}"

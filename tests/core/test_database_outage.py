@@ -1,0 +1,125 @@
+"""Database down → 503 quickly (not a hang); the service recovers by itself when the database returns.
+
+A small TCP proxy sits between the app and PostgreSQL so the test can cut and restore the database connection
+without touching the server other tests use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import socket
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from booking.core import db as core_db
+from tests.db import TestDatabase
+
+
+class Proxy:
+    def __init__(self, target: tuple[str, int] | str) -> None:
+        self.target = target
+        self.port = _free_port()
+        self.server: asyncio.AbstractServer | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        with contextlib.suppress(Exception):
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if isinstance(self.target, str):
+            up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in list(self.writers):
+            with contextlib.suppress(Exception):
+                w.transport.abort()
+        self.writers.clear()
+        await self.server.wait_closed()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _target(db: TestDatabase) -> tuple[str, int] | str:
+    parts = urlsplit(db.dsn)
+    host = parse_qs(parts.query).get("host", [None])[0]
+    if host and host.startswith("/"):
+        [sock] = glob.glob(f"{host}/.s.PGSQL.*")[:1]
+        return sock
+    return (parts.hostname or "127.0.0.1", parts.port or 5432)
+
+
+@pytest.fixture
+async def proxied_client(app, test_database: TestDatabase) -> AsyncIterator[tuple[httpx.AsyncClient, Proxy]]:  # type: ignore[no-untyped-def]
+    proxy = Proxy(_target(test_database))
+    await proxy.start()
+    user = urlsplit(test_database.dsn).username or "postgres"
+    password = urlsplit(test_database.dsn).password
+    auth = f"{user}:{password}" if password else user
+    url = f"postgresql+asyncpg://{auth}@127.0.0.1:{proxy.port}/{test_database.name}"
+    engine = core_db.make_engine(url, pool_size=2, max_overflow=0)
+    previous = core_db._sessionmaker
+    core_db.set_sessionmaker(async_sessionmaker(engine, expire_on_commit=False))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client, proxy
+    core_db._sessionmaker = previous
+    await engine.dispose()
+    with contextlib.suppress(Exception):
+        await proxy.stop()
+
+
+async def test_outage_is_quick_503_and_recovers(proxied_client: tuple[httpx.AsyncClient, Proxy]) -> None:
+    client, proxy = proxied_client
+    assert (await client.get("/api/v1/institutions")).status_code == 200
+
+    await proxy.stop()
+    started = time.perf_counter()
+    api = await client.get("/api/v1/institutions")
+    page = await client.get("/institutions")
+    elapsed = time.perf_counter() - started
+    assert api.status_code == 503
+    assert api.headers["content-type"].startswith("application/problem+json")
+    assert api.headers["retry-after"]
+    assert page.status_code == 503 and "服务暂不可用" in page.text
+    assert elapsed < 8, f"outage answered in {elapsed:.1f}s"
+
+    health = await client.get("/healthz")
+    assert health.status_code == 503 and health.json()["database"] == "down"
+
+    await _restart(proxy)
+    for _ in range(20):
+        r = await client.get("/api/v1/institutions")
+        if r.status_code == 200:
+            break
+        await asyncio.sleep(0.2)
+    assert r.status_code == 200
+    assert (await client.get("/healthz")).status_code == 200
+
+
+async def _restart(proxy: Proxy) -> None:
+    proxy.server = await asyncio.start_server(proxy._handle, "127.0.0.1", proxy.port)
