@@ -41,3 +41,10 @@ async def test_metrics(client: httpx.AsyncClient) -> None:
     r = await client.get("/metrics")
     assert r.status_code == 200
     assert "booking_http_requests_total" in r.text
+
+
+async def test_forms_carry_the_csrf_cookie_value(client: httpx.AsyncClient) -> None:
+    """The hidden csrf_token in rendered forms must equal the cookie (macros need the template context)."""
+    r = await client.get("/login")
+    cookie = client.cookies.get("bk_csrf")
+    assert cookie and f'name="csrf_token" value="{cookie}"' in r.text

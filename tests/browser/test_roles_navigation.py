@@ -1,0 +1,49 @@
+"""Each demo role logs in through the real login page and sees its own navigation."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import login, screenshot
+
+pytestmark = pytest.mark.browser
+
+EXPECTED = {
+    "researcher@demo.local": ({"home", "institutions", "profile"},
+                              {"role-requests", "users", "activity", "my-institution"}, "研究人员"),
+    "manager@demo.local": ({"home", "institutions", "profile", "my-institution"},
+                           {"role-requests", "users", "activity"}, "仪器管理员"),
+    "auditor@demo.local": ({"home", "institutions", "profile", "activity"},
+                           {"role-requests", "users", "my-institution"}, "省级审计"),
+    "admin@demo.local": ({"home", "institutions", "profile", "role-requests", "users", "activity"},
+                         set(), "平台管理员"),
+}
+
+
+@pytest.mark.parametrize("email", list(EXPECTED))
+def test_role_navigation(page, email: str) -> None:  # type: ignore[no-untyped-def]
+    must, must_not, badge = EXPECTED[email]
+    login(page, email)
+    assert page.url.endswith("/")
+    keys = set(page.locator("nav[aria-label='主导航'] a").evaluate_all("els => els.map(e => e.dataset.nav)"))
+    assert must <= keys, keys
+    assert not (must_not & keys), keys
+    assert badge in page.get_by_test_id("role-badge").inner_text()
+    screenshot(page, f"nav-{email.split('@')[0]}")
+
+
+def test_login_page_heading_and_error(page) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/login")
+    assert page.get_by_role("heading", level=1).inner_text() == "登录"
+    page.get_by_label("邮箱").fill("researcher@demo.local")
+    page.get_by_label("密码").fill("wrong-password-here")
+    page.get_by_role("button", name="登录").click()
+    assert "邮箱或密码不正确" in page.locator("#login-error").inner_text()
+    screenshot(page, "login-error")
+
+
+def test_keyboard_skip_link_and_focus(page) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/login")
+    page.keyboard.press("Tab")
+    focused = page.evaluate("document.activeElement.textContent")
+    assert "跳到主要内容" in focused
