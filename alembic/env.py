@@ -6,10 +6,10 @@ import asyncio
 
 from sqlalchemy import Connection, pool
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import SQLModel
 
 from alembic import context
 from booking import models  # noqa: F401  (registers every table on the metadata)
-from sqlmodel import SQLModel
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -82,3 +82,20 @@ def _reset_clock() -> Iterator[None]:
 
     yield
     set_clock(None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests last: Playwright's sync API keeps an event loop running in the main thread while the browser
+    is open, which async tests after it could not share."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped test is a failure: a missing browser or server must not turn into a green run."""
+    if not os.environ.get("CI"):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if skipped and exitstatus == 0:
+        reporter.write_line(f"CI: {skipped} test(s) were skipped; failing the run", red=True)  # type: ignore[union-attr]
+        session.exitstatus = 1

@@ -35,7 +35,7 @@ async def _create(admin_dsn: str, name: str) -> None:
     conn = await asyncpg.connect(admin_dsn)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        version = int((await conn.fetchval("SHOW server_version_num")))
+        version = int(await conn.fetchval("SHOW server_version_num"))
         locale = ("LOCALE_PROVIDER builtin BUILTIN_LOCALE 'C.UTF-8'" if version >= 170000
                   else "LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'")
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\' {locale}')

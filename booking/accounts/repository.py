@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from booking.accounts.models import Facility, Institution, RoleGrant, RoleRequest, User
 
@@ -18,13 +19,14 @@ async def list_institutions(session: AsyncSession, *, q: str | None, city_code: 
                             limit: int, offset: int) -> tuple[Sequence[Institution], int]:
     stmt = select(Institution)
     if q:
-        stmt = stmt.where(Institution.name.contains(q, autoescape=True))  # type: ignore[attr-defined]
+        stmt = stmt.where(Institution.name.contains(q, autoescape=True))
     if city_code:
         stmt = stmt.where(Institution.city_code == city_code)
     if kind:
         stmt = stmt.where(Institution.kind == kind)
     total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = await session.scalars(stmt.order_by(Institution.city_code, Institution.name).limit(limit).offset(offset))
+    stmt = stmt.order_by(col(Institution.city_code), col(Institution.name))
+    rows = await session.scalars(stmt.limit(limit).offset(offset))
     return list(rows), int(total or 0)
 
 
@@ -40,7 +42,7 @@ async def list_users(session: AsyncSession, *, q: str | None, institution_id: in
     stmt = select(User)
     if q:
         stmt = stmt.where(
-            User.email.contains(q, autoescape=True) | User.name.contains(q, autoescape=True)  # type: ignore[attr-defined]
+            col(User.email).contains(q, autoescape=True) | col(User.name).contains(q, autoescape=True)
         )
     if institution_id:
         stmt = stmt.where(User.institution_id == institution_id)
@@ -53,7 +55,7 @@ async def grants_of(session: AsyncSession, user_ids: Sequence[int]) -> dict[int,
     out: dict[int, list[RoleGrant]] = {uid: [] for uid in user_ids}
     if not user_ids:
         return out
-    rows = await session.scalars(select(RoleGrant).where(RoleGrant.user_id.in_(user_ids)))  # type: ignore[attr-defined]
+    rows = await session.scalars(select(RoleGrant).where(RoleGrant.user_id.in_(user_ids)))
     for g in rows:
         out[g.user_id].append(g)
     return out
@@ -67,17 +69,17 @@ async def list_role_requests(session: AsyncSession, *, status: str | None, user_
     if user_id:
         stmt = stmt.where(RoleRequest.user_id == user_id)
     total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = await session.scalars(stmt.order_by(RoleRequest.id.desc()).limit(limit).offset(offset))  # type: ignore[union-attr]
+    rows = await session.scalars(stmt.order_by(RoleRequest.id.desc()).limit(limit).offset(offset))
     return list(rows), int(total or 0)
 
 
 async def existing_grant(session: AsyncSession, grant: RoleGrant) -> RoleGrant | None:
     stmt = select(RoleGrant).where(
-        RoleGrant.user_id == grant.user_id,
-        RoleGrant.role == grant.role,
-        RoleGrant.institution_id.is_not_distinct_from(grant.institution_id),  # type: ignore[union-attr]
-        RoleGrant.facility_id.is_not_distinct_from(grant.facility_id),  # type: ignore[union-attr]
-        RoleGrant.city_code.is_not_distinct_from(grant.city_code),  # type: ignore[union-attr]
+        col(RoleGrant.user_id) == grant.user_id,
+        col(RoleGrant.role) == grant.role,
+        col(RoleGrant.institution_id).is_not_distinct_from(grant.institution_id),
+        col(RoleGrant.facility_id).is_not_distinct_from(grant.facility_id),
+        col(RoleGrant.city_code).is_not_distinct_from(grant.city_code),
     )
     return (await session.scalars(stmt)).first()
 

@@ -9,8 +9,8 @@ from pydantic_core import PydanticCustomError
 
 from booking.accounts.models import InstitutionKind
 from booking.accounts.rules import city_problems, credit_code_problems, phone_problems
-from booking.core.passwords import password_problems
 from booking.core.emails import Email
+from booking.core.passwords import password_problems
 
 
 def _raise_first(problems: list) -> None:  # type: ignore[type-arg]
@@ -205,5 +205,5 @@ class TokenCreated(TokenPublic):
 
 class AccessToken(BaseModel):
     access_token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     expires_in: int

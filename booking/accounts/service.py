@@ -56,7 +56,8 @@ async def create_institution(session: AsyncSession, actor: Principal | None, dat
     if problems:
         raise RuleViolation("单位信息有误", problems=problems)
     inst = Institution(
-        name=data.name.strip(), kind=data.kind.value, credit_code=data.credit_code.upper() if data.credit_code else None,
+        name=data.name.strip(), kind=data.kind.value,
+            credit_code=data.credit_code.upper() if data.credit_code else None,
         city_code=data.city_code, address=data.address,
     )
     session.add(inst)

@@ -15,7 +15,7 @@ async def list_entries(session: AsyncSession, *, action: str | None, target_type
                        ) -> tuple[Sequence[ActivityEntry], int]:
     stmt = select(ActivityEntry)
     if action:
-        stmt = stmt.where(ActivityEntry.action.startswith(action, autoescape=True))  # type: ignore[attr-defined]
+        stmt = stmt.where(ActivityEntry.action.startswith(action, autoescape=True))
     if target_type:
         stmt = stmt.where(ActivityEntry.target_type == target_type)
     if target_id:
@@ -23,5 +23,5 @@ async def list_entries(session: AsyncSession, *, action: str | None, target_type
     if actor_id:
         stmt = stmt.where(ActivityEntry.actor_id == actor_id)
     total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = await session.scalars(stmt.order_by(ActivityEntry.seq.desc()).limit(limit).offset(offset))  # type: ignore[union-attr]
+    rows = await session.scalars(stmt.order_by(ActivityEntry.seq.desc()).limit(limit).offset(offset))
     return list(rows), int(total or 0)

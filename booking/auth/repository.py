@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from booking.accounts.models import RoleGrant, User
 from booking.auth.models import ApiToken, LoginFailure, WebSession
@@ -19,8 +20,8 @@ async def grants_for(session: AsyncSession, user_id: int) -> list[RoleGrant]:
 async def user_by_session_digest(session: AsyncSession, digest: str, now: datetime) -> User | None:
     stmt = (
         select(User)
-        .join(WebSession, WebSession.user_id == User.id)
-        .where(WebSession.digest == digest, WebSession.expires_at > now, User.is_active.is_(True))  # type: ignore[attr-defined]
+        .join(WebSession, col(WebSession.user_id) == col(User.id))
+        .where(WebSession.digest == digest, col(WebSession.expires_at) > now, col(User.is_active).is_(True))
     )
     return (await session.scalars(stmt)).first()
 
@@ -28,12 +29,12 @@ async def user_by_session_digest(session: AsyncSession, digest: str, now: dateti
 async def token_with_user(session: AsyncSession, digest: str, now: datetime) -> tuple[ApiToken, User] | None:
     stmt = (
         select(ApiToken, User)
-        .join(User, User.id == ApiToken.user_id)
+        .join(User, col(User.id) == col(ApiToken.user_id))
         .where(
-            ApiToken.digest == digest,
-            ApiToken.revoked_at.is_(None),  # type: ignore[union-attr]
-            (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > now),  # type: ignore[union-attr,operator]
-            User.is_active.is_(True),  # type: ignore[attr-defined]
+            col(ApiToken.digest) == digest,
+            col(ApiToken.revoked_at).is_(None),
+            (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > now),
+            col(User.is_active).is_(True),
         )
     )
     row = (await session.execute(stmt)).first()
@@ -41,21 +42,21 @@ async def token_with_user(session: AsyncSession, digest: str, now: datetime) -> 
 
 
 async def delete_session(session: AsyncSession, digest: str) -> None:
-    await session.execute(delete(WebSession).where(WebSession.digest == digest))  # type: ignore[arg-type]
+    await session.execute(delete(WebSession).where(WebSession.digest == digest))
 
 
 async def delete_sessions_of(session: AsyncSession, user_id: int, keep_digest: str | None = None) -> None:
-    stmt = delete(WebSession).where(WebSession.user_id == user_id)  # type: ignore[arg-type]
+    stmt = delete(WebSession).where(WebSession.user_id == user_id)
     if keep_digest:
-        stmt = stmt.where(WebSession.digest != keep_digest)  # type: ignore[arg-type]
+        stmt = stmt.where(WebSession.digest != keep_digest)
     await session.execute(stmt)
 
 
 async def revoke_access_tokens_of(session: AsyncSession, user_id: int, now: datetime) -> None:
     await session.execute(
         update(ApiToken)
-        .where(ApiToken.user_id == user_id, ApiToken.kind == "access",  # type: ignore[arg-type]
-               ApiToken.revoked_at.is_(None))  # type: ignore[union-attr]
+        .where(ApiToken.user_id == user_id, col(ApiToken.kind) == "access",
+               col(ApiToken.revoked_at).is_(None))
         .values(revoked_at=now)
     )
 
@@ -72,13 +73,13 @@ async def recent_failures(session: AsyncSession, *, email: str | None = None, ad
 
 
 async def clear_failures(session: AsyncSession, email: str) -> None:
-    await session.execute(delete(LoginFailure).where(LoginFailure.email == email))  # type: ignore[arg-type]
+    await session.execute(delete(LoginFailure).where(LoginFailure.email == email))
 
 
 async def list_tokens(session: AsyncSession, user_id: int) -> list[ApiToken]:
     stmt = (
         select(ApiToken)
-        .where(ApiToken.user_id == user_id, ApiToken.kind == "personal")
-        .order_by(ApiToken.id.desc())  # type: ignore[union-attr]
+        .where(ApiToken.user_id == user_id, col(ApiToken.kind) == "personal")
+        .order_by(ApiToken.id.desc())
     )
     return list(await session.scalars(stmt))

@@ -10,7 +10,14 @@ from booking.accounts import service as accounts
 from booking.accounts.models import Institution
 from booking.accounts.schemas import RegisterRequest
 from booking.auth import service
-from booking.auth.deps import SESSION_COOKIE, SESSION_SALT, CsrfDep, WebPrincipal, load_web_principal, session_token_from
+from booking.auth.deps import (
+    SESSION_COOKIE,
+    SESSION_SALT,
+    CsrfDep,
+    WebPrincipal,
+    load_web_principal,
+    session_token_from,
+)
 from booking.core.db import SessionDep
 from booking.core.errors import Conflict, DomainError, Problem, RuleViolation, TooManyRequests
 from booking.core.forms import errors_by_field, form_values, parse_form

@@ -43,7 +43,7 @@ async def _check_throttle(session: AsyncSession, email: str, address: str) -> No
         ("account", settings.login_max_failures_per_account, {"email": email}),
         ("address", settings.login_max_failures_per_address, {"address": address}),
     ):
-        count, oldest = await repo.recent_failures(session, since=since, **kwargs)  # type: ignore[arg-type]
+        count, oldest = await repo.recent_failures(session, since=since, **kwargs)
         if count >= limit and oldest is not None:
             retry = max(1, int((oldest + window - now).total_seconds()) + 1)
             target = "该账号" if kind == "account" else "该地址"
@@ -75,7 +75,7 @@ async def start_web_session(session: AsyncSession, user: User, *, user_agent: st
     token = new_token()
     settings = get_settings()
     session.add(WebSession(
-        digest=token_digest(token), user_id=user.id,  # type: ignore[arg-type]
+        digest=token_digest(token), user_id=user.id,
         expires_at=utcnow() + timedelta(seconds=settings.session_max_age_s),
         user_agent=(user_agent or "")[:300], address=(address or "")[:64],
     ))
@@ -94,7 +94,7 @@ async def issue_access_token(session: AsyncSession, user: User) -> tuple[str, in
     settings = get_settings()
     token = "bka_" + new_token()
     session.add(ApiToken(
-        user_id=user.id, kind="access", name="OAuth2 password grant",  # type: ignore[arg-type]
+        user_id=user.id, kind="access", name="OAuth2 password grant",
         digest=token_digest(token), prefix=token[:12],
         expires_at=utcnow() + timedelta(seconds=settings.access_token_max_age_s),
     ))
@@ -141,7 +141,7 @@ async def principal_from_session_token(session: AsyncSession, token: str) -> Pri
     user = await repo.user_by_session_digest(session, token_digest(token), utcnow())
     if user is None:
         return None
-    return Principal(user=user, grants=tuple(await repo.grants_for(session, user.id)), via="session")  # type: ignore[arg-type]
+    return Principal(user=user, grants=tuple(await repo.grants_for(session, user.id)), via="session")
 
 
 async def principal_from_bearer(session: AsyncSession, token: str) -> Principal | None:
@@ -149,7 +149,7 @@ async def principal_from_bearer(session: AsyncSession, token: str) -> Principal 
     if found is None:
         return None
     api_token, user = found
-    return Principal(user=user, grants=tuple(await repo.grants_for(session, user.id)),  # type: ignore[arg-type]
+    return Principal(user=user, grants=tuple(await repo.grants_for(session, user.id)),
                      via=api_token.kind)
 
 
@@ -170,9 +170,9 @@ async def change_password(session: AsyncSession, actor: Principal, current: str,
     db_user.password_changed_at = utcnow()
     # A password change signs out every other session and revokes access tokens (not personal tokens,
     # which the user manages explicitly).
-    await repo.delete_sessions_of(session, user.id,  # type: ignore[arg-type]
+    await repo.delete_sessions_of(session, user.id,
                                   keep_digest=token_digest(keep_session_token) if keep_session_token else None)
-    await repo.revoke_access_tokens_of(session, user.id, utcnow())  # type: ignore[arg-type]
+    await repo.revoke_access_tokens_of(session, user.id, utcnow())
     record(session, actor_id=user.id, action="user.password_changed", target_type="user", target_id=user.id)
 
 

@@ -81,7 +81,7 @@ def render(
     response.headers["Vary"] = "HX-Request"
     for key, value in (headers or {}).items():
         response.headers[key] = value
-    return response  # type: ignore[no-any-return]
+    return response  # type: ignore[return-value]
 
 
 def redirect(request: Request, url: str, *, status_code: int = 303) -> Response:

@@ -136,7 +136,8 @@ class TestWebRegister:
 class TestProfileAndPassword:
     async def test_update_profile_api(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
         user = await make_user(session)
-        r = await client.patch("/api/v1/me", json={"phone": "028-85551234"}, headers=await bearer_headers(session, user))
+        r = await client.patch("/api/v1/me", json={"phone": "028-85551234"},
+            headers=await bearer_headers(session, user))
         assert r.status_code == 200 and r.json()["phone"] == "028-85551234"
 
     async def test_change_password_revokes_access_tokens(self, client: httpx.AsyncClient,
@@ -179,6 +180,7 @@ class TestPersonalTokens:
 
     async def test_cannot_revoke_someone_elses(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
         owner, other = await make_user(session), await make_user(session)
-        created = await client.post("/api/v1/me/tokens", json={"name": "a"}, headers=await bearer_headers(session, owner))
-        r = await client.delete(f"/api/v1/me/tokens/{created.json()['id']}", headers=await bearer_headers(session, other))
+        owner_headers, other_headers = await bearer_headers(session, owner), await bearer_headers(session, other)
+        created = await client.post("/api/v1/me/tokens", json={"name": "a"}, headers=owner_headers)
+        r = await client.delete(f"/api/v1/me/tokens/{created.json()['id']}", headers=other_headers)
         assert r.status_code == 404

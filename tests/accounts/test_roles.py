@@ -20,7 +20,8 @@ class TestRoleRequests:
                               json={"role": "facility_manager", "institution_id": inst.id, "reason": "负责质谱仪"})
         assert r.status_code == 201
         req_id = r.json()["id"]
-        a = await client.post(f"/api/v1/admin/role-requests/{req_id}/approve", headers=await bearer_headers(session, admin),
+        a = await client.post(f"/api/v1/admin/role-requests/{req_id}/approve",
+            headers=await bearer_headers(session, admin),
                               json={"note": "同意"})
         assert a.status_code == 200 and a.json()["status"] == "approved"
         me = await client.get("/api/v1/me", headers=await bearer_headers(session, user))

@@ -44,7 +44,8 @@ class TestRecord:
         record(session, actor_id=1, action="will.vanish", target_type="t")
         await session.flush()
         await nested.rollback()
-        assert (await session.scalars(select(ActivityEntry).where(ActivityEntry.action == "will.vanish"))).first() is None
+        found = await session.scalars(select(ActivityEntry).where(ActivityEntry.action == "will.vanish"))
+        assert found.first() is None
 
 
 class TestAppendOnly:

@@ -227,7 +227,8 @@ class TestCsrf:
         r = await client.post("/profile", data={"name": "新名字", "locale": "zh-CN"}, headers={"HX-Request": "true"})
         assert r.status_code == 200
 
-    async def test_api_needs_no_csrf_but_ignores_cookies(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+    async def test_api_needs_no_csrf_but_ignores_cookies(self, client: httpx.AsyncClient,
+        session: AsyncSession) -> None:
         user = await make_user(session)
         await login_web(session, client, user)
         # The session cookie never authenticates the API, so a cross-site form cannot drive it.
