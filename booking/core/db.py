@@ -85,7 +85,8 @@ def get_engine() -> AsyncEngine:
 
 
 def get_sessionmaker() -> async_sessionmaker[AsyncSession]:
-    init_engine()
+    if _sessionmaker is None:
+        init_engine()
     assert _sessionmaker is not None
     return _sessionmaker
 
