@@ -79,7 +79,9 @@ def create_app() -> FastAPI:
     _register_nav()
 
     app.include_router(health.router)
-    for router in (auth_api.router, accounts_api.router, admin_api.router):
+    from instruments import api as instruments_api
+
+    for router in (auth_api.router, accounts_api.router, admin_api.router, instruments_api.router):
         app.include_router(router)
     from booking import home
 

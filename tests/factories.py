@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,8 +14,12 @@ from booking.accounts.models import Facility, Institution, Role, RoleGrant, User
 from booking.auth import service as auth_service
 from booking.auth.deps import SESSION_COOKIE, SESSION_SALT
 from booking.auth.principal import Principal
+from booking.core.clock import utcnow
 from booking.core.middleware import CSRF_COOKIE
 from booking.core.security import hash_password, sign
+
+if TYPE_CHECKING:
+    from instruments.models import Instrument
 
 PASSWORD = "correct-horse-battery"
 _seq = itertools.count(1)
@@ -91,3 +96,37 @@ async def login_web(session: AsyncSession, client: httpx.AsyncClient, user: User
     client.cookies.set(CSRF_COOKIE, CSRF_VALUE)
     client.headers["X-CSRF-Token"] = CSRF_VALUE
     return client
+
+
+async def make_instrument(session: AsyncSession, institution: Institution | None = None, **overrides: Any) -> Instrument:
+    """A live instrument with its open history row; chains=[names] links existing chain tags."""
+    from instruments import repository as instruments_repo
+    from instruments.models import Instrument, InstrumentHistory
+
+    institution = institution or await make_institution(session)
+    n = next(_seq)
+    chains: list[str] = overrides.pop("chains", [])
+    values: dict[str, Any] = {
+        "name": f"测试仪器{n}", "asset_number": f"T{n:06d}", "category_code": "010200",
+        "original_value": Decimal("600000.00"), "city_code": institution.city_code, "sharing_mode": "external",
+        "status": "normal", "model": f"M-{n}", "manufacturer": "测试仪器厂",
+    }
+    values.update(overrides)
+    inst = Instrument(institution_id=institution.id, **values)  # type: ignore[arg-type]
+    session.add(inst)
+    await session.flush()
+    session.add(InstrumentHistory(instrument_id=inst.id, valid_from=utcnow(), sharing_mode=inst.sharing_mode,  # type: ignore[arg-type]
+                                  status=inst.status, original_value=inst.original_value,
+                                  institution_id=inst.institution_id, city_code=inst.city_code))
+    if chains:
+        ids = await instruments_repo.chain_ids_by_name(session)
+        await instruments_repo.set_chains(session, inst.id, [ids[c] for c in chains])  # type: ignore[arg-type]
+    await session.flush()
+    return inst
+
+
+async def grant_instrument_access(session: AsyncSession, instrument: Instrument, user: User) -> None:
+    from instruments.models import InstrumentAccess
+
+    session.add(InstrumentAccess(instrument_id=instrument.id, user_id=user.id))  # type: ignore[arg-type]
+    await session.flush()

@@ -1,0 +1,254 @@
+"""The catalogue: one row per 台(套) with the national platform's fields, classification codes as data,
+industrial-chain tags, per-instrument access grants for restricted instruments, and effective-dated history.
+
+Codes stored in the database are short English identifiers (stable for the API); the Chinese labels the
+national platform uses live in the *_LABELS maps and are what pages, imports and exports show.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlmodel import Field, SQLModel
+
+from booking.core.base import fk_column, now, ts_column
+
+
+class SharingMode(StrEnum):
+    internal = "internal"
+    external = "external"
+    none = "none"
+
+
+class InstrumentStatus(StrEnum):
+    normal = "normal"
+    standby = "standby"
+    remote = "remote"
+    occasional_fault = "occasional_fault"
+    frequent_fault = "frequent_fault"
+    awaiting_repair = "awaiting_repair"
+    awaiting_scrap = "awaiting_scrap"
+
+
+class Source(StrEnum):
+    purchased = "purchased"
+    developed = "developed"
+    donated = "donated"
+    other = "other"
+
+
+class UsageKind(StrEnum):
+    general = "general"
+    special = "special"
+
+
+class FundingSource(StrEnum):
+    central = "central"
+    local = "local"
+    own = "own"
+    other = "other"
+
+
+class CustomsStatus(StrEnum):
+    none = "none"
+    supervised = "supervised"
+    released = "released"
+
+
+class FeeUnit(StrEnum):
+    hour = "hour"
+    sample = "sample"
+    use = "use"
+
+
+SHARING_MODE_LABELS: dict[str, str] = {"internal": "内部共享", "external": "外部共享", "none": "不共享"}
+STATUS_LABELS: dict[str, str] = {
+    "normal": "正常", "standby": "待机", "remote": "远程服务中", "occasional_fault": "偶有故障",
+    "frequent_fault": "故障频繁", "awaiting_repair": "待修", "awaiting_scrap": "待报废",
+}
+SOURCE_LABELS: dict[str, str] = {"purchased": "购置", "developed": "研制", "donated": "赠送", "other": "其他"}
+USAGE_KIND_LABELS: dict[str, str] = {"general": "通用", "special": "专用"}
+FUNDING_LABELS: dict[str, str] = {"central": "中央财政", "local": "地方财政", "own": "单位自有", "other": "其他"}
+CUSTOMS_LABELS: dict[str, str] = {"none": "非海关监管", "supervised": "海关监管期内", "released": "已解除海关监管"}
+FEE_UNIT_LABELS: dict[str, str] = {"hour": "按小时", "sample": "按样品", "use": "按次"}
+
+# The most an instrument's 原值 may plausibly be: anything above is a typing error, not an instrument.
+MAX_ORIGINAL_VALUE = Decimal("10000000000")
+MAX_FEE = Decimal("10000000")
+
+
+def _in(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Category(SQLModel, table=True):
+    """设备分类编码: 大类(2) 中类(2) 小类(2); the migration seeds the known codes, admins add more."""
+
+    __tablename__ = "instrument_categories"
+    __table_args__ = (
+        CheckConstraint("code ~ '^[0-9]{6}$'", name="code_format"),
+        CheckConstraint("level IN (1, 2, 3)", name="level"),
+    )
+
+    code: str = Field(sa_column=Column(String(6), primary_key=True))
+    name: str = Field(sa_column=Column(String(100), nullable=False))
+    level: int = Field(sa_column=Column(SmallInteger, nullable=False))
+    parent_code: str | None = Field(default=None, sa_column=Column(
+        String(6), ForeignKey("instrument_categories.code"), nullable=True, index=True))
+    created_at: datetime = Field(default_factory=now, sa_column=ts_column(default_now=True))
+
+
+class Chain(SQLModel, table=True):
+    """An industrial-chain tag ("15+N" chains and the six 优势产业): an admin-editable list."""
+
+    __tablename__ = "chains"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(50), nullable=False, unique=True))
+    created_at: datetime = Field(default_factory=now, sa_column=ts_column(default_now=True))
+
+
+class Instrument(SQLModel, table=True):
+    __tablename__ = "instruments"
+    __table_args__ = (
+        UniqueConstraint("institution_id", "asset_number", name="uq_instruments_institution_asset_number"),
+        CheckConstraint(_in("sharing_mode", [m.value for m in SharingMode]), name="sharing_mode"),
+        CheckConstraint(_in("status", [s.value for s in InstrumentStatus]), name="status"),
+        CheckConstraint(_in("source", [s.value for s in Source]), name="source"),
+        CheckConstraint(_in("usage_kind", [s.value for s in UsageKind]), name="usage_kind"),
+        CheckConstraint(_in("funding_source", [s.value for s in FundingSource]), name="funding_source"),
+        CheckConstraint(_in("customs_status", [s.value for s in CustomsStatus]), name="customs_status"),
+        CheckConstraint(_in("fee_unit", [s.value for s in FeeUnit]), name="fee_unit"),
+        CheckConstraint(f"original_value >= 0 AND original_value <= {MAX_ORIGINAL_VALUE}", name="original_value"),
+        CheckConstraint("fee_internal >= 0 AND fee_external >= 0 AND fee_minimum >= 0", name="fees"),
+        CheckConstraint("county_code ~ '^[0-9]{6}$'", name="county_code_format"),
+        CheckConstraint("(retired_at IS NULL) = (retired_reason IS NULL)", name="retired_reason"),
+        CheckConstraint("cardinality(subjects) <= 4", name="subjects"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    institution_id: int = Field(sa_column=fk_column("institutions.id"))
+    facility_id: int | None = Field(default=None, sa_column=fk_column("facilities.id", nullable=True))
+    asset_number: str = Field(sa_column=Column(String(64), nullable=False))
+    name: str = Field(sa_column=Column(String(200), nullable=False, index=True))
+    name_en: str | None = Field(default=None, sa_column=Column(String(300)))
+    category_code: str = Field(sa_column=Column(String(6), ForeignKey("instrument_categories.code"),
+                                                nullable=False, index=True))
+    source: str | None = Field(default=None, sa_column=Column(Text))
+    usage_kind: str | None = Field(default=None, sa_column=Column(Text))
+    original_value: Decimal = Field(sa_column=Column(Numeric(14, 2), nullable=False, index=True))
+    country_code: str | None = Field(default=None, sa_column=Column(String(3)))
+    model: str | None = Field(default=None, sa_column=Column(String(200)))
+    manufacturer: str | None = Field(default=None, sa_column=Column(String(200)))
+    start_date: date | None = Field(default=None, sa_column=Column(Date))
+    specs: str | None = Field(default=None, sa_column=Column(String(500)))
+    functions: str | None = Field(default=None, sa_column=Column(String(300)))
+    subjects: list[str] = Field(default_factory=list, sa_column=Column(
+        ARRAY(String(7)), nullable=False, server_default=text("'{}'")))
+    service_content: str | None = Field(default=None, sa_column=Column(String(200)))
+    achievements: str | None = Field(default=None, sa_column=Column(String(2000)))
+    sharing_rules: str | None = Field(default=None, sa_column=Column(String(500)))
+    fee_text: str | None = Field(default=None, sa_column=Column(String(500)))
+    city_code: str = Field(sa_column=Column(String(6), ForeignKey("cities.code"), nullable=False, index=True))
+    county_code: str | None = Field(default=None, sa_column=Column(String(6)))
+    street: str | None = Field(default=None, sa_column=Column(String(300)))
+    contact_name: str | None = Field(default=None, sa_column=Column(String(50)))
+    contact_phone: str | None = Field(default=None, sa_column=Column(String(20)))
+    contact_email: str | None = Field(default=None, sa_column=Column(String(254)))
+    sharing_mode: str = Field(sa_column=Column(Text, nullable=False, index=True))
+    status: str = Field(sa_column=Column(Text, nullable=False, index=True))
+    funding_source: str | None = Field(default=None, sa_column=Column(Text))
+    department: str | None = Field(default=None, sa_column=Column(String(200)))
+    customs_status: str | None = Field(default=None, sa_column=Column(Text))
+    # What booking needs beyond the national record.
+    fee_unit: str | None = Field(default=None, sa_column=Column(Text))
+    fee_internal: Decimal | None = Field(default=None, sa_column=Column(Numeric(12, 2)))
+    fee_external: Decimal | None = Field(default=None, sa_column=Column(Numeric(12, 2)))
+    fee_minimum: Decimal | None = Field(default=None, sa_column=Column(Numeric(12, 2)))
+    photo_url: str | None = Field(default=None, sa_column=Column(String(500)))
+    qualification_required: bool = Field(default=False, sa_column=Column(
+        Boolean, nullable=False, server_default=text("false")))
+    accepts_vouchers: bool = Field(default=False, sa_column=Column(
+        Boolean, nullable=False, server_default=text("false")))
+    # Military-civil facilities: visible only to platform admins, the owner's managers and granted users.
+    restricted: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false")))
+    retired_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
+    retired_reason: str | None = Field(default=None, sa_column=Column(String(500)))
+    created_by: int | None = Field(default=None, sa_column=fk_column("users.id", nullable=True, index=False))
+    created_at: datetime = Field(default_factory=now, sa_column=ts_column(default_now=True))
+    updated_at: datetime = Field(default_factory=now, sa_column=ts_column(default_now=True))
+
+
+# The search columns are maintained by a trigger (see the catalogue migration) and are added to the table only,
+# not to the mapped class: the ORM never loads or writes them, and queries reach them through the table.
+# search_text is the lowercased text searched (names, model, manufacturer, functions, institution name);
+# search_bigrams holds its overlapping two-character pieces, GIN-indexed, because a trigram index cannot serve
+# the two-character Chinese queries (质谱, 核磁) that are the common case.
+_table = Instrument.__table__  # type: ignore[attr-defined]
+_table.append_column(Column("search_text", Text, nullable=True))
+_table.append_column(Column("search_bigrams", ARRAY(Text), nullable=True))
+Index("ix_instruments_search_bigrams", _table.c.search_bigrams, postgresql_using="gin")
+
+
+class InstrumentChain(SQLModel, table=True):
+    __tablename__ = "instrument_chains"
+
+    instrument_id: int = Field(sa_column=Column(Integer, ForeignKey("instruments.id", ondelete="CASCADE"),
+                                                primary_key=True))
+    chain_id: int = Field(sa_column=Column(Integer, ForeignKey("chains.id", ondelete="CASCADE"),
+                                           primary_key=True, index=True))
+
+
+class InstrumentAccess(SQLModel, table=True):
+    """Users explicitly authorised to see (and later book) a restricted instrument."""
+
+    __tablename__ = "instrument_access"
+
+    instrument_id: int = Field(sa_column=Column(Integer, ForeignKey("instruments.id", ondelete="CASCADE"),
+                                                primary_key=True))
+    user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"),
+                                          primary_key=True, index=True))
+    granted_by: int | None = Field(default=None, sa_column=fk_column("users.id", nullable=True, index=False))
+    created_at: datetime = Field(default_factory=now, sa_column=ts_column(default_now=True))
+
+
+class InstrumentHistory(SQLModel, table=True):
+    """Effective-dated values of the fields the audit counts by; exactly one open row per live instrument."""
+
+    __tablename__ = "instrument_history"
+    __table_args__ = (
+        CheckConstraint("valid_to IS NULL OR valid_to >= valid_from", name="valid_range"),
+        Index("uq_instrument_history_open", "instrument_id", unique=True, postgresql_where=text("valid_to IS NULL")),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    instrument_id: int = Field(sa_column=fk_column("instruments.id", ondelete="CASCADE"))
+    valid_from: datetime = Field(sa_column=ts_column())
+    valid_to: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
+    sharing_mode: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(sa_column=Column(Text, nullable=False))
+    original_value: Decimal = Field(sa_column=Column(Numeric(14, 2), nullable=False))
+    institution_id: int = Field(sa_column=Column(Integer, nullable=False))
+    city_code: str = Field(sa_column=Column(String(6), nullable=False))
+
+
+HISTORY_FIELDS = ("sharing_mode", "status", "original_value", "institution_id", "city_code")
