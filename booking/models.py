@@ -3,9 +3,26 @@
 from booking.accounts.models import City, Facility, Institution, RoleGrant, RoleRequest, User
 from booking.activity.models import ActivityEntry
 from booking.auth.models import ApiToken, LoginFailure, WebSession
+from booking.notify.models import Notification, OutboxEmail
+from booking.reservations.models import Booking, BookingBlock, BookingSeries, CalendarToken
+from booking.usage.models import ServiceRecord
 from instruments.models import Category, Chain, Instrument, InstrumentAccess, InstrumentChain, InstrumentHistory
+from scheduling.models import Blackout, BookingRules, HolidayOverride, OpeningWindow, Qualification, ScheduleOverride
 
 __all__ = [
+    "Blackout",
+    "Booking",
+    "BookingBlock",
+    "BookingRules",
+    "BookingSeries",
+    "CalendarToken",
+    "HolidayOverride",
+    "Notification",
+    "OpeningWindow",
+    "OutboxEmail",
+    "Qualification",
+    "ScheduleOverride",
+    "ServiceRecord",
     "ActivityEntry",
     "ApiToken",
     "Category",
