@@ -7,13 +7,13 @@ from booking.notify.models import Notification, OutboxEmail
 from booking.reservations.models import Booking, BookingBlock, BookingSeries, CalendarToken
 from booking.usage.models import ServiceRecord
 from instruments.models import Category, Chain, Instrument, InstrumentAccess, InstrumentChain, InstrumentHistory
-from scheduling.models import Blackout, BookingRules, HolidayOverride, OpeningWindow, Qualification, ScheduleOverride
+from scheduling.models import Blackout, HolidayOverride, InstrumentRules, OpeningWindow, Qualification, ScheduleOverride
 
 __all__ = [
     "Blackout",
     "Booking",
     "BookingBlock",
-    "BookingRules",
+    "InstrumentRules",
     "BookingSeries",
     "CalendarToken",
     "HolidayOverride",

@@ -104,7 +104,7 @@ class HolidayOverride(SQLModel, table=True):
     created_at: datetime = Field(default_factory=now, sa_column=ts_column(default_now=True))
 
 
-class BookingRules(SQLModel, table=True):
+class InstrumentRules(SQLModel, table=True):
     """Per-instrument booking rules, edited by managers. One row per instrument; defaults are sensible."""
 
     __tablename__ = "booking_rules"
