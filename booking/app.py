@@ -45,6 +45,12 @@ def _register_nav() -> None:
     nav.register_nav("city-institutions", "本市州单位",
                      lambda p: f"/institutions?city={min(p.auditor_city_codes)}" if p and p.auditor_city_codes else "/",
                      lambda p: p is not None and not p.is_provincial_auditor and bool(p.auditor_city_codes), order=86)
+    nav.register_nav(
+        "stats", "共享统计",
+        lambda p: (f"/audit/institutions/{min(p.admin_institution_ids)}"
+                   if p and not (p.is_admin or p.is_auditor) and p.admin_institution_ids else "/audit"),
+        lambda p: p is not None and (p.is_admin or p.is_auditor or bool(p.admin_institution_ids)), order=70,
+    )
     nav.register_nav("role-requests", "权限审批", "/admin/role-requests", nav.admins, order=90)
     nav.register_nav("users", "用户", "/admin/users", nav.admins, order=91)
     nav.register_nav("activity", "操作日志", "/admin/activity",
@@ -79,12 +85,14 @@ def create_app() -> FastAPI:
     _register_nav()
 
     app.include_router(health.router)
+    from booking.audit import api as audit_api
+    from booking.audit import routes as audit_routes
     from instruments import api as instruments_api
 
-    for router in (auth_api.router, accounts_api.router, admin_api.router, instruments_api.router):
+    for router in (auth_api.router, accounts_api.router, admin_api.router, instruments_api.router, audit_api.router):
         app.include_router(router)
     from booking import home
 
-    for router in (home.router, auth_routes.router, accounts_routes.router, admin_routes.router):
+    for router in (home.router, auth_routes.router, accounts_routes.router, admin_routes.router, audit_routes.router):
         app.include_router(router)
     return app

@@ -2,6 +2,7 @@
 
 from booking.accounts.models import City, Facility, Institution, RoleGrant, RoleRequest, User
 from booking.activity.models import ActivityEntry
+from booking.audit.models import MonthlyFigures, PublishedSpan, UsageMonthly
 from booking.auth.models import ApiToken, LoginFailure, WebSession
 from booking.notify.models import Notification, OutboxEmail
 from booking.reservations.models import Booking, BookingBlock, BookingSeries, CalendarToken
@@ -10,6 +11,9 @@ from instruments.models import Category, Chain, Instrument, InstrumentAccess, In
 from scheduling.models import Blackout, HolidayOverride, InstrumentRules, OpeningWindow, Qualification, ScheduleOverride
 
 __all__ = [
+    "MonthlyFigures",
+    "PublishedSpan",
+    "UsageMonthly",
     "Blackout",
     "Booking",
     "BookingBlock",

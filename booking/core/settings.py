@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import date
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +43,20 @@ class Settings(BaseSettings):
     # Catalogue / audit policy.
     large_instrument_threshold_cny: Decimal = Decimal("500000")
     sharing_target_units: int = 10000
+    # Audit definitions (issue 6): shown on the audit pages beside the figures they define.
+    audit_target_date: date = date(2027, 12, 31)
+    audit_data_start: date = date(2025, 1, 1)  # the earliest as-of date the platform's data supports
+    audit_open_lookahead_days: int = Field(default=30, ge=1, le=366)
+    audit_shared_lookback_months: int = Field(default=12, ge=1, le=60)
+    audit_usable_statuses: list[str] = ["normal", "standby", "remote", "occasional_fault"]
+    audit_quota_general_hours: Decimal = Decimal("1400")
+    audit_quota_special_hours: Decimal = Decimal("800")
+    audit_saturated_hours: Decimal = Decimal("1200")
+    audit_idle_ratio: Decimal = Decimal("0.10")  # idle: 有效工作机时 below this share of the quota
+    audit_evaluation_min_large: int = Field(default=5, ge=1)
+    audit_value_band_edges_cny: list[Decimal] = [Decimal("1000000"), Decimal("2000000"), Decimal("5000000"),
+                                                 Decimal("10000000")]
+    audit_trend_months: int = Field(default=24, ge=2, le=120)
 
     @field_validator("database_url")
     @classmethod
