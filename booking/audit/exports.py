@@ -11,7 +11,7 @@ import csv
 import io
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -158,7 +158,7 @@ async def build_report(session: AsyncSession, principal: Principal, asof: AsOf, 
                                                         Column("单位类型", "institution_kind"),
                                                         Column("市州", "city_name"), *_USAGE_COLUMNS],
                             [_flat_usage(i) for i in result["items"]]))
-    order = {k: i for i, k in enumerate(("definitions", *SHEET_KEYS))}
+    order = {k: i for i, k in enumerate(["definitions", *(k for k in SHEET_KEYS if k != "definitions")])}
     return sorted(sheets, key=lambda s: order[s.key])
 
 
@@ -281,6 +281,3 @@ def records_sheet(rows: list[Mapping[str, Any]]) -> Sheet:
 def filename(stem: str, asof: AsOf, ext: str, city: str | None = None) -> str:
     return f"{stem}-{city_name(city) + '-' if city else ''}{asof.day.isoformat()}.{ext}"
 
-
-def today_iso() -> str:
-    return date.today().isoformat()
