@@ -6,6 +6,8 @@ Pages are server-rendered with real links (sorting is a query parameter); the ch
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -16,7 +18,8 @@ from booking.audit import charts, exports, service
 from booking.audit.rules import AsOf, parse_day, value_bands
 from booking.auth.deps import CsrfDep, WebUser, load_web_principal
 from booking.core.db import SessionDep
-from booking.core.errors import RuleViolation, invalid
+from booking.core.errors import DomainError, RuleViolation, invalid
+from booking.core.handlers import respond
 from booking.core.regions import CITIES
 from booking.core.web import redirect, render, templates
 from instruments.exporter import disposition
@@ -37,6 +40,21 @@ def _num(value: float | int | None, places: int = 0) -> str:
 
 templates.env.filters["pct"] = _pct
 templates.env.filters["num"] = _num
+
+
+def guarded(fn: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """Render a domain error's page inside the handler. Left to propagate, the error would first roll the request's
+    session back, which expires the signed-in principal the page's navigation needs."""
+    @functools.wraps(fn)
+    async def wrapper(**kwargs: Any) -> Response:
+        try:
+            return await fn(**kwargs)
+        except DomainError as exc:
+            if exc.status == 401:
+                raise
+            return respond(kwargs["request"], exc.status, exc.title, exc.detail, type_slug=exc.type_slug,
+                           problems=exc.problems)
+    return wrapper
 
 DIMS = ("city", "kind", "institution", "category", "chain", "band")
 Str = Annotated[str | None, Query(max_length=20)]
@@ -72,6 +90,7 @@ def _base(asof: AsOf, **extra: Any) -> dict[str, Any]:
 
 
 @router.get("/audit")
+@guarded
 async def dashboard(request: Request, session: SessionDep, principal: WebUser, as_of: Str = None,
                     city: Str = None, sort: Str = None, order: Str = None, year: Str = None) -> Response:
     scope = service.scope_of(principal)
@@ -95,6 +114,7 @@ async def dashboard(request: Request, session: SessionDep, principal: WebUser, a
 
 
 @router.get("/audit/breakdown/{dim}")
+@guarded
 async def breakdown(request: Request, session: SessionDep, principal: WebUser, dim: str, as_of: Str = None,
                     city: Str = None, sort: Str = None, order: Str = None) -> Response:
     dim = _choice(dim, DIMS, "city", "dim")
@@ -116,6 +136,7 @@ PAGE = 50
 
 
 @router.get("/audit/usage")
+@guarded
 async def usage(request: Request, session: SessionDep, principal: WebUser, view: Str = None, as_of: Str = None,
                 year: Str = None, city: Str = None, sort: Str = None, order: Str = None, offset: Str = None) -> Response:
     view = _choice(view, tuple(USAGE_VIEWS), "city", "view")
@@ -135,6 +156,7 @@ async def usage(request: Request, session: SessionDep, principal: WebUser, view:
 
 
 @router.get("/audit/cities/{code}")
+@guarded
 async def city_page(request: Request, session: SessionDep, principal: WebUser, code: str, as_of: Str = None,
                     year: Str = None) -> Response:
     if code not in CITIES:
@@ -147,6 +169,7 @@ async def city_page(request: Request, session: SessionDep, principal: WebUser, c
 
 
 @router.get("/audit/institutions/{institution_id}")
+@guarded
 async def institution_page(request: Request, session: SessionDep, principal: WebUser, institution_id: int,
                            as_of: Str = None, year: Str = None, sort: Str = None, order: Str = None) -> Response:
     asof = _asof(as_of)
@@ -159,6 +182,7 @@ async def institution_page(request: Request, session: SessionDep, principal: Web
 
 
 @router.get("/audit/instruments/{instrument_id}")
+@guarded
 async def instrument_page(request: Request, session: SessionDep, principal: WebUser, instrument_id: int,
                           as_of: Str = None) -> Response:
     asof = _asof(as_of)
@@ -167,6 +191,7 @@ async def instrument_page(request: Request, session: SessionDep, principal: WebU
 
 
 @router.get("/audit/instruments/{instrument_id}/records")
+@guarded
 async def records_page(request: Request, session: SessionDep, principal: WebUser, instrument_id: int,
                        as_of: Str = None, year: Str = None, offset: Str = None) -> Response:
     asof = _asof(as_of)
@@ -178,6 +203,7 @@ async def records_page(request: Request, session: SessionDep, principal: WebUser
 
 
 @router.get("/audit/list")
+@guarded
 async def instrument_list(request: Request, session: SessionDep, principal: WebUser, as_of: Str = None,
                           measure: Str = None, city: Str = None, institution: Str = None, kind: Str = None,
                           category: Str = None, chain: Str = None, band: Str = None, sort: Str = None,
@@ -199,6 +225,7 @@ async def instrument_list(request: Request, session: SessionDep, principal: WebU
 
 
 @router.get("/audit/export.xlsx")
+@guarded
 async def export_xlsx(request: Request, session: SessionDep, principal: WebUser, as_of: Str = None,
                       year: Str = None, city: Str = None) -> Response:
     asof = _asof(as_of)
@@ -213,6 +240,7 @@ async def export_xlsx(request: Request, session: SessionDep, principal: WebUser,
 
 
 @router.get("/audit/export.csv")
+@guarded
 async def export_csv(request: Request, session: SessionDep, principal: WebUser, sheet: Str = None,
                      as_of: Str = None, year: Str = None, city: Str = None) -> Response:
     asof = _asof(as_of)
