@@ -47,6 +47,13 @@ async def seed_if_empty(console: Console) -> bool:
                 await accounts.create_user(session, None, UserCreate(
                     email=email, password=DEMO_PASSWORD, name=name, institution_id=inst_id), grants=grants)
             console.print("[green]demo accounts created[/]")
-            return True
+        # Audit demo data goes after the catalogue's: a year of service records for the demo instruments.
+        from booking.audit.seed import seed_usage
+
+        async with unit_of_work() as session:
+            seeded = await seed_usage(session)
+            console.print(f"[green]demo usage: {seeded.records} service records"
+                          f" ({seeded.instruments_added} instruments added for the audit demo)[/]")
+        return True
     finally:
         await dispose_engine()
