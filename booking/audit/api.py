@@ -50,7 +50,8 @@ UsageSort = Literal["hours", "external_hours", "share_rate", "amount", "external
                     "instruments", "name", "rating"]
 
 
-@router.get("/usage", summary="Machine hours, 共享率, income, users and satisfaction per 市州, institution or instrument")
+@router.get("/usage", summary="Machine hours, 共享率, income, users and satisfaction per 市州, institution or "
+                           "instrument")
 async def usage(principal: ApiUser, session: SessionDep, page: PageDep, as_of: AsOfQ = None, year: YearQ = None,
                 group: Literal["city", "institution", "instrument"] = "city", city: CityQ = None,
                 institution: Annotated[int | None, Query(ge=1)] = None,

@@ -73,7 +73,8 @@ _USAGE_COLUMNS = [
 ]
 _INSTRUMENT_COLUMNS = [
     Column("仪器编号", "instrument_id", INT, 10), Column("仪器名称", "label", None, 28), Column("规格型号", "model"),
-    Column("所属单位", "institution_name", None, 28), Column("市州", "city_name"), Column("仪器类别", "usage_kind_label"),
+    Column("所属单位", "institution_name", None, 28), Column("市州", "city_name"),
+    Column("仪器类别", "usage_kind_label"),
     Column("原值（元）", "original_value", DEC, 16), Column("共享模式", "sharing_mode_label"),
     Column("运行状态", "status_label"),
 ]
@@ -231,10 +232,12 @@ RECORD_COLUMNS: list[Column] = [
     Column("所在单位仪器内部编码", "asset_number", None, 18), Column("服务单位", "provider_institution_name", None, 28),
     Column("服务开始时间", "started", None, 18), Column("服务结束时间", "ended", None, 18),
     Column("机时（小时）", "hours", DEC), Column("样品数", "samples", INT), Column("服务方式", "service_mode_label"),
-    Column("服务对象", "user_kind"), Column("服务类型", "service_type_label"), Column("项目名称", "project_name", None, 24),
+    Column("服务对象", "user_kind"), Column("服务类型", "service_type_label"),
+    Column("项目名称", "project_name", None, 24),
     Column("经费来源", "funding_source", None, 18), Column("申请人", "applicant_name"),
     Column("申请人所在单位", "user_institution_name", None, 28), Column("收费金额（元）", "amount", DEC),
-    Column("收费依据", "fee_basis", None, 24), Column("用户评价", "rating_label"), Column("评价意见", "rating_comment", None, 30),
+    Column("收费依据", "fee_basis", None, 24), Column("用户评价", "rating_label"),
+    Column("评价意见", "rating_comment", None, 30),
 ]
 
 

@@ -1,3 +1,5 @@
+# SQL here is assembled from fixed fragments chosen by checked keys; every value is a bound parameter.
+# ruff: noqa: S608
 """Every audit statistic, as SQL aggregates.
 
 The building blocks are common table expressions parameterised by the as-of instant:
@@ -160,8 +162,11 @@ _USAGE_RAW = """r.instrument_id, 1 AS records, r.is_external::int AS external_re
          0 AS rating_5"""
 _RATING_RAW = """r.instrument_id, 0, 0, 0, 0, 0, 0, 1, r.rating, (r.rating = 1)::int, (r.rating = 2)::int,
          (r.rating = 3)::int, (r.rating = 4)::int, (r.rating = 5)::int"""
-_PARTIAL = "((r.ended_at >= :u_lo AND r.ended_at < :u_full_lo_ts) OR (r.ended_at >= :u_full_hi_ts AND r.ended_at < :u_hi))"
+_PARTIAL = ("((r.ended_at >= :u_lo AND r.ended_at < :u_full_lo_ts)"
+            " OR (r.ended_at >= :u_full_hi_ts AND r.ended_at < :u_hi))")
 _FULL = "r.ended_at >= :u_full_lo_ts AND r.ended_at < :u_full_hi_ts"
+_QUOTA = ("(CASE WHEN st.usage_kind = 'special' THEN CAST(:q_special AS numeric)"
+          " ELSE CAST(:q_general AS numeric) END) * CAST(:fraction AS numeric)")
 _METRICS = ("records", "external_records", "hours", "external_hours", "amount", "external_amount", "rating_count",
             "rating_sum", "rating_1", "rating_2", "rating_3", "rating_4", "rating_5")
 
@@ -326,8 +331,7 @@ async def usage(session: AsyncSession, asof: AsOf, d: Definitions, f: Filters,
         instrument_filter = "= :uf_instrument"
     ctes = [_state_cte(f, d, p), _usage_cte(q.window, p, instrument_filter=instrument_filter)]
     p["q_general"], p["q_special"], p["fraction"] = d.quota_general, d.quota_special, q.fraction
-    quota = ("(CASE WHEN st.usage_kind = 'special' THEN CAST(:q_special AS numeric) ELSE CAST(:q_general AS numeric) END)"
-             " * CAST(:fraction AS numeric)")
+    quota = _QUOTA
     if q.group == "city":
         key, labels = "st.city_code", "min(st.city_code) AS city_code"
     elif q.group == "institution":
@@ -401,7 +405,7 @@ async def usage_totals(session: AsyncSession, asof: AsOf, d: Definitions, f: Fil
 WITH {','.join(ctes)},
 g AS (
   SELECT count(*) AS instruments, {sums},
-         coalesce(sum((CASE WHEN st.usage_kind = 'special' THEN CAST(:q_special AS numeric) ELSE CAST(:q_general AS numeric) END) * CAST(:fraction AS numeric)), 0)
+         coalesce(sum({_QUOTA}), 0)
            AS quota_hours
   FROM st LEFT JOIN u ON u.instrument_id = st.id
 ),
@@ -468,7 +472,8 @@ async def instrument_state(session: AsyncSession, asof: AsOf, instrument_id: int
 SELECT h.instrument_id AS id, h.sharing_mode, h.status, h.original_value, h.institution_id, h.city_code,
        i.name, i.model, i.asset_number, i.category_code, coalesce(i.usage_kind, 'general') AS usage_kind,
        inst.name AS institution_name, inst.kind AS institution_kind, h.valid_from, h.valid_to
-FROM instrument_history h JOIN instruments i ON i.id = h.instrument_id JOIN institutions inst ON inst.id = h.institution_id
+FROM instrument_history h JOIN instruments i ON i.id = h.instrument_id
+JOIN institutions inst ON inst.id = h.institution_id
 WHERE h.instrument_id = :iid AND h.valid_from < :t AND (h.valid_to IS NULL OR h.valid_to >= :t)
 """
     return (await session.execute(text(sql), {"iid": instrument_id, "t": asof.end})).mappings().one_or_none()

@@ -128,7 +128,8 @@ async def breakdown(request: Request, session: SessionDep, principal: WebUser, d
                         dims=service.DIMENSION_LABELS))
 
 
-USAGE_VIEWS = {"city": ("city", None, "机时与共享率（按市州）"), "institution": ("institution", None, "机时与共享率（按单位）"),
+USAGE_VIEWS = {"city": ("city", None, "机时与共享率（按市州）"),
+               "institution": ("institution", None, "机时与共享率（按单位）"),
                "instrument": ("instrument", None, "机时与共享率（按仪器）"), "idle": ("instrument", "idle", "闲置仪器"),
                "saturated": ("instrument", "saturated", "饱和仪器"),
                "evaluation": ("institution", "evaluation", "省级评价范围单位（≥ 5 台大型仪器）")}
@@ -138,7 +139,8 @@ PAGE = 50
 @router.get("/audit/usage")
 @guarded
 async def usage(request: Request, session: SessionDep, principal: WebUser, view: Str = None, as_of: Str = None,
-                year: Str = None, city: Str = None, sort: Str = None, order: Str = None, offset: Str = None) -> Response:
+                year: Str = None, city: Str = None, sort: Str = None, order: Str = None,
+                offset: Str = None) -> Response:
     view = _choice(view, tuple(USAGE_VIEWS), "city", "view")
     group, only, title = USAGE_VIEWS[view]
     asof = _asof(as_of)

@@ -132,7 +132,8 @@ class Definitions:
             lookback_months=s.audit_shared_lookback_months, usable_statuses=tuple(s.audit_usable_statuses),
             quota_general=s.audit_quota_general_hours, quota_special=s.audit_quota_special_hours,
             saturated_hours=s.audit_saturated_hours, idle_ratio=s.audit_idle_ratio,
-            evaluation_min_large=s.audit_evaluation_min_large, band_edges=tuple(edges), trend_months=s.audit_trend_months,
+            evaluation_min_large=s.audit_evaluation_min_large, band_edges=tuple(edges),
+            trend_months=s.audit_trend_months,
         )
 
     def texts(self) -> dict[str, str]:
@@ -158,7 +159,8 @@ class Definitions:
             "saturated": f"饱和：年有效工作机时 ≥ {self.saturated_hours} 小时（年度未结束时按已过天数折算）",
             "idle": f"闲置：年有效工作机时低于定额机时的 {(self.idle_ratio * 100).normalize()}%",
             "evaluation": f"评价范围：在平台登记原值 ≥ {wan} 万元仪器不少于 {self.evaluation_min_large} 台(套)的单位",
-            "target": f"目标：{self.target_date.year} 年共享大型科研仪器 {self.target} 台(套)以上（川办发〔2025〕34号）",
+            "target": (f"目标：{self.target_date.year} 年共享大型科研仪器 {self.target} 台(套)以上"
+                       "（川办发〔2025〕34号）"),
             "data_start": f"平台数据起始日：{self.data_start.isoformat()}，不能查询更早的统计日",
             "attribution": "机时、收入等按仪器在统计日所属的单位和市州归属；统计对象为统计日的已登记大型仪器",
         }

@@ -1,3 +1,5 @@
+# The SQL below is fixed text (only the demo users' e-mail domain, a constant, is formatted in).
+# ruff: noqa: S608
 """Demo usage for `booking demo`: a year of past service records, and the instruments' history and published
 availability consistent with it, so the audit dashboard has something true to show.
 
@@ -43,7 +45,8 @@ _MAKERS = [("赛默飞世尔", "Thermo"), ("岛津", "Shimadzu"), ("布鲁克", 
 _MIANYANG = [("西南科技大学", "高校"), ("绵阳师范学院", "高校"), ("四川九洲电器集团有限责任公司", "企业"),
              ("绵阳科技城中试基地", "中试平台")]
 _CHENGDU = [("四川大学", "高校"), ("电子科技大学", "高校"), ("西南交通大学", "高校"),
-            ("中国科学院成都生物研究所", "科研院所"), ("四川省人民医院", "医疗机构"), ("成都先进材料中试平台", "中试平台"),
+            ("中国科学院成都生物研究所", "科研院所"), ("四川省人民医院", "医疗机构"),
+            ("成都先进材料中试平台", "中试平台"),
             ("天府新型研发机构示范中心", "新型研发机构"), ("成都精密仪器有限公司", "企业")]
 _STATUSES = [("normal", 75), ("standby", 10), ("remote", 3), ("occasional_fault", 5), ("frequent_fault", 3),
              ("awaiting_repair", 3), ("awaiting_scrap", 1)]
@@ -158,7 +161,8 @@ _BACKDATE = """
 UPDATE instrument_history h SET valid_from = CAST(:now AS timestamptz) - make_interval(days => CASE WHEN random() < 0.75
         THEN 395 + floor(random() * 330)::int ELSE 20 + floor(random() * 340)::int END)
 FROM (SELECT instrument_id, min(valid_from) AS first FROM instrument_history GROUP BY instrument_id) f
-WHERE h.instrument_id = f.instrument_id AND h.valid_from = f.first AND f.first > CAST(:now AS timestamptz) - interval '2 days'
+WHERE h.instrument_id = f.instrument_id AND h.valid_from = f.first
+  AND f.first > CAST(:now AS timestamptz) - interval '2 days'
   AND NOT EXISTS (SELECT 1 FROM instrument_history x WHERE x.instrument_id = h.instrument_id AND x.valid_to IS NOT NULL)
 """
 
@@ -167,7 +171,8 @@ WHERE h.instrument_id = f.instrument_id AND h.valid_from = f.first AND f.first >
 _SWITCH = """
 CREATE TEMP TABLE demo_switch ON COMMIT DROP AS
 SELECT h.id, h.instrument_id, h.valid_from,
-       greatest(h.valid_from + interval '1 day', CAST(:now AS timestamptz) - make_interval(days => 15 + floor(random() * 330)::int)) AS at
+       greatest(h.valid_from + interval '1 day',
+                CAST(:now AS timestamptz) - make_interval(days => 15 + floor(random() * 330)::int)) AS at
 FROM instrument_history h
 WHERE h.valid_to IS NULL AND h.sharing_mode = 'external' AND random() < 0.4
   AND NOT EXISTS (SELECT 1 FROM instrument_history x WHERE x.instrument_id = h.instrument_id AND x.id <> h.id)
@@ -219,7 +224,8 @@ users_n AS (SELECT id, institution_id, row_number() OVER (ORDER BY id) AS gn,
             FROM users WHERE email LIKE '%@{domain}'),
 total AS (SELECT count(*) AS n FROM users_n),
 rec AS (
-  SELECT inst.*, greatest(inst.first, CAST(:start AS timestamptz)) + random() * (CAST(:end AS timestamptz) - greatest(inst.first, CAST(:start AS timestamptz))) AS ended,
+  SELECT inst.*, greatest(inst.first, CAST(:start AS timestamptz))
+                 + random() * (CAST(:end AS timestamptz) - greatest(inst.first, CAST(:start AS timestamptz))) AS ended,
          round((1 + random() * 7)::numeric * 2) / 2 AS hours, random() AS ext_roll, random() AS pick,
          1 + floor(random() * 3)::int AS k, random() AS rating_roll, random() AS mode_roll, random() AS type_roll
   FROM inst CROSS JOIN LATERAL generate_series(1, inst.n) g
@@ -240,7 +246,8 @@ SELECT r.id, u.id, u.institution_id, r.institution_id, r.external,
             WHEN r.mode_roll < 0.95 THEN 'occupancy' ELSE 'remote' END,
        CASE WHEN r.type_roll < 0.7 THEN 'research' WHEN r.type_roll < 0.9 THEN 'development'
             WHEN r.type_roll < 0.97 THEN 'teaching' ELSE 'other' END,
-       (ARRAY['国家自然科学基金项目','四川省重点研发计划','企业委托研发','横向合作项目','博士后科研项目'])[1 + floor(r.pick * 5)::int],
+       (ARRAY['国家自然科学基金项目','四川省重点研发计划','企业委托研发','横向合作项目','博士后科研项目'])
+         [1 + floor(r.pick * 5)::int],
        (ARRAY['国家自然科学基金','省级财政科研经费','企业自筹','单位自有经费','创新券'])[1 + floor(r.k * 1.6)::int],
        (ARRAY['张','王','李','刘','陈'])[1 + floor(r.pick * 5)::int] || '老师',
        greatest(r.fm, r.hours * CASE WHEN r.external THEN r.fe ELSE r.fi END),
@@ -249,7 +256,8 @@ SELECT r.id, u.id, u.institution_id, r.institution_id, r.external,
          CASE WHEN r.pick < 0.55 THEN 5 WHEN r.pick < 0.85 THEN 4 WHEN r.pick < 0.95 THEN 3 WHEN r.pick < 0.99 THEN 2
               ELSE 1 END END,
        NULL,
-       CASE WHEN r.rating_roll < 0.7 AND r.ended < CAST(:end AS timestamptz) - interval '2 days' THEN r.ended + interval '1 day' END,
+       CASE WHEN r.rating_roll < 0.7 AND r.ended < CAST(:end AS timestamptz) - interval '2 days'
+            THEN r.ended + interval '1 day' END,
        r.ended + interval '10 minutes'
 FROM rec2 r
 CROSS JOIN total

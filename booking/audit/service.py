@@ -362,7 +362,8 @@ async def city_figures(session: AsyncSession, principal: Principal, asof: AsOf, 
     return {"city_code": code, "city_name": CITIES[code], "headline": head, "institutions": insts, "usage": use}
 
 
-async def institution_scope(session: AsyncSession, principal: Principal, institution_id: int) -> tuple[Scope, RowMapping]:
+async def institution_scope(session: AsyncSession, principal: Principal,
+                            institution_id: int) -> tuple[Scope, RowMapping]:
     scope = scope_of(principal)
     inst = await repo.institution(session, institution_id)
     if inst is None:
@@ -427,7 +428,8 @@ async def instrument_figures(session: AsyncSession, principal: Principal, instru
     return {"instrument": {**{k: state[k] for k in ("id", "name", "model", "asset_number", "category_code",
                                                      "usage_kind", "sharing_mode", "status", "institution_id",
                                                      "institution_name", "city_code")},
-                           "original_value": float(state["original_value"]), "city_name": city_name(state["city_code"])},
+                           "original_value": float(state["original_value"]),
+                           "city_name": city_name(state["city_code"])},
             "as_of": asof.day.isoformat(), "large": is_large, **flags, "years": years, "history": history,
             "records_href": f"/audit/instruments/{instrument_id}/records?as_of={asof.day.isoformat()}"}
 

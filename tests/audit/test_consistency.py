@@ -93,8 +93,8 @@ async def test_page_api_xlsx_agree_with_hand_computed(client: httpx.AsyncClient,
     assert xlsx.status_code == 200, xlsx.text
     wb = load_workbook(io.BytesIO(xlsx.content))
     assert wb.sheetnames[0] == "口径说明"
-    for name in ("总体", "月度趋势", "按市州", "按单位类型", "按单位", "按仪器大类", "按产业链", "按原值区间", "机时-市州",
-                 "机时-单位", "机时-仪器", "闲置仪器", "饱和仪器", "评价范围单位"):
+    for name in ("总体", "月度趋势", "按市州", "按单位类型", "按单位", "按仪器大类", "按产业链", "按原值区间",
+                 "机时-市州", "机时-单位", "机时-仪器", "闲置仪器", "饱和仪器", "评价范围单位"):
         assert name in wb.sheetnames, name
     defs = {r[0]: r[1] for r in wb["口径说明"].iter_rows(min_row=2, values_only=True)}
     assert defs["统计日（截至当日 24:00，北京时间）"] == "2026-06-14"
@@ -110,7 +110,8 @@ async def test_page_api_xlsx_agree_with_hand_computed(client: httpx.AsyncClient,
            "share_rate": uh.index("共享率"), "amount": uh.index("服务收入（元）"),
            "external_amount": uh.index("对外服务收入（元）"), "users": uh.index("服务用户数"),
            "external_institutions": uh.index("服务外单位数"), "rating_mean": uh.index("满意度（均分，5 分制）")}
-    xlsx_usage = {row[0]: {k: row[i] for k, i in col.items()} for row in usage_sheet.iter_rows(min_row=2, values_only=True)}
+    xlsx_usage = {row[0]: {k: row[i] for k, i in col.items()}
+                  for row in usage_sheet.iter_rows(min_row=2, values_only=True)}
     assert usage_sheet.cell(row=2, column=col["hours"] + 1).number_format == "#,##0.00"
     assert usage_sheet.cell(row=2, column=col["share_rate"] + 1).number_format == "0.00%"
     # Page
