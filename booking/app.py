@@ -79,9 +79,11 @@ def create_app() -> FastAPI:
     _register_nav()
 
     app.include_router(health.router)
+    from booking.reservations import api as reservations_api
     from instruments import api as instruments_api
 
-    for router in (auth_api.router, accounts_api.router, admin_api.router, instruments_api.router):
+    for router in (auth_api.router, accounts_api.router, admin_api.router, instruments_api.router,
+                   reservations_api.router):
         app.include_router(router)
     from booking import home
 
