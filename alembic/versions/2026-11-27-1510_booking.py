@@ -151,7 +151,7 @@ def upgrade() -> None:
     sa.Column('end_time', sa.Time(), nullable=False),
     sa.Column('valid_from', sa.Date(), nullable=True),
     sa.Column('valid_to', sa.Date(), nullable=True),
-    sa.CheckConstraint('start_time < end_time', name=op.f('ck_opening_windows_order')),
+    sa.CheckConstraint("start_time < end_time OR end_time = '00:00'", name=op.f('ck_opening_windows_order')),
     sa.CheckConstraint('valid_to IS NULL OR valid_from IS NULL OR valid_from <= valid_to', name=op.f('ck_opening_windows_validity')),
     sa.CheckConstraint('weekday BETWEEN 0 AND 6', name=op.f('ck_opening_windows_weekday')),
     sa.ForeignKeyConstraint(['instrument_id'], ['instruments.id'], name=op.f('fk_opening_windows_instrument_id_instruments'), ondelete='CASCADE'),
