@@ -55,6 +55,8 @@ def _register_nav() -> None:
     nav.register_nav("users", "用户", "/admin/users", nav.admins, order=91)
     nav.register_nav("activity", "操作日志", "/admin/activity",
                      lambda p: p is not None and (p.is_admin or p.is_provincial_auditor), order=92)
+    nav.register_nav("my-bookings", "我的预约", "/bookings", nav.signed_in, order=20)
+    nav.register_nav("booking-queue", "预约管理", "/manage/bookings", nav.managers, order=30)
     nav.register_nav("profile", "个人资料", "/profile", nav.signed_in, order=99)
 
 
@@ -87,12 +89,17 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     from booking.audit import api as audit_api
     from booking.audit import routes as audit_routes
+    from booking.reservations import api as reservations_api
     from instruments import api as instruments_api
 
-    for router in (auth_api.router, accounts_api.router, admin_api.router, instruments_api.router, audit_api.router):
+    for router in (auth_api.router, accounts_api.router, admin_api.router, instruments_api.router,
+                   reservations_api.router, audit_api.router):
         app.include_router(router)
     from booking import home
 
-    for router in (home.router, auth_routes.router, accounts_routes.router, admin_routes.router, audit_routes.router):
+    from booking.reservations import routes as reservations_routes
+
+    for router in (home.router, auth_routes.router, accounts_routes.router, admin_routes.router,
+                   reservations_routes.router, audit_routes.router):
         app.include_router(router)
     return app

@@ -37,7 +37,8 @@ class OpeningWindow(SQLModel, table=True):
     __tablename__ = "opening_windows"
     __table_args__ = (
         CheckConstraint("weekday BETWEEN 0 AND 6", name="weekday"),
-        CheckConstraint("start_time < end_time", name="order"),
+        # An end of 00:00 means midnight at the end of the day (24:00).
+        CheckConstraint("start_time < end_time OR end_time = '00:00'", name="order"),
         CheckConstraint("valid_to IS NULL OR valid_from IS NULL OR valid_from <= valid_to", name="validity"),
     )
 

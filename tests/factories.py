@@ -130,3 +130,23 @@ async def grant_instrument_access(session: AsyncSession, instrument: Instrument,
 
     session.add(InstrumentAccess(instrument_id=instrument.id, user_id=user.id))  # type: ignore[arg-type]
     await session.flush()
+
+
+async def make_schedule(session: AsyncSession, instrument: Instrument, *, windows: list[tuple[int, str, str]] | None = None,
+                        **rules: Any) -> None:
+    """Opening windows (weekday, "HH:MM", "HH:MM"; default every day 08:00-20:00) and a rules row.
+
+    Tests default to auto-confirm, 30-minute slots, no lead time and no holidays, and override what they test."""
+    from datetime import time as dtime
+
+    from scheduling.models import InstrumentRules, OpeningWindow
+
+    for weekday, start, end in windows if windows is not None else [(d, "08:00", "20:00") for d in range(7)]:
+        session.add(OpeningWindow(instrument_id=instrument.id, weekday=weekday,  # type: ignore[arg-type]
+                                  start_time=dtime.fromisoformat(start), end_time=dtime.fromisoformat(end)))
+    values: dict[str, Any] = {"granularity_min": 30, "min_duration_min": 30, "max_duration_min": 480,
+                              "min_lead_min": 0, "max_horizon_days": 90, "approval_required": False,
+                              "follow_holidays": False, "cancellation_deadline_h": 0}
+    values.update(rules)
+    session.add(InstrumentRules(instrument_id=instrument.id, **values))  # type: ignore[arg-type]
+    await session.flush()

@@ -40,6 +40,19 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = 5
     login_max_failures_per_address: int = 30
 
+    # Booking policy.
+    no_show_limit: int = 3
+    no_show_window_days: int = 90
+    check_in_early_min: int = 30
+    reminder_before_h: int = 24
+    alternatives_count: int = 3
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "noreply@instruments.sc.local"
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+
     # Catalogue / audit policy.
     large_instrument_threshold_cny: Decimal = Decimal("500000")
     sharing_target_units: int = 10000

@@ -36,6 +36,12 @@ def _fmt_dt(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     return to_local(value).strftime(fmt)
 
 
+def _fmt_iso_local(value: str | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    if not value:
+        return ""
+    return to_local(datetime.fromisoformat(value)).strftime(fmt)
+
+
 def _fmt_wan(value: Decimal | int | float | None) -> str:
     """原值 is stored in exact CNY and shown in 万元 with two decimals, as on the national platform."""
     if value is None:
@@ -50,6 +56,7 @@ def _query(params: Mapping[str, Any], **overrides: Any) -> str:
 
 templates.env.filters["localtime"] = _fmt_dt
 templates.env.filters["wan"] = _fmt_wan
+templates.env.filters["isolocal"] = _fmt_iso_local
 templates.env.filters["city"] = city_name
 templates.env.globals["CITIES"] = CITIES
 templates.env.globals["query"] = _query

@@ -22,15 +22,18 @@ class BookingStatus(StrEnum):
     completed = "completed"
     no_show = "no_show"
     expired = "expired"
+    # A waitlist offer: the freed slot is held for one user until hold_expires_at (scheduling.waitlist).
+    held = "held"
 
 
 # A pending request holds its slot; an instrument in use is busy. These rows take part in the constraint.
-ACTIVE_STATUSES = (BookingStatus.pending, BookingStatus.confirmed, BookingStatus.in_use)
-ACTIVE_SQL = "status IN ('pending', 'confirmed', 'in_use')"
+# A held offer is real: nobody else can take the slot while it is held.
+ACTIVE_STATUSES = (BookingStatus.pending, BookingStatus.confirmed, BookingStatus.in_use, BookingStatus.held)
+ACTIVE_SQL = "status IN ('pending', 'confirmed', 'in_use', 'held')"
 
 STATUS_LABELS = {
     "pending": "待审批", "confirmed": "已确认", "rejected": "已拒绝", "cancelled": "已取消", "in_use": "使用中",
-    "completed": "已完成", "no_show": "爽约", "expired": "已过期",
+    "completed": "已完成", "no_show": "爽约", "expired": "已过期", "held": "保留中",
 }
 
 
@@ -69,7 +72,8 @@ class Booking(SQLModel, table=True):
         CheckConstraint("lower(blocked) <= start_at AND upper(blocked) >= end_at", name="blocked_covers"),
         CheckConstraint(
             "status IN ('pending', 'confirmed', 'rejected', 'cancelled', 'in_use', 'completed', 'no_show',"
-            " 'expired')", name="status"),
+            " 'expired', 'held')", name="status"),
+        CheckConstraint("(status = 'held') = (hold_expires_at IS NOT NULL)", name="hold_expiry"),
         CheckConstraint("service_mode IN ('occupancy', 'technical', 'entrusted', 'remote', 'other')",
                         name="service_mode"),
         ExcludeConstraint(
@@ -103,6 +107,7 @@ class Booking(SQLModel, table=True):
     cancelled_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
     cancel_reason: str | None = Field(default=None, sa_column=Column(String(500)))
     reminder_sent_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
+    hold_expires_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
     # iCalendar SEQUENCE: raised on every change a calendar client should see.
     sequence: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     created_at: datetime = Field(default_factory=now, sa_column=ts_column(default_now=True))

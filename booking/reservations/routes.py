@@ -1,0 +1,273 @@
+"""HTML pages for booking: the week calendar, the booking form with live rule checks, my bookings, the
+manager's queue. They call the same services as the JSON API, so the policy is the same on every path."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from booking.accounts.models import Institution, User
+from booking.auth.deps import CsrfDep, WebPrincipal, WebUser, load_web_principal
+from booking.core.clock import LOCAL_TZ, to_local, utcnow
+from booking.core.db import SessionDep
+from booking.core.errors import Conflict, Forbidden, Problem, RuleViolation
+from booking.core.forms import errors_by_field
+from booking.core.validation import problems_from_errors
+from booking.core.web import redirect, render
+from booking.reservations import repository as repo
+from booking.reservations import service
+from booking.reservations.models import SERVICE_MODE_LABELS, STATUS_LABELS, Booking
+from booking.reservations.queue import managed_instrument_ids
+from booking.reservations.schemas import BookingCreate
+from booking.reservations.week import monday_of, week
+from booking.usage import service as usage
+from booking.usage.models import RATINGS, ServiceRecord
+from instruments.models import Instrument
+from instruments.service import get_visible, may_manage
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(load_web_principal), CsrfDep])
+
+FIELD_LABELS = {"start": "开始时间", "end": "结束时间", "date": "日期", "purpose": "用途", "user": "用户",
+                "instrument_id": "仪器", "project_name": "项目名称", "funding_source": "经费来源",
+                "service_mode": "服务方式", "sample_notes": "样品说明", "repeat_weekly": "重复周数",
+                "override_reason": "越过规则的理由", "on_behalf_of": "预约用户", "status": "状态"}
+
+
+def _ctx(**kw: Any) -> dict[str, Any]:
+    return {"STATUS_LABELS": STATUS_LABELS, "SERVICE_MODE_LABELS": SERVICE_MODE_LABELS, "RATINGS": RATINGS,
+            "field_labels": FIELD_LABELS, **kw}
+
+
+def _parse_day(value: str | None) -> date:
+    try:
+        return date.fromisoformat(value) if value else to_local(utcnow()).date()
+    except ValueError:
+        raise RuleViolation("日期格式不正确", problems=[Problem("start", "invalid_date", "日期格式应为 YYYY-MM-DD")]) from None
+
+
+@router.get("/instruments/{instrument_id:int}/week")
+async def week_view(request: Request, session: SessionDep, principal: WebPrincipal, instrument_id: int,
+                    start: Annotated[str | None, Query(max_length=10)] = None) -> Response:
+    inst = await get_visible(session, principal, instrument_id)
+    grid = await week(session, principal, instrument_id, monday_of(_parse_day(start)))
+    return render(request, "reservations/week_page.html", _ctx(inst=inst, week=grid), block="week")
+
+
+def _form_times(form: dict[str, str]) -> tuple[dict[str, Any], list[Problem]]:
+    """The form asks for a local date and wall-clock times; turn them into aware instants (Asia/Shanghai)."""
+    problems: list[Problem] = []
+    values: dict[str, Any] = {}
+    try:
+        day = date.fromisoformat(form.get("date", ""))
+    except ValueError:
+        problems.append(Problem("date", "invalid_date", "请选择日期（YYYY-MM-DD）"))
+        return values, problems
+    for name in ("start", "end"):
+        try:
+            t = time.fromisoformat(form.get(f"{name}_time", ""))
+        except ValueError:
+            problems.append(Problem(name, "invalid_time", "请填写时间（HH:MM）"))
+            continue
+        values[name] = datetime.combine(day, t, tzinfo=LOCAL_TZ)
+    if "end" in values and form.get("end_time") == "00:00":
+        values["end"] += timedelta(days=1)
+    return values, problems
+
+
+def _booking_data(instrument_id: int, form: dict[str, str]) -> tuple[BookingCreate | None, list[Problem]]:
+    times, problems = _form_times(form)
+    raw: dict[str, Any] = {"instrument_id": instrument_id, **times}
+    for key in ("purpose", "project_name", "funding_source", "service_mode", "sample_notes", "override_reason",
+                "on_behalf_of", "repeat_weekly"):
+        if form.get(key, "").strip():
+            raw[key] = form[key].strip()
+    if raw.get("repeat_weekly") in ("1",):
+        raw.pop("repeat_weekly")
+    if "repeat_weekly" in raw:
+        raw["on_conflict"] = form.get("on_conflict", "skip")
+    try:
+        data = BookingCreate.model_validate(raw)
+    except ValidationError as exc:
+        return None, problems + [p for p in problems_from_errors(exc.errors())
+                                 if p.field not in {q.field for q in problems}]
+    return data, problems
+
+
+async def _form_context(session: SessionDep, principal: WebUser, inst: Instrument, values: dict[str, Any]
+                        ) -> dict[str, Any]:
+    institution = await session.get(Institution, inst.institution_id)
+    day = values.get("date") or to_local(utcnow() + timedelta(days=1)).date().isoformat()
+    grid = await week(session, principal, inst.id, monday_of(date.fromisoformat(day)))  # type: ignore[arg-type]
+    is_manager = may_manage(principal, inst.institution_id, inst.facility_id)
+    return _ctx(inst=inst, institution=institution, week=grid, values={"date": day, **values},
+                is_manager=is_manager, errors={}, problems=[], alternatives=[])
+
+
+@router.get("/instruments/{instrument_id:int}/book")
+async def book_form(request: Request, session: SessionDep, principal: WebUser, instrument_id: int,
+                    start: Annotated[str | None, Query(max_length=40)] = None,
+                    end: Annotated[str | None, Query(max_length=40)] = None) -> Response:
+    inst = await get_visible(session, principal, instrument_id)
+    values: dict[str, Any] = {}
+    for name, raw in (("start", start), ("end", end)):
+        if raw:
+            try:
+                at = to_local(datetime.fromisoformat(raw))
+            except ValueError:
+                continue
+            values["date"] = at.date().isoformat()
+            values[f"{name}_time"] = at.strftime("%H:%M")
+    return render(request, "reservations/book.html", await _form_context(session, principal, inst, values))
+
+
+@router.post("/instruments/{instrument_id:int}/book/check")
+async def book_check(request: Request, session: SessionDep, principal: WebUser, instrument_id: int) -> Response:
+    """Live feedback while the user picks times: every rule problem, and whether the slot is free."""
+    inst = await get_visible(session, principal, instrument_id)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    times, problems = _form_times(form)
+    alternatives: list[dict[str, Any]] = []
+    free: bool | None = None
+    if not problems:
+        start, end = times["start"], times["end"]
+        ctx = await service.instrument_context(session, inst, start - timedelta(days=1), end + timedelta(days=1))
+        problems = await service.rule_problems(session, ctx, principal.user, start, end)
+        if end > start:
+            free_ivs = await service.free_intervals(session, ctx, start - timedelta(hours=1), end + timedelta(hours=1))
+            free = any(iv.start <= start and iv.end >= end for iv in free_ivs)
+            if not free:
+                alternatives = await service.alternatives(session, ctx, start, end)
+    return render(request, "reservations/_check.html",
+                  _ctx(inst=inst, problems=problems, free=free, alternatives=alternatives, checked=not problems))
+
+
+@router.post("/instruments/{instrument_id:int}/book")
+async def book(request: Request, session: SessionDep, principal: WebUser, instrument_id: int) -> Response:
+    inst = await get_visible(session, principal, instrument_id)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    values = {k: v for k, v in form.items() if k != "csrf_token"}
+    data, problems = _booking_data(instrument_id, form)
+    status = 422
+    alternatives: list[dict[str, Any]] = []
+    if data is not None and not problems:
+        try:
+            if data.repeat_weekly:
+                _, created, skipped = await service.create_series(session, principal, data)
+                target = f"/bookings?created={len(created)}&skipped={len(skipped)}"
+                return redirect(request, target)
+            booking = await service.create_booking(session, principal, data)
+            return redirect(request, f"/bookings/{booking.id}?created=1")
+        except Conflict as exc:
+            problems, status = exc.problems, 409
+            alternatives = list(exc.extra.get("alternatives", []))
+        except RuleViolation as exc:
+            problems, status = exc.problems, 422
+    ctx = await _form_context(session, principal, inst, values)
+    ctx.update(errors=errors_by_field(problems), problems=problems, alternatives=alternatives)
+    return render(request, "reservations/book.html", ctx, status_code=status)
+
+
+async def _rows(session: SessionDep, bookings: list[Booking]) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    ids = {b.instrument_id for b in bookings}
+    instruments = {i.id: i for i in await session.scalars(select(Instrument).where(col(Instrument.id).in_(ids)))} if ids else {}
+    user_ids = {b.user_id for b in bookings}
+    users = {u.id: u for u in await session.scalars(select(User).where(col(User.id).in_(user_ids)))} if user_ids else {}
+    booking_ids = [b.id for b in bookings]
+    records = {r.booking_id: r for r in await session.scalars(
+        select(ServiceRecord).where(col(ServiceRecord.booking_id).in_(booking_ids)))} if booking_ids else {}
+    return [{"b": b, "inst": instruments.get(b.instrument_id), "user": users.get(b.user_id),
+             "record": records.get(b.id)} for b in bookings]
+
+
+@router.get("/bookings")
+async def my_bookings(request: Request, session: SessionDep, principal: WebUser,
+                      past: Annotated[int, Query(ge=0, le=1)] = 0,
+                      created: Annotated[int | None, Query(ge=0)] = None,
+                      skipped: Annotated[int | None, Query(ge=0)] = None) -> Response:
+    rows, total = await repo.list_for_user(session, principal.id, status=None, upcoming=not past, now=utcnow(),
+                                           limit=100, offset=0)
+    flash = None
+    if created is not None:
+        flash = f"已创建 {created} 个预约" + (f"，{skipped} 个时段因冲突或规则被跳过" if skipped else "")
+    return render(request, "reservations/mine.html",
+                  _ctx(rows=await _rows(session, list(rows)), total=total, past=past, flash=flash, now=utcnow()))
+
+
+@router.get("/bookings/{booking_id:int}")
+async def booking_detail(request: Request, session: SessionDep, principal: WebUser, booking_id: int,
+                         created: int = 0) -> Response:
+    booking, inst = await service.get_booking(session, principal, booking_id)
+    [row] = await _rows(session, [booking])
+    is_manager = may_manage(principal, inst.institution_id, inst.facility_id)
+    return render(request, "reservations/detail.html",
+                  _ctx(row=row, is_manager=is_manager, is_owner=booking.user_id == principal.id, now=utcnow(),
+                       flash="预约已提交" if created else None))
+
+
+_WEB_ACTIONS = {"approve", "reject", "cancel", "check_in", "check_out", "no_show", "record_service"}
+
+
+@router.post("/bookings/{booking_id:int}/{action}")
+async def booking_action(request: Request, session: SessionDep, principal: WebUser, booking_id: int,
+                         action: str) -> Response:
+    if action not in _WEB_ACTIONS:
+        raise Forbidden("未知操作")
+    form = await request.form()
+    note = str(form.get("note") or "").strip()[:500] or None
+    samples = int(str(form.get("samples") or "0")) if str(form.get("samples") or "0").isdigit() else 0
+    await service.transition(session, principal, booking_id, action, note=note, samples=samples)
+    back = str(form.get("next") or f"/bookings/{booking_id}")
+    return redirect(request, back if back.startswith("/") and not back.startswith("//") else "/bookings")
+
+
+@router.post("/service-records/{record_id:int}/rate")
+async def rate(request: Request, session: SessionDep, principal: WebUser, record_id: int) -> Response:
+    form = await request.form()
+    raw = str(form.get("rating") or "")
+    if raw not in {"1", "2", "3", "4", "5"}:
+        raise RuleViolation("请选择评价", problems=[Problem("rating", "missing", "请选择满意度")])
+    rec = await usage.rate(session, principal, record_id, int(raw), str(form.get("comment") or "")[:500] or None)
+    return redirect(request, f"/bookings/{rec.booking_id}" if rec.booking_id else "/bookings")
+
+
+@router.get("/manage/bookings")
+async def queue(request: Request, session: SessionDep, principal: WebUser,
+                view: Annotated[str, Query(pattern="^(pending|today|upcoming)$")] = "pending") -> Response:
+    ids = await managed_instrument_ids(session, principal)
+    if ids == []:
+        raise Forbidden("只有仪器管理员可以查看审批队列")
+    now = utcnow()
+    if view == "pending":
+        rows, total = await repo.list_for_instruments(session, ids, status="pending", start=None, end=None,
+                                                      limit=200, offset=0)
+    else:
+        day_start = datetime.combine(to_local(now).date(), time(0), tzinfo=LOCAL_TZ)
+        end = day_start + timedelta(days=1 if view == "today" else 14)
+        rows, total = await repo.list_for_instruments(session, ids, status=None, start=day_start, end=end,
+                                                      limit=300, offset=0)
+    return render(request, "reservations/queue.html",
+                  _ctx(rows=await _rows(session, list(rows)), total=total, view=view, now=now), block="queue")
+
+
+@router.post("/manage/bookings/bulk")
+async def bulk(request: Request, session: SessionDep, principal: WebUser) -> Response:
+    form = await request.form()
+    action = str(form.get("action") or "")
+    if action not in ("approve", "reject"):
+        raise RuleViolation("请选择操作", problems=[Problem("action", "invalid", "请选择批准或拒绝")])
+    ids = [int(v) for v in form.getlist("booking_id") if str(v).isdigit()]
+    if not ids:
+        raise RuleViolation("未选择预约", problems=[Problem("booking_id", "missing", "请至少选择一个预约")])
+    note = str(form.get("note") or "").strip()[:500] or None
+    for booking_id in ids:
+        await service.transition(session, principal, booking_id, action, note=note)
+    return redirect(request, "/manage/bookings?view=pending")
+
+

@@ -1,0 +1,75 @@
+"""Service records: created at check-out or by a manager's entry, in the national platform's shape."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.accounts.models import User
+from booking.activity.service import record
+from booking.auth.principal import Principal
+from booking.core.clock import utcnow
+from booking.core.errors import Conflict, NotFound
+from booking.reservations.models import Booking
+from booking.usage.models import ServiceRecord
+from instruments.models import Instrument
+from scheduling.fees import FeeSchedule, billable_hours, fee_breakdown
+
+_UNIT_TEXT = {"hour": "小时", "sample": "个样品", "use": "次"}
+
+
+def fee_schedule(inst: Instrument) -> FeeSchedule | None:
+    if not inst.fee_unit:
+        return None
+    internal = inst.fee_internal if inst.fee_internal is not None else Decimal(0)
+    external = inst.fee_external if inst.fee_external is not None else internal
+    return FeeSchedule(unit=inst.fee_unit, internal_price=Decimal(internal), external_price=Decimal(external),  # type: ignore[arg-type]
+                       minimum_fee=Decimal(inst.fee_minimum or 0))
+
+
+async def record_from_booking(session: AsyncSession, booking: Booking, inst: Instrument, *, started_at: datetime,
+                              ended_at: datetime, samples: int, service_type: str, recorded_by: int | None
+                              ) -> ServiceRecord:
+    user = await session.get(User, booking.user_id)
+    assert user is not None
+    external = user.institution_id != inst.institution_id
+    hours = billable_hours(started_at, ended_at)
+    schedule = fee_schedule(inst)
+    if schedule is None:
+        amount, basis = Decimal("0.00"), "未设置结构化收费标准"
+    else:
+        fee = fee_breakdown(schedule, hours=hours, samples=samples, uses=1, external=external)
+        amount = fee.amount
+        group = "校外/单位外价格" if external else "校内/单位内价格"
+        basis = (f"{group} {fee.unit_price} 元/{_UNIT_TEXT[fee.unit]} × {fee.quantity} = {fee.subtotal:.2f} 元"
+                 + (f"，按最低收费 {fee.minimum_fee} 元" if fee.minimum_applied else ""))
+    rec = ServiceRecord(
+        instrument_id=inst.id, booking_id=booking.id, user_id=user.id,  # type: ignore[arg-type]
+        user_institution_id=user.institution_id, provider_institution_id=inst.institution_id, is_external=external,
+        started_at=started_at, ended_at=ended_at, hours=hours, samples=samples, service_mode=booking.service_mode,
+        service_type=service_type, project_name=booking.project_name, funding_source=booking.funding_source,
+        applicant_name=user.name, amount=amount, fee_basis=basis, recorded_by=recorded_by,
+    )
+    session.add(rec)
+    await session.flush()
+    record(session, actor_id=recorded_by, action="service_record.created", target_type="service_record",
+           target_id=rec.id, after={"booking_id": booking.id, "hours": hours, "amount": amount,
+                                    "is_external": external})
+    return rec
+
+
+async def rate(session: AsyncSession, actor: Principal, record_id: int, rating: int, comment: str | None
+               ) -> ServiceRecord:
+    rec = await session.get(ServiceRecord, record_id, with_for_update=True)
+    if rec is None or rec.user_id != actor.id:
+        raise NotFound(f"服务记录 {record_id} 不存在")
+    if rec.rating is not None:
+        raise Conflict("已评价过该服务")
+    rec.rating = rating
+    rec.rating_comment = comment
+    rec.rated_at = utcnow()
+    record(session, actor_id=actor.id, action="service_record.rated", target_type="service_record",
+           target_id=rec.id, after={"rating": rating, "comment": comment})
+    return rec

@@ -1,0 +1,132 @@
+"""Booking pages: week calendar, the form with live checks, my bookings, the manager's queue."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.accounts.models import Role
+from booking.reservations.models import Booking
+from tests.factories import login_web, make_institution, make_instrument, make_schedule, make_user
+
+
+async def _world(session: AsyncSession, **rules: Any) -> dict[str, Any]:
+    owner = await make_institution(session)
+    inst = await make_instrument(session, owner, name="场发射扫描电镜", fee_unit="hour",
+                                 fee_internal=Decimal("150"), fee_external=Decimal("300"))
+    await make_schedule(session, inst, **rules)
+    return {"inst": inst, "manager": await make_user(session, role=Role.facility_manager, grant_institution=owner),
+            "researcher": await make_user(session)}
+
+
+FORM = {"date": "2026-12-02", "start_time": "09:00", "end_time": "10:30", "purpose": "观察样品形貌",
+        "service_mode": "occupancy", "repeat_weekly": "1"}
+
+
+class TestWeek:
+    async def test_week_fragment_for_htmx(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        w = await _world(session)
+        r = await client.get(f"/instruments/{w['inst'].id}/week", params={"start": "2026-12-02"},
+                             headers={"HX-Request": "true"})
+        assert r.status_code == 200
+        assert "<html" not in r.text and 'id="week"' in r.text
+        assert "周一 11/30" in r.text  # the Monday of that week
+        assert "可约" in r.text
+        page = await client.get(f"/instruments/{w['inst'].id}/week", params={"start": "2026-12-02"})
+        assert "<html" in page.text
+
+    async def test_bad_date_is_422_page(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        w = await _world(session)
+        r = await client.get(f"/instruments/{w['inst'].id}/week", params={"start": "2026-13-40"})
+        assert r.status_code == 422 and "日期格式应为" in r.text
+
+
+class TestForm:
+    async def test_book_through_the_form(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        w = await _world(session, approval_required=True)
+        await login_web(session, client, w["researcher"])
+        page = await client.get(f"/instruments/{w['inst'].id}/book",
+                                params={"start": "2026-12-02T09:00:00+08:00", "end": "2026-12-02T09:30:00+08:00"})
+        assert page.status_code == 200 and 'value="09:00"' in page.text
+        r = await client.post(f"/instruments/{w['inst'].id}/book", data=FORM)
+        assert r.status_code == 303, r.text[:2000]
+        booking = (await session.scalars(select(Booking).where(Booking.user_id == w["researcher"].id))).one()
+        assert booking.status == "pending"
+        detail = await client.get(r.headers["location"])
+        assert "待审批" in detail.text and "场发射扫描电镜" in detail.text
+
+    async def test_live_check_lists_problems_before_submit(self, client: httpx.AsyncClient,
+                                                           session: AsyncSession) -> None:
+        w = await _world(session)
+        await login_web(session, client, w["researcher"])
+        r = await client.post(f"/instruments/{w['inst'].id}/book/check",
+                              data={**FORM, "start_time": "06:10", "end_time": "07:00"}, headers={"HX-Request": "true"})
+        assert r.status_code == 200
+        assert "check-problems" in r.text and "刻度" in r.text and "开放时间" in r.text
+        ok = await client.post(f"/instruments/{w['inst'].id}/book/check", data=FORM, headers={"HX-Request": "true"})
+        assert "check-ok" in ok.text
+
+    async def test_conflict_shows_alternatives(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        w = await _world(session)
+        other = await make_user(session)
+        await login_web(session, client, other)
+        assert (await client.post(f"/instruments/{w['inst'].id}/book", data=FORM)).status_code == 303
+        client.cookies.clear()
+        await login_web(session, client, w["researcher"])
+        check = await client.post(f"/instruments/{w['inst'].id}/book/check", data=FORM, headers={"HX-Request": "true"})
+        assert "check-conflict" in check.text
+        r = await client.post(f"/instruments/{w['inst'].id}/book", data=FORM)
+        assert r.status_code == 409
+        assert 'id="alternatives"' in r.text and "该时段已被预约" in r.text
+
+    async def test_missing_purpose_and_time_rerender(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        w = await _world(session)
+        await login_web(session, client, w["researcher"])
+        r = await client.post(f"/instruments/{w['inst'].id}/book", data={**FORM, "purpose": "", "end_time": ""})
+        assert r.status_code == 422
+        assert "请填写时间" in r.text and 'aria-invalid="true"' in r.text
+
+    async def test_anonymous_redirected_to_login(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        w = await _world(session)
+        r = await client.get(f"/instruments/{w['inst'].id}/book")
+        assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+class TestMineAndQueue:
+    async def test_my_bookings_cancel(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        w = await _world(session)
+        await login_web(session, client, w["researcher"])
+        await client.post(f"/instruments/{w['inst'].id}/book", data=FORM)
+        page = await client.get("/bookings")
+        assert "场发射扫描电镜" in page.text and "已确认" in page.text
+        booking = (await session.scalars(select(Booking).where(Booking.user_id == w["researcher"].id))).one()
+        r = await client.post(f"/bookings/{booking.id}/cancel", data={"next": "/bookings"})
+        assert r.status_code == 303
+        await session.refresh(booking)
+        assert booking.status == "cancelled"
+
+    async def test_queue_bulk_approve(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        w = await _world(session, approval_required=True)
+        await login_web(session, client, w["researcher"])
+        await client.post(f"/instruments/{w['inst'].id}/book", data=FORM)
+        await client.post(f"/instruments/{w['inst'].id}/book", data={**FORM, "start_time": "13:00", "end_time": "14:00"})
+        ids = list(await session.scalars(select(Booking.id).where(Booking.user_id == w["researcher"].id)))
+        assert len(ids) == 2
+        client.cookies.clear()
+        await login_web(session, client, w["manager"])
+        queue = await client.get("/manage/bookings")
+        assert queue.status_code == 200 and "待审批" in queue.text
+        r = await client.post("/manage/bookings/bulk", data={"action": "approve", "booking_id": [str(i) for i in ids],
+                                                             "note": "同意"})
+        assert r.status_code == 303
+        statuses = set(await session.scalars(select(Booking.status).where(Booking.id.in_(ids))))  # type: ignore[attr-defined]
+        assert statuses == {"confirmed"}
+
+    async def test_queue_forbidden_for_researchers(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        user = await make_user(session)
+        await login_web(session, client, user)
+        assert (await client.get("/manage/bookings")).status_code == 403
