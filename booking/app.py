@@ -96,7 +96,6 @@ def create_app() -> FastAPI:
                    reservations_api.router, audit_api.router):
         app.include_router(router)
     from booking import home
-
     from booking.reservations import routes as reservations_routes
 
     for router in (home.router, auth_routes.router, accounts_routes.router, admin_routes.router,

@@ -157,7 +157,7 @@ class Definitions:
             "quota": (f"定额机时：通用仪器 {self.quota_general} 小时/年，专用仪器 {self.quota_special} 小时/年；"
                       "年度未结束时按已过天数折算"),
             "saturated": f"饱和：年有效工作机时 ≥ {self.saturated_hours} 小时（年度未结束时按已过天数折算）",
-            "idle": f"闲置：年有效工作机时低于定额机时的 {(self.idle_ratio * 100).normalize()}%",
+            "idle": f"闲置：年有效工作机时低于定额机时的 {format((self.idle_ratio * 100).normalize(), 'f')}%",
             "evaluation": f"评价范围：在平台登记原值 ≥ {wan} 万元仪器不少于 {self.evaluation_min_large} 台(套)的单位",
             "target": (f"目标：{self.target_date.year} 年共享大型科研仪器 {self.target} 台(套)以上"
                        "（川办发〔2025〕34号）"),
