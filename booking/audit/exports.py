@@ -7,6 +7,7 @@ Every text cell a spreadsheet would evaluate as a formula (= + - @, tab, CR) get
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 from collections.abc import AsyncIterator, Mapping
@@ -16,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -138,27 +140,38 @@ async def build_report(session: AsyncSession, principal: Principal, asof: AsOf, 
         result = await service.breakdown(session, principal, asof, dim, city=city)
         sheets.append(Sheet(f"by-{dim}", title, [Column(service.DIMENSION_LABELS[dim], "label", None, 30),
                                                  *_COUNT_COLUMNS], result["items"]))
-    for group, key, title, label in (("city", "usage-city", "机时-市州", "市州"),
-                                     ("institution", "usage-institution", "机时-单位", "单位")):
-        if want(key):
-            result = await service.usage_table(session, principal, asof, group=group, year=year, city=city,
-                                               sort="name", descending=False)
-            sheets.append(Sheet(key, title, [Column(label, "label", None, 28), *_USAGE_COLUMNS],
-                                [_flat_usage(i) for i in result["items"]]))
-    for only_key, key, title in ((None, "usage-instrument", "机时-仪器"), ("idle", "idle", "闲置仪器"),
-                                 ("saturated", "saturated", "饱和仪器")):
-        if want(key):
-            result = await service.usage_table(session, principal, asof, group="instrument", year=year, city=city,
-                                               only=only_key)
-            sheets.append(Sheet(key, title, [*_INSTRUMENT_COLUMNS, *_USAGE_COLUMNS[1:]],
-                                [_flat_usage(i) for i in result["items"]]))
-    if want("evaluation"):
-        result = await service.usage_table(session, principal, asof, group="institution", year=year, city=city,
-                                           only="evaluation", sort="name", descending=False)
-        sheets.append(Sheet("evaluation", "评价范围单位", [Column("单位", "label", None, 28),
-                                                        Column("单位类型", "institution_kind"),
-                                                        Column("市州", "city_name"), *_USAGE_COLUMNS],
+    # Each usage grouping is computed once; the idle, saturated and evaluation sheets are the rows of the instrument
+    # and institution groupings that meet those definitions (the same tests the API's `only=` filter makes in SQL).
+    inst_rows: list[dict[str, Any]] | None = None
+    if want("usage-city"):
+        result = await service.usage_table(session, principal, asof, group="city", year=year, city=city,
+                                           sort="name", descending=False, with_totals=False)
+        sheets.append(Sheet("usage-city", "机时-市州", [Column("市州", "label", None, 28), *_USAGE_COLUMNS],
                             [_flat_usage(i) for i in result["items"]]))
+    if want("usage-institution") or want("evaluation"):
+        result = await service.usage_table(session, principal, asof, group="institution", year=year, city=city,
+                                           sort="name", descending=False, with_totals=False)
+        inst_rows = [_flat_usage(i) for i in result["items"]]
+        if want("usage-institution"):
+            sheets.append(Sheet("usage-institution", "机时-单位", [Column("单位", "label", None, 28),
+                                                                *_USAGE_COLUMNS], inst_rows))
+        if want("evaluation"):
+            minimum = service.definitions().evaluation_min_large
+            sheets.append(Sheet("evaluation", "评价范围单位", [Column("单位", "label", None, 28),
+                                                            Column("单位类型", "institution_kind"),
+                                                            Column("市州", "city_name"), *_USAGE_COLUMNS],
+                                [r for r in inst_rows if r["instruments"] >= minimum]))
+    if want("usage-instrument") or want("idle") or want("saturated"):
+        result = await service.usage_table(session, principal, asof, group="instrument", year=year, city=city,
+                                           with_totals=False)
+        rows = [_flat_usage(i) for i in result["items"]]
+        columns = [*_INSTRUMENT_COLUMNS, *_USAGE_COLUMNS[1:]]
+        if want("usage-instrument"):
+            sheets.append(Sheet("usage-instrument", "机时-仪器", columns, rows))
+        if want("idle"):
+            sheets.append(Sheet("idle", "闲置仪器", columns, [r for r in rows if r["idle"]]))
+        if want("saturated"):
+            sheets.append(Sheet("saturated", "饱和仪器", columns, [r for r in rows if r["saturated"]]))
     order = {k: i for i, k in enumerate(["definitions", *(k for k in SHEET_KEYS if k != "definitions")])}
     return sorted(sheets, key=lambda s: order[s.key])
 
@@ -178,25 +191,38 @@ def _cell(value: Any) -> Any:
 
 
 def report_xlsx(sheets: list[Sheet]) -> bytes:
-    wb = Workbook()
-    default = wb.active
-    if default is not None:
-        wb.remove(default)
+    # Write-only mode streams rows out; each cell carries its own number format.
+    wb = Workbook(write_only=True)
     bold = Font(bold=True)
+    wrap = Alignment(wrap_text=True)
     for sheet in sheets:
         ws = wb.create_sheet(sheet.title)
-        ws.append([c.header for c in sheet.columns])
         for i, col in enumerate(sheet.columns, start=1):
-            ws.cell(row=1, column=i).font = bold
-            ws.cell(row=1, column=i).alignment = Alignment(wrap_text=True)
             ws.column_dimensions[get_column_letter(i)].width = col.width
-        for row in sheet.rows:
-            ws.append([_cell(row.get(c.field)) for c in sheet.columns])
-        for i, col in enumerate(sheet.columns, start=1):
-            if col.fmt:
-                for r in range(2, len(sheet.rows) + 2):
-                    ws.cell(row=r, column=i).number_format = col.fmt
         ws.freeze_panes = "A2"
+        header = []
+        for col in sheet.columns:
+            cell = WriteOnlyCell(ws, value=col.header)
+            cell.font = bold
+            cell.alignment = wrap
+            header.append(cell)
+        ws.append(header)
+        # One styled prototype cell per column; copying its style array is much cheaper than assigning the
+        # number format cell by cell.
+        protos: list[Any] = []
+        for col in sheet.columns:
+            proto = WriteOnlyCell(ws)
+            if col.fmt:
+                proto.number_format = col.fmt
+            protos.append(proto._style if col.fmt else None)
+        for row in sheet.rows:
+            out = []
+            for col, style in zip(sheet.columns, protos, strict=True):
+                cell = WriteOnlyCell(ws, value=_cell(row.get(col.field)))
+                if style is not None:
+                    cell._style = copy.copy(style)
+                out.append(cell)
+            ws.append(out)
     buffer = io.BytesIO()
     wb.save(buffer)
     return buffer.getvalue()

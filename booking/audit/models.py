@@ -25,7 +25,12 @@ from booking.usage.models import ServiceRecord
 
 class UsageMonthly(SQLModel, table=True):
     __tablename__ = "audit_usage_monthly"
-    __table_args__ = (Index("ix_audit_usage_monthly_month", "month", "known_month"),)
+    __table_args__ = (
+        Index("ix_audit_usage_monthly_month", "month", "known_month"),
+        # "Actually shared" asks only which instruments had external services in a span of months.
+        Index("ix_audit_usage_monthly_external", "month", "known_month", "instrument_id",
+              postgresql_where=text("external_records > 0")),
+    )
 
     instrument_id: int = Field(sa_column=Column(Integer, primary_key=True))
     month: date = Field(sa_column=Column(Date, primary_key=True))
@@ -77,3 +82,8 @@ _SR = ServiceRecord.__table__  # type: ignore[attr-defined]
 Index("ix_service_records_ended_at", _SR.c.ended_at, _SR.c.instrument_id)
 Index("ix_service_records_created_at", _SR.c.created_at)
 Index("ix_service_records_rated_at", _SR.c.rated_at)
+# External services only, covering what "actually shared" reads, so the partial months need no table access.
+Index("ix_service_records_external_ended", _SR.c.ended_at, _SR.c.instrument_id,
+      postgresql_include=["created_at"], postgresql_where=_SR.c.is_external)
+Index("ix_service_records_external_created", _SR.c.created_at, _SR.c.instrument_id,
+      postgresql_include=["ended_at"], postgresql_where=_SR.c.is_external)

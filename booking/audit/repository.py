@@ -146,8 +146,10 @@ sh AS (
   WHERE s.month >= :s_full_lo AND s.month < :s_full_hi AND s.known_month < :t_month AND s.external_records > 0
   UNION
   SELECT r.instrument_id FROM service_records r
-  WHERE r.is_external AND {_KNOWN} < :t
-    AND ((r.ended_at >= :s_lo AND r.ended_at < :s_full_lo_ts) OR (r.ended_at >= :s_full_hi_ts AND r.ended_at < :s_hi))
+  WHERE r.is_external AND {_KNOWN} < :t AND r.ended_at >= :s_lo AND r.ended_at < :s_full_lo_ts
+  UNION
+  SELECT r.instrument_id FROM service_records r
+  WHERE r.is_external AND {_KNOWN} < :t AND r.ended_at >= :s_full_hi_ts AND r.ended_at < :s_hi
   UNION
   SELECT r.instrument_id FROM service_records r
   WHERE r.is_external AND r.created_at >= :t_month_ts AND r.created_at < :t
@@ -162,8 +164,9 @@ _USAGE_RAW = """r.instrument_id, 1 AS records, r.is_external::int AS external_re
          0 AS rating_5"""
 _RATING_RAW = """r.instrument_id, 0, 0, 0, 0, 0, 0, 1, r.rating, (r.rating = 1)::int, (r.rating = 2)::int,
          (r.rating = 3)::int, (r.rating = 4)::int, (r.rating = 5)::int"""
-_PARTIAL = ("((r.ended_at >= :u_lo AND r.ended_at < :u_full_lo_ts)"
-            " OR (r.ended_at >= :u_full_hi_ts AND r.ended_at < :u_hi))")
+# The partial months at either end of a window, as two ranges (each served by the ended_at index).
+_PARTIAL_LO = "r.ended_at >= :u_lo AND r.ended_at < :u_full_lo_ts"
+_PARTIAL_HI = "r.ended_at >= :u_full_hi_ts AND r.ended_at < :u_hi"
 _FULL = "r.ended_at >= :u_full_lo_ts AND r.ended_at < :u_full_hi_ts"
 _QUOTA = ("(CASE WHEN st.usage_kind = 'special' THEN CAST(:q_special AS numeric)"
           " ELSE CAST(:q_general AS numeric) END) * CAST(:fraction AS numeric)")
@@ -183,13 +186,18 @@ uf AS (
   SELECT s.instrument_id, {cols} FROM audit_usage_monthly s
   WHERE s.month >= :u_full_lo AND s.month < :u_full_hi AND s.known_month < :t_month{sf}
   UNION ALL
-  SELECT {_USAGE_RAW} FROM service_records r WHERE {_PARTIAL} AND {_KNOWN} < :t{rf}
+  SELECT {_USAGE_RAW} FROM service_records r WHERE {_PARTIAL_LO} AND {_KNOWN} < :t{rf}
+  UNION ALL
+  SELECT {_USAGE_RAW} FROM service_records r WHERE {_PARTIAL_HI} AND {_KNOWN} < :t{rf}
   UNION ALL
   SELECT {_USAGE_RAW} FROM service_records r
   WHERE {_FULL} AND r.created_at >= :t_month_ts AND r.created_at < :t{rf}
   UNION ALL
   SELECT {_RATING_RAW} FROM service_records r
-  WHERE r.rating IS NOT NULL AND {_PARTIAL} AND {_RATING_KNOWN} < :t{rf}
+  WHERE r.rating IS NOT NULL AND {_PARTIAL_LO} AND {_RATING_KNOWN} < :t{rf}
+  UNION ALL
+  SELECT {_RATING_RAW} FROM service_records r
+  WHERE r.rating IS NOT NULL AND {_PARTIAL_HI} AND {_RATING_KNOWN} < :t{rf}
   UNION ALL
   SELECT {_RATING_RAW} FROM service_records r
   WHERE r.rating IS NOT NULL AND {_FULL} AND (r.rated_at >= :t_month_ts OR r.created_at >= :t_month_ts)
@@ -224,7 +232,9 @@ _OPEN = "(st.sharing_mode = 'external' AND st.status = ANY(:usable) AND pub.inst
 
 async def sharing_counts(session: AsyncSession, asof: AsOf, today: date, d: Definitions, f: Filters,
                          dim: str | None, bands: Sequence[Band] = ()) -> list[RowMapping]:
-    """registered / open / shared per dimension value (one row with key NULL when dim is None)."""
+    """registered / open / shared per dimension value, and the total over the scope in the row with is_total
+    (the only row when dim is None). Counting distinct instruments keeps the total right for chains, where one
+    instrument can carry several tags."""
     p = _base_params(asof)
     p["usable"] = list(d.usable_statuses)
     ctes = [_state_cte(f, d, p), _published_cte(asof, today, d, p), _shared_cte(asof, d, p)]
@@ -246,15 +256,17 @@ async def sharing_counts(session: AsyncSession, asof: AsOf, today: date, d: Defi
         key = _band_case(d, bands, p)
     else:  # pragma: no cover - callers pass a checked dimension
         raise ValueError(dim)
+    total = "TRUE" if dim is None else f"GROUPING({key}) = 1"
     sql = f"""
 WITH {','.join(ctes)}
-SELECT {key} AS key, count(*) AS registered, count(*) FILTER (WHERE {_OPEN}) AS open,
-       count(*) FILTER (WHERE sh.instrument_id IS NOT NULL) AS shared
+SELECT {key} AS key, {total} AS is_total, count(DISTINCT st.id) AS registered,
+       count(DISTINCT st.id) FILTER (WHERE {_OPEN}) AS open,
+       count(DISTINCT st.id) FILTER (WHERE sh.instrument_id IS NOT NULL) AS shared
 FROM st
 LEFT JOIN pub ON pub.instrument_id = st.id
 LEFT JOIN sh ON sh.instrument_id = st.id
 {join}
-GROUP BY 1
+{f"GROUP BY GROUPING SETS (({key}), ())" if dim is not None else ""}
 """
     return list((await session.execute(text(sql), p)).mappings())
 
@@ -539,7 +551,9 @@ async def missing_months(session: AsyncSession, months: Sequence[date]) -> list[
 
 async def store_month(session: AsyncSession, month: date, rows: Sequence[RowMapping | dict[str, Any]]) -> None:
     values = [{"month": month, "city": r["key"], "registered": r["registered"], "open": r["open"],
-               "shared": r["shared"]} for r in rows if r["key"] is not None]
+               "shared": r["shared"]} for r in rows if not r.get("is_total") and r["key"] is not None]
+    if not values:  # nothing registered anywhere yet: a zero row still marks the month as frozen
+        values = [{"month": month, "city": "510100", "registered": 0, "open": 0, "shared": 0}]
     await session.execute(text("DELETE FROM audit_monthly_figures WHERE month = :month"), {"month": month})
     if values:
         await session.execute(text(
@@ -605,6 +619,15 @@ async def raw_sharing_counts(session: AsyncSession, asof: AsOf, today: date, d: 
                              f: Filters) -> RowMapping:
     """The headline computed from the raw service records only (no summary): the reference the summary path
     is tested and benchmarked against."""
+    return (await session.execute(*_raw_sharing(asof, today, d, f, by_city=False))).mappings().one()
+
+
+async def raw_sharing_by_city(session: AsyncSession, asof: AsOf, today: date, d: Definitions,
+                              f: Filters) -> list[RowMapping]:
+    return list((await session.execute(*_raw_sharing(asof, today, d, f, by_city=True))).mappings())
+
+
+def _raw_sharing(asof: AsOf, today: date, d: Definitions, f: Filters, *, by_city: bool) -> tuple[Any, dict[str, Any]]:
     p = _base_params(asof)
     p["usable"] = list(d.usable_statuses)
     w = shared_window(asof, d.lookback_months)
@@ -614,13 +637,15 @@ sh AS (
   SELECT DISTINCT r.instrument_id FROM service_records r
   WHERE r.is_external AND r.ended_at >= :s_lo AND r.ended_at < :s_hi AND {_KNOWN} < :t
 )"""]
+    key, group = ("st.city_code AS key, ", "GROUP BY st.city_code") if by_city else ("", "")
     sql = f"""
 WITH {','.join(ctes)}
-SELECT count(*) AS registered, count(*) FILTER (WHERE {_OPEN}) AS open,
+SELECT {key}count(*) AS registered, count(*) FILTER (WHERE {_OPEN}) AS open,
        count(*) FILTER (WHERE sh.instrument_id IS NOT NULL) AS shared
 FROM st LEFT JOIN pub ON pub.instrument_id = st.id LEFT JOIN sh ON sh.instrument_id = st.id
+{group}
 """
-    return (await session.execute(text(sql), p)).mappings().one()
+    return text(sql), p
 
 
 async def raw_usage_totals(session: AsyncSession, asof: AsOf, d: Definitions, f: Filters, w: Window) -> RowMapping:

@@ -242,7 +242,9 @@ async def breakdown(session: AsyncSession, principal: Principal, asof: AsOf, dim
     d = definitions()
     bands = value_bands(d)
     f = scope.filters(city=city)
-    counted = {r["key"]: _counts(r) for r in await repo.sharing_counts(session, asof, today(), d, f, dim, bands)}
+    result = await repo.sharing_counts(session, asof, today(), d, f, dim, bands)
+    counted = {r["key"]: _counts(r) for r in result if not r["is_total"]}
+    totals = _counts(next((r for r in result if r["is_total"]), None))
     labels: list[tuple[str, str, dict[str, Any]]] = []  # key, label, link filters
     if dim == "city":
         codes = [c for c in CITIES if scope.may_city(c) and (city is None or c == city)]
@@ -279,7 +281,6 @@ async def breakdown(session: AsyncSession, principal: Principal, asof: AsOf, dim
     rows = _sort_rows(rows, sort, descending)
     for r in rows:
         r.pop("sort_key", None)
-    totals = _counts((await repo.sharing_counts(session, asof, today(), d, f, None))[0])
     return {"dimension": dim, "label": DIMENSION_LABELS[dim], "as_of": asof.day.isoformat(), "city": city,
             "scope": scope.as_dict(), "items": rows, "totals": totals,
             "note": "一台仪器可标注多个产业链，各行之和可能大于合计" if dim == "chain" else None}
@@ -314,7 +315,7 @@ def usage_row(r: RowMapping | dict[str, Any], d: Definitions, fraction: Decimal)
 async def usage_table(session: AsyncSession, principal: Principal, asof: AsOf, *, group: str, year: int | None,
                       city: str | None = None, institution_id: int | None = None, only: str | None = None,
                       sort: str = "hours", descending: bool = True, limit: int | None = None,
-                      offset: int = 0, scope: Scope | None = None) -> dict[str, Any]:
+                      offset: int = 0, scope: Scope | None = None, with_totals: bool = True) -> dict[str, Any]:
     scope = scope or auditor_scope(principal)
     check_city(scope, city)
     d = definitions()
@@ -342,10 +343,11 @@ async def usage_table(session: AsyncSession, principal: Principal, asof: AsOf, *
                          "status": r["status"],
                          "page": f"/audit/instruments/{r['instrument_id']}?as_of={asof.day.isoformat()}&year={y}"})
         items.append(item)
-    totals_row = await repo.usage_totals(session, asof, d, f, q.window, fraction)
+    totals = usage_row(await repo.usage_totals(session, asof, d, f, q.window, fraction), d, fraction) \
+        if with_totals else None
     return {"group": group, "year": y, "as_of": asof.day.isoformat(), "year_fraction": float(fraction),
             "only": only, "items": items, "total": total, "limit": limit, "offset": offset,
-            "totals": usage_row(totals_row, d, fraction), "scope": scope.as_dict(),
+            "totals": totals, "scope": scope.as_dict(),
             "thresholds": {"saturated_hours": float(d.saturated_hours * fraction),
                            "idle_ratio": float(d.idle_ratio)}}
 
@@ -484,7 +486,7 @@ async def snapshot(session: AsyncSession, now_day: date | None = None) -> int:
         m = add_months(m, 1)
     for month in await repo.missing_months(session, months):
         rows = await repo.sharing_counts(session, AsOf(month_end(month)), day, d, Filters(), "city")
-        await repo.store_month(session, month, rows or [{"key": "510100", "registered": 0, "open": 0, "shared": 0}])
+        await repo.store_month(session, month, rows)
         changed += 1
     return changed
 

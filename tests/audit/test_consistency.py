@@ -135,6 +135,12 @@ async def test_page_api_xlsx_agree_with_hand_computed(client: httpx.AsyncClient,
         assert api_usage[code] == want
         assert {k: (round(float(v), 4) if v is not None else None) for k, v in xlsx_usage[name].items()} == want
         assert page_usage[code] == want
+    # The idle sheet lists exactly what the API's idle filter (in SQL) returns.
+    idle_api = (await client.get("/api/v1/stats/usage", params={**params, "group": "instrument", "only": "idle"},
+                                 headers=headers)).json()["items"]
+    idle_xlsx = [row[0] for row in wb["闲置仪器"].iter_rows(min_row=2, values_only=True)]
+    assert sorted(idle_xlsx) == sorted(i["instrument_id"] for i in idle_api) and idle_xlsx
+    assert [row[0] for row in wb["饱和仪器"].iter_rows(min_row=2, values_only=True)] == []
     # Every export is in the activity log.
     actions = (await session.scalars(select(ActivityEntry.action).where(ActivityEntry.actor_id == user.id))).all()
     assert "stats.exported" in actions
@@ -191,7 +197,7 @@ class TestSummaryEqualsRaw:
         now = date(2026, 6, 15)
         via_summary = (await repo.sharing_counts(session, asof, now, d, f, None))[0]
         raw = await repo.raw_sharing_counts(session, asof, now, d, f)
-        assert dict(via_summary) == {"key": None, **dict(raw)}
+        assert dict(via_summary) == {"key": None, "is_total": True, **dict(raw)}
         for year in {day.year, day.year - 1} - {2024}:
             wdw = year_window(asof, year)
             summary = await repo.usage_totals(session, asof, d, f, wdw, Decimal(1))
