@@ -224,8 +224,12 @@ users_n AS (SELECT id, institution_id, row_number() OVER (ORDER BY id) AS gn,
             FROM users WHERE email LIKE '%@{domain}'),
 total AS (SELECT count(*) AS n FROM users_n),
 rec AS (
-  SELECT inst.*, greatest(inst.first, CAST(:start AS timestamptz))
-                 + random() * (CAST(:end AS timestamptz) - greatest(inst.first, CAST(:start AS timestamptz))) AS ended,
+  SELECT inst.*,
+         -- a random day since the instrument was registered, ending between 10:00 and 19:00 local time
+         ((date_trunc('day', (greatest(inst.first, CAST(:start AS timestamptz))
+                              + random() * (CAST(:end AS timestamptz) - greatest(inst.first, CAST(:start AS timestamptz))))
+                             AT TIME ZONE 'Asia/Shanghai')
+           + interval '10 hours' + random() * interval '9 hours') AT TIME ZONE 'Asia/Shanghai') AS ended,
          round((1 + random() * 7)::numeric * 2) / 2 AS hours, random() AS ext_roll, random() AS pick,
          1 + floor(random() * 3)::int AS k, random() AS rating_roll, random() AS mode_roll, random() AS type_roll
   FROM inst CROSS JOIN LATERAL generate_series(1, inst.n) g
@@ -235,6 +239,7 @@ rec2 AS (
   SELECT rec.*, (rec.ext_since IS NOT NULL AND rec.ended > rec.ext_since + interval '1 hour'
                  AND rec.ext_roll < 0.38) AS external
   FROM rec
+  WHERE rec.ended > rec.first AND rec.ended < CAST(:end AS timestamptz)
 )
 INSERT INTO service_records (instrument_id, user_id, user_institution_id, provider_institution_id, is_external,
     started_at, ended_at, hours, samples, service_mode, service_type, project_name, funding_source, applicant_name,
