@@ -186,6 +186,15 @@ FROM demo_switch s JOIN instrument_history h ON h.id = s.id
 """
 _SWITCH_NEW = "UPDATE instrument_history h SET valid_from = s.at FROM demo_switch s WHERE h.id = s.id"
 
+# Industrial-chain tags for instruments the catalogue left untagged: about four in five get one.
+_CHAINS = """
+INSERT INTO instrument_chains (instrument_id, chain_id)
+SELECT i.id, c.ids[1 + i.id % cardinality(c.ids)]
+FROM instruments i CROSS JOIN (SELECT array_agg(id ORDER BY id) AS ids FROM chains) c
+WHERE i.retired_at IS NULL AND i.id % 5 <> 0 AND cardinality(c.ids) > 0
+  AND NOT EXISTS (SELECT 1 FROM instrument_chains x WHERE x.instrument_id = i.id)
+"""
+
 # Opening hours for external, usable instruments that have none (weekdays 09:00–17:00), as most managers publish.
 _WINDOWS = """
 INSERT INTO opening_windows (instrument_id, weekday, start_time, end_time)
@@ -294,6 +303,7 @@ async def seed_usage(session: AsyncSession, rng_seed: int = 20271231) -> SeedRes
     await session.execute(text(_SWITCH), {"now": now})
     await session.execute(text(_SWITCH_OLD))
     await session.execute(text(_SWITCH_NEW))
+    await session.execute(text(_CHAINS))
     await session.execute(text(_WINDOWS), {"usable": list(service.definitions().usable_statuses)})
     await session.execute(text(_SPANS))
     start = now - timedelta(days=365)

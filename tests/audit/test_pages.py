@@ -96,3 +96,19 @@ async def test_all_breakdown_and_usage_pages_render(web: tuple[httpx.AsyncClient
         assert r.status_code == 200, view
     r = await client.get("/audit/list", params={"as_of": "2026-06-14", "measure": "not_open", "band": "b0"})
     assert r.status_code == 200 and "质谱仪B2" in r.text
+
+
+async def test_web_exports_are_logged(web: tuple[httpx.AsyncClient, w.World], session: AsyncSession) -> None:
+    from sqlalchemy import select
+
+    from booking.activity.models import ActivityEntry
+
+    client, _ = web
+    r = await client.get("/audit/export.xlsx", params={"as_of": "2026-06-14", "city": "510700"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/vnd.openxmlformats")
+    assert "filename*=UTF-8''" in r.headers["content-disposition"]
+    r = await client.get("/audit/export.csv", params={"as_of": "2026-06-14", "sheet": "by-kind"})
+    assert r.status_code == 200 and r.content.decode("utf-8-sig").startswith("单位类型,")
+    entries = (await session.scalars(select(ActivityEntry).where(ActivityEntry.action == "stats.exported"))).all()
+    assert {e.target_id for e in entries} == {"report.xlsx", "by-kind.csv"}
+    assert any(e.after and e.after.get("city") == "510700" for e in entries)
