@@ -155,10 +155,10 @@ async def export_records(principal: ApiUser, session: SessionDep, fmt: Literal["
            after={"format": fmt, "as_of": asof.day, "year": y, "city": city, "institution": institution})
     headers = {"Content-Disposition": disposition(name)}
     if fmt == "xlsx":
-        rows = [r async for r in repo.stream_records(session, asof, d, f, w)]
-        if len(rows) > RECORDS_XLSX_MAX:
+        if await repo.count_records(session, asof, d, f, w) > RECORDS_XLSX_MAX:
             raise RuleViolation(f"记录超过 {RECORDS_XLSX_MAX} 条，请按市州或单位筛选，或导出 CSV",
                                 problems=[invalid("fmt", "too_many_rows", "记录过多，请筛选或改用 CSV").problems[0]])
+        rows = [r async for r in repo.stream_records(session, asof, d, f, w)]
         content = await asyncio.to_thread(exports.report_xlsx, [exports.records_sheet(rows)])
         return Response(content, media_type=exports.XLSX_TYPE, headers=headers)
 

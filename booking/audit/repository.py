@@ -478,6 +478,14 @@ async def stream_records(session: AsyncSession, asof: AsOf, d: Definitions, f: F
         yield row
 
 
+async def count_records(session: AsyncSession, asof: AsOf, d: Definitions, f: Filters, w: Window) -> int:
+    p = _base_params(asof)
+    _window_params(w, "u", p)
+    sql = (f"WITH {_state_cte(f, d, p)} SELECT count(*) FROM service_records r WHERE r.instrument_id IN "
+           f"(SELECT id FROM st) AND r.ended_at >= :u_lo AND r.ended_at < :u_hi AND {_KNOWN} < :t")
+    return int((await session.execute(text(sql), p)).scalar_one())
+
+
 async def instrument_state(session: AsyncSession, asof: AsOf, instrument_id: int) -> RowMapping | None:
     """The effective-dated state of one instrument at the end of D (whatever its value), or None."""
     sql = """

@@ -277,3 +277,16 @@ class TestSummaryEqualsRaw:
         assert (wdw.full_lo, wdw.full_hi) == (date(2025, 7, 1), date(2026, 6, 1))
         wdw = shared_window(AsOf(date(2026, 5, 31)), 12)
         assert (wdw.full_lo, wdw.full_hi) == (date(2025, 6, 1), date(2026, 6, 1))
+
+
+async def test_records_xlsx_too_large_is_422(client: httpx.AsyncClient, session: AsyncSession, data: w.World,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from booking.audit import api
+
+    monkeypatch.setattr(api, "RECORDS_XLSX_MAX", 2)
+    headers = await bearer_headers(session, await w.auditor(session))
+    r = await client.get("/api/v1/stats/service-records.xlsx", params={"as_of": "2026-06-14"}, headers=headers)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "fmt"
+    r = await client.get("/api/v1/stats/service-records.xlsx", params={"as_of": "2026-06-14", "city": "510100"},
+                         headers=headers)
+    assert r.status_code == 200  # one record in 成都 (B2's)
