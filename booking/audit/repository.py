@@ -18,7 +18,7 @@ Nothing is summed or counted in Python.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -46,7 +46,6 @@ class Filters:
     chain_id: int | None = None  # 0: instruments without any chain tag
     band: Band | None = None
     instrument_id: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _state_cte(f: Filters, d: Definitions, p: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ breakdown returns only its own 市州's row); an institution admin sees its own 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -490,6 +490,3 @@ async def snapshot(session: AsyncSession, now_day: date | None = None) -> int:
         changed += 1
     return changed
 
-
-def yesterday_of(day: date) -> date:
-    return day - timedelta(days=1)
