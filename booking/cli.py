@@ -212,13 +212,15 @@ def users_create(
 
 @activity_app.command("verify")
 def activity_verify() -> None:
-    """Recompute the hash chain of the activity log; exit 1 if any row was altered, removed or inserted."""
-    from booking.activity.service import verify_chain
+    """Seal pending entries, then recompute the hash chain; exit 1 if any row was altered, removed or inserted."""
+    from booking.activity.service import seal, verify_chain
     from booking.core.db import dispose_engine, init_engine, unit_of_work
 
     async def run():  # type: ignore[no-untyped-def]
         init_engine(_database_url())
         try:
+            async with unit_of_work() as session:
+                await seal(session)
             async with unit_of_work() as session:
                 return await verify_chain(session)
         finally:
