@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any
@@ -198,9 +198,10 @@ def record_snapshot(inst: Instrument, chains: list[str]) -> dict[str, Any]:
     return data
 
 
-def open_history(session: AsyncSession, inst: Instrument) -> None:
+def open_history(session: AsyncSession, inst: Instrument, at: datetime | None = None) -> None:
+    """Open the row that holds from `at`; pass the same instant that closed the previous row."""
     session.add(InstrumentHistory(
-        instrument_id=inst.id, valid_from=utcnow(), sharing_mode=inst.sharing_mode, status=inst.status,  # type: ignore[arg-type]
+        instrument_id=inst.id, valid_from=at or utcnow(), sharing_mode=inst.sharing_mode, status=inst.status,  # type: ignore[arg-type]
         original_value=inst.original_value, institution_id=inst.institution_id, city_code=inst.city_code))
 
 
@@ -311,8 +312,9 @@ async def update_instrument(session: AsyncSession, actor: Principal, instrument_
     if chain_names is not None and sorted(chain_names) != sorted(current_chains):
         await _set_chains(session, instrument_id, chain_names)
     if history_changed(history_before, {f: getattr(inst, f) for f in HISTORY_FIELDS}):
-        await repo.close_history(session, instrument_id, utcnow())
-        open_history(session, inst)
+        at = utcnow()
+        await repo.close_history(session, instrument_id, at)
+        open_history(session, inst, at)
     record(session, actor_id=actor.id, action="instrument.updated", target_type="instrument", target_id=inst.id,
            before=b, after=a)
     await session.flush()
@@ -480,9 +482,10 @@ async def import_rows(session: AsyncSession, actor: Principal | None, rows: list
         await repo.add_chain_links(session, links)
     moved = [inst for inst, _b, _a, history, _c in updated if history]
     if moved:
-        await repo.close_history_many(session, [i.id for i in moved], utcnow())  # type: ignore[misc]
+        at = utcnow()
+        await repo.close_history_many(session, [i.id for i in moved], at)  # type: ignore[misc]
         for inst in moved:
-            open_history(session, inst)
+            open_history(session, inst, at)
     for inst, b, a, _h, _c in updated:
         record(session, actor_id=actor_id, action="instrument.updated", target_type="instrument", target_id=inst.id,
                before=b, after=a)
