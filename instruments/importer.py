@@ -168,6 +168,9 @@ def map_headers(header_row: tuple[int, list[Any]]) -> tuple[list[Col | None], li
 
 def parse_rows(table: list[tuple[int, list[Any]]]) -> tuple[list[ParsedRow], list[RowError]]:
     mapping, errors = map_headers(table[0])
+    if errors:
+        # With the columns wrong, every row would repeat the same problem: report the header alone.
+        raise ImportRejected(errors)
     parsed: list[ParsedRow] = []
     for number, cells in table[1:]:
         values: dict[str, Any] = {}
