@@ -109,7 +109,10 @@ def _common_conditions(f: SearchFilters, viewer: Viewer) -> list[ColumnElement[b
         # The GIN index answers the bigram containment; the LIKE below rechecks adjacency and order.
         conds.append(I.c.search_bigrams.op("@>")(func.text_bigrams(" ".join(terms), type_=ARRAY(Text))))
     for term in terms:
-        conds.append(I.c.search_text.like(like_pattern(term), escape="\\"))
+        # A two-character term is exactly one bigram: containment already proves the substring, so the LIKE
+        # recheck (which reads search_text of every match) is only needed for one character or three and more.
+        if len(term) != 2:
+            conds.append(I.c.search_text.like(like_pattern(term), escape="\\"))
     if f.institution_id is not None:
         conds.append(I.c.institution_id == f.institution_id)
     if f.chain_id is not None:
@@ -202,12 +205,15 @@ def facets_statement(f: SearchFilters, viewer: Viewer) -> Any:
     for name in FACETS:
         others = [c for other, c in fconds.items() if other != name]
         if name == "category":
+            # Count per 大类 first, then label the (at most 15) groups: joining before grouping costs a hash
+            # probe for every matching row.
             major = func.left(base.c.category, literal_column("2"))
+            counted = (select(major.label("value"), func.count().label("n")).select_from(base).where(*others)
+                       .group_by(literal_column("1")).subquery("majors"))
             parts.append(
-                select(literal_column("'category'").label("facet"), cast(major, Text).label("value"),
-                       func.count().label("n"), func.max(CAT.c.name).label("label"))
-                .select_from(base.outerjoin(CAT, CAT.c.code == major.concat(literal_column("'0000'"))))
-                .where(*others).group_by(literal_column("2"))
+                select(literal_column("'category'").label("facet"), cast(counted.c.value, Text).label("value"),
+                       counted.c.n, CAT.c.name.label("label"))
+                .select_from(counted.outerjoin(CAT, CAT.c.code == counted.c.value.concat(literal_column("'0000'"))))
             )
         else:
             parts.append(
