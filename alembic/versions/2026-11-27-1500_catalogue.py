@@ -90,17 +90,6 @@ $$
 """,
 ]
 
-# Search reads a few narrow columns of many rows. The bigram array (about 1 KB a row) is only needed by the GIN
-# index, and the long national texts only on the detail page: store them out of line (EXTERNAL: uncompressed,
-# cheap to read back) and ask for short heap tuples, so a 10,000-match search touches far fewer heap pages.
-# search_text and the name stay inline (MAIN) because search rechecks and sorts on them.
-STORAGE = [
-    "ALTER TABLE instruments ALTER COLUMN search_bigrams SET STORAGE EXTERNAL",
-    "ALTER TABLE instruments ALTER COLUMN search_text SET STORAGE MAIN",
-    "ALTER TABLE instruments ALTER COLUMN name SET STORAGE MAIN",
-    "ALTER TABLE instruments SET (toast_tuple_target = 400)",
-]
-
 SEARCH_TRIGGERS = [
     "CREATE TRIGGER instruments_search_refresh BEFORE INSERT OR UPDATE OF name, name_en, model, manufacturer,"
     " functions, institution_id ON instruments FOR EACH ROW EXECUTE FUNCTION instruments_search_refresh()",
@@ -245,7 +234,7 @@ def upgrade() -> None:
     op.create_index(op.f('ix_instrument_history_instrument_id'), 'instrument_history', ['instrument_id'], unique=False)
     op.create_index('uq_instrument_history_open', 'instrument_history', ['instrument_id'], unique=True, postgresql_where=sa.text('valid_to IS NULL'))
     # ### end Alembic commands ###
-    for statement in SEARCH_FUNCTIONS + SEARCH_TRIGGERS + STORAGE:
+    for statement in SEARCH_FUNCTIONS + SEARCH_TRIGGERS:
         op.execute(statement)
 
 
