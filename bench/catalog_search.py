@@ -31,9 +31,14 @@ QUERIES: list[tuple[str, dict[str, str]]] = [
     ("q=质谱 (2-char CJK, facets)", {"q": "质谱"}),
     ("q=核磁 (2-char CJK, facets)", {"q": "核磁"}),
     ("q=电镜 (2-char CJK, no match in names)", {"q": "电镜"}),
-    ("q=色谱 + 成都 + 外部共享 + 大型 + sort", {"q": "色谱", "city": "510100", "sharing_mode": "external",
-                                           "large": "true", "sort": "value_desc"}),
-    ("facets: category=01 + 绵阳 + 科研院所", {"category": "01", "city": "510700", "institution_kind": "科研院所"}),
+    (
+        "q=色谱 + 成都 + 外部共享 + 大型 + sort",
+        {"q": "色谱", "city": "510100", "sharing_mode": "external", "large": "true", "sort": "value_desc"},
+    ),
+    (
+        "facets: category=01 + 绵阳 + 科研院所",
+        {"category": "01", "city": "510700", "institution_kind": "科研院所"},
+    ),
     ("q=液相色谱-质谱 (6 chars)", {"q": "液相色谱-质谱"}),
     ("browse, no filter (facets over all)", {}),
 ]
@@ -61,10 +66,14 @@ async def build(url: str, count: int) -> None:
             print(f"  seeding {stage}: {done}/{total}", flush=True)
 
     async with unit_of_work() as session:
-        counts = await seed_province(session, today=to_local(utcnow()).date(), progress=progress, target=count)
+        counts = await seed_province(
+            session, today=to_local(utcnow()).date(), progress=progress, target=count
+        )
     await dispose_engine()
-    print(f"built {counts['instruments']} instruments in {counts['institutions']} institutions "
-          f"in {time.perf_counter() - started:.1f}s")
+    print(
+        f"built {counts['instruments']} instruments in {counts['institutions']} institutions "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
 
 
 async def sql_for(params: dict[str, str]) -> list[str]:
@@ -77,11 +86,19 @@ async def sql_for(params: dict[str, str]) -> list[str]:
     from instruments.repository import SearchFilters, Viewer
     from instruments.rules import category_prefix
 
-    f = SearchFilters(q=params.get("q"), city=params.get("city"), institution_kind=params.get("institution_kind"),
-                      category=category_prefix(params.get("category")), sharing_mode=params.get("sharing_mode"),
-                      large=True if params.get("large") == "true" else None, threshold=Decimal("500000"))
-    stmts = [repo.items_statement(f, Viewer(), sort=params.get("sort", "relevance"), limit=20, offset=0),
-             repo.facets_statement(f, Viewer())]
+    f = SearchFilters(
+        q=params.get("q"),
+        city=params.get("city"),
+        institution_kind=params.get("institution_kind"),
+        category=category_prefix(params.get("category")),
+        sharing_mode=params.get("sharing_mode"),
+        large=True if params.get("large") == "true" else None,
+        threshold=Decimal("500000"),
+    )
+    stmts = [
+        repo.items_statement(f, Viewer(), sort=params.get("sort", "relevance"), limit=20, offset=0),
+        repo.facets_statement(f, Viewer()),
+    ]
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     return [str(s.compile(dialect=dialect, compile_kwargs={"literal_binds": True})) for s in stmts]
 
@@ -120,9 +137,17 @@ async def measure(dsn: str, runs: int) -> list[dict[str, Any]]:
                 t2 = time.perf_counter()
                 api.append((t1 - t0) * 1000)
                 raw.append((t2 - t1) * 1000)
-            out.append({"query": label, "total": total, "bigram_index": uses_bigrams,
-                        "api_p50": statistics.median(api), "api_p95": pct(api, 0.95),
-                        "sql_p50": statistics.median(raw), "sql_p95": pct(raw, 0.95)})
+            out.append(
+                {
+                    "query": label,
+                    "total": total,
+                    "bigram_index": uses_bigrams,
+                    "api_p50": statistics.median(api),
+                    "api_p95": pct(api, 0.95),
+                    "sql_p50": statistics.median(raw),
+                    "sql_p95": pct(raw, 0.95),
+                }
+            )
     await conn.close()
     from booking.core.db import dispose_engine
 
@@ -157,13 +182,19 @@ def main() -> None:
         if not args.keep:
             asyncio.run(_drop(server.admin_dsn, name))
     print()
-    print(f"{'query':46} {'hits':>6} {'bigram':>6} {'API p50':>8} {'API p95':>8} {'SQL p50':>8} {'SQL p95':>8} "
-          f"{'ratio50':>7} {'ratio95':>7}")
+    print(
+        f"{'query':46} {'hits':>6} {'bigram':>6} {'API p50':>8} {'API p95':>8} {'SQL p50':>8} {'SQL p95':>8} "
+        f"{'ratio50':>7} {'ratio95':>7}"
+    )
     for r in results:
-        print(f"{r['query']:46} {r['total']:>6} {'yes' if r['bigram_index'] else 'no':>6} {r['api_p50']:8.2f} "
-              f"{r['api_p95']:8.2f} {r['sql_p50']:8.2f} {r['sql_p95']:8.2f} {r['api_p50'] / r['sql_p50']:7.2f} "
-              f"{r['api_p95'] / r['sql_p95']:7.2f}")
-    print("(ms; API = full request through the FastAPI app in-process; SQL = the same two statements via asyncpg)")
+        print(
+            f"{r['query']:46} {r['total']:>6} {'yes' if r['bigram_index'] else 'no':>6} {r['api_p50']:8.2f} "
+            f"{r['api_p95']:8.2f} {r['sql_p50']:8.2f} {r['sql_p95']:8.2f} {r['api_p50'] / r['sql_p50']:7.2f} "
+            f"{r['api_p95'] / r['sql_p95']:7.2f}"
+        )
+    print(
+        "(ms; API = full request through the FastAPI app in-process; SQL = the same two statements via asyncpg)"
+    )
 
 
 if __name__ == "__main__":

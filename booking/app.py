@@ -87,7 +87,6 @@ def create_app() -> FastAPI:
     for router in (auth_api.router, accounts_api.router, admin_api.router, instruments_api.router):
         app.include_router(router)
     from booking import home
-
     from instruments import routes as instruments_routes
 
     for router in (home.router, auth_routes.router, accounts_routes.router, admin_routes.router,

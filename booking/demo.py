@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.progress import TaskID
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.accounts import service as accounts
 from booking.accounts.models import Facility, InstitutionKind, Role, RoleGrant, User

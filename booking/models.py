@@ -3,7 +3,14 @@
 from booking.accounts.models import City, Facility, Institution, RoleGrant, RoleRequest, User
 from booking.activity.models import ActivityEntry
 from booking.auth.models import ApiToken, LoginFailure, WebSession
-from instruments.models import Category, Chain, Instrument, InstrumentAccess, InstrumentChain, InstrumentHistory
+from instruments.models import (
+    Category,
+    Chain,
+    Instrument,
+    InstrumentAccess,
+    InstrumentChain,
+    InstrumentHistory,
+)
 
 __all__ = [
     "ActivityEntry",

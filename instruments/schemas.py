@@ -44,13 +44,17 @@ class _InstrumentFields(BaseModel):
     name_en: str | None = Field(default=None, max_length=300, description="英文名称")
     source: Source | None = Field(default=None, description="仪器来源")
     usage_kind: UsageKind | None = Field(default=None, description="仪器类别（通用/专用）")
-    country_code: str | None = Field(default=None, pattern=r"^[A-Z]{2}$", description="产地国别（GB/T 2659 两字母代码）")
+    country_code: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2}$", description="产地国别（GB/T 2659 两字母代码）"
+    )
     model: str | None = Field(default=None, max_length=200, description="规格型号")
     manufacturer: str | None = Field(default=None, max_length=200, description="生产制造商")
     start_date: date | None = Field(default=None, description="启用日期")
     specs: str | None = Field(default=None, max_length=500, description="主要技术指标（≤500字）")
     functions: str | None = Field(default=None, max_length=300, description="主要功能（≤300字）")
-    subjects: list[SubjectCode] | None = Field(default=None, max_length=4, description="主要学科领域（GB/T 13745，最多4个）")
+    subjects: list[SubjectCode] | None = Field(
+        default=None, max_length=4, description="主要学科领域（GB/T 13745，最多4个）"
+    )
     service_content: str | None = Field(default=None, max_length=200, description="服务内容（≤200字）")
     achievements: str | None = Field(default=None, max_length=2000, description="典型成果")
     sharing_rules: str | None = Field(default=None, max_length=500, description="对外开放共享规定（≤500字）")
@@ -78,7 +82,9 @@ class InstrumentCreate(_InstrumentFields):
     name: str = Field(min_length=2, max_length=200, description="中文名称")
     category_code: str = Field(pattern=CODE6, description="设备分类编码（6位）")
     original_value: Value = Field(description="原值（元）")
-    city_code: str | None = Field(default=None, pattern=CODE6, description="所在市州代码；省略时取单位所在市州")
+    city_code: str | None = Field(
+        default=None, pattern=CODE6, description="所在市州代码；省略时取单位所在市州"
+    )
     sharing_mode: SharingMode = Field(description="共享模式")
     status: InstrumentStatus = Field(default=InstrumentStatus.normal, description="运行状态")
     qualification_required: bool = False

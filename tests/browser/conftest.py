@@ -28,17 +28,45 @@ def live_server(test_database: TestDatabase, tmp_path_factory: pytest.TempPathFa
     name = f"booking_browser_{os.getpid()}"
     asyncio.run(_create(test_database.admin_dsn, name))
     url = _with_database(test_database.admin_dsn, name).replace("postgresql://", "postgresql+asyncpg://", 1)
-    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(REPO), "BOOKING_LOG_LEVEL": "WARNING",
-           "BOOKING_DATA_DIR": str(tmp_path_factory.mktemp("browser-data"))}
-    seeded = subprocess.run([sys.executable, "-m", "booking.cli", "demo", "--no-serve"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "PYTHONPATH": str(REPO),
+        "BOOKING_LOG_LEVEL": "WARNING",
+        "BOOKING_DATA_DIR": str(tmp_path_factory.mktemp("browser-data")),
+    }
+    seeded = subprocess.run(
+        [sys.executable, "-m", "booking.cli", "demo", "--no-serve"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert seeded.returncode == 0, seeded.stderr
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env["BOOKING_BASE_URL"] = base
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "booking.app:create_app", "--factory",
-                               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "booking.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -48,7 +76,9 @@ def live_server(test_database: TestDatabase, tmp_path_factory: pytest.TempPathFa
             except httpx.HTTPError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {server.stderr.read().decode() if server.stderr else ''}")
+                raise RuntimeError(
+                    f"server did not start: {server.stderr.read().decode() if server.stderr else ''}"
+                )
             time.sleep(0.2)
         yield base
     finally:
@@ -62,5 +92,11 @@ def live_server(test_database: TestDatabase, tmp_path_factory: pytest.TempPathFa
         asyncio.run(_drop(test_database.admin_dsn, name))
 
 
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run"]
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]

@@ -28,8 +28,11 @@ def scratch(test_database: TestDatabase) -> Iterator[tuple[str, int]]:
     async def institution() -> int:
         conn = await asyncpg.connect(dsn)
         try:
-            return int(await conn.fetchval(
-                "INSERT INTO institutions (name, kind, city_code) VALUES ('命令行测试大学', '高校', '510100') RETURNING id"))
+            return int(
+                await conn.fetchval(
+                    "INSERT INTO institutions (name, kind, city_code) VALUES ('命令行测试大学', '高校', '510100') RETURNING id"
+                )
+            )
         finally:
             await conn.close()
 
@@ -44,13 +47,21 @@ def _count(dsn: str) -> int:
             return int(await conn.fetchval("SELECT count(*) FROM instruments"))
         finally:
             await conn.close()
+
     return asyncio.run(run())
 
 
 def _run(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": dsn, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "booking.cli", "import", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "booking.cli", "import", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _write(path: Path, bad: bool) -> None:

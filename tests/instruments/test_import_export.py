@@ -21,15 +21,41 @@ from tests.factories import bearer_headers, make_facility, make_institution, mak
 
 pytestmark = pytest.mark.asyncio
 
-HEADERS = ["所在单位仪器内部编码", "中文名称", "设备分类编码", "原值（万元）", "共享模式", "运行状态", "规格型号",
-           "生产制造商", "启用日期", "所在市州", "产业链", "联系电话"]
+HEADERS = [
+    "所在单位仪器内部编码",
+    "中文名称",
+    "设备分类编码",
+    "原值（万元）",
+    "共享模式",
+    "运行状态",
+    "规格型号",
+    "生产制造商",
+    "启用日期",
+    "所在市州",
+    "产业链",
+    "联系电话",
+]
 
 
 def rows(n: int, *, bad_row: int | None = None) -> list[list[Any]]:
     out: list[list[Any]] = []
     for i in range(n):
-        out.append([f"IMP-{i:05d}", f"导入测试质谱仪{i}", "010200", 52.5 + i, "外部共享", "正常", f"Q-{i}",
-                    "安捷伦", "2020-05-01", "绵阳市", "医药健康；先进材料", "0816-2345678"])
+        out.append(
+            [
+                f"IMP-{i:05d}",
+                f"导入测试质谱仪{i}",
+                "010200",
+                52.5 + i,
+                "外部共享",
+                "正常",
+                f"Q-{i}",
+                "安捷伦",
+                "2020-05-01",
+                "绵阳市",
+                "医药健康；先进材料",
+                "0816-2345678",
+            ]
+        )
     if bad_row is not None:
         # spreadsheet row = index + 2 (header is row 1)
         out[bad_row - 2][2] = "999999"
@@ -69,28 +95,45 @@ async def manager(session: AsyncSession, mianyang: Any) -> dict[str, str]:
 
 
 async def count(session: AsyncSession, institution_id: int) -> int:
-    return int(await session.scalar(select(func.count()).select_from(Instrument).where(
-        Instrument.institution_id == institution_id)) or 0)
+    return int(
+        await session.scalar(
+            select(func.count()).select_from(Instrument).where(Instrument.institution_id == institution_id)
+        )
+        or 0
+    )
 
 
-async def upload(client: httpx.AsyncClient, headers: dict[str, str], content: bytes, name: str = "仪器.xlsx",
-                 **params: Any) -> httpx.Response:
-    return await client.post("/api/v1/instruments/import", headers=headers, params=params,
-                             files={"file": (name, content, "application/octet-stream")})
+async def upload(
+    client: httpx.AsyncClient, headers: dict[str, str], content: bytes, name: str = "仪器.xlsx", **params: Any
+) -> httpx.Response:
+    return await client.post(
+        "/api/v1/instruments/import",
+        headers=headers,
+        params=params,
+        files={"file": (name, content, "application/octet-stream")},
+    )
 
 
 class TestImport:
-    async def test_thousand_rows_one_bad_then_fixed_then_again(self, client: httpx.AsyncClient,
-                                                              session: AsyncSession, mianyang: Any,
-                                                              manager: dict[str, str]) -> None:
+    async def test_thousand_rows_one_bad_then_fixed_then_again(
+        self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any, manager: dict[str, str]
+    ) -> None:
         r = await upload(client, manager, xlsx(rows(1000, bad_row=731)))
         assert r.status_code == 422, r.text
         body = r.json()
         assert r.headers["content-type"].startswith("application/problem+json")
-        assert body["errors"] == [{"row": 731, "column": "设备分类编码", "message": "未知的设备分类编码 999999"}]
+        assert body["errors"] == [
+            {"row": 731, "column": "设备分类编码", "message": "未知的设备分类编码 999999"}
+        ]
         assert await count(session, mianyang.id) == 0
-        assert await session.scalar(select(func.count()).select_from(ActivityEntry).where(
-            ActivityEntry.action.startswith("instrument."))) == 0  # type: ignore[attr-defined]
+        assert (
+            await session.scalar(
+                select(func.count())
+                .select_from(ActivityEntry)
+                .where(ActivityEntry.action.startswith("instrument."))
+            )
+            == 0
+        )  # type: ignore[attr-defined]
 
         fixed = xlsx(rows(1000))
         first = await upload(client, manager, fixed)
@@ -112,16 +155,22 @@ class TestImport:
         await session.refresh(inst)
         assert inst.status == "awaiting_repair" and inst.original_value == 625000
         assert inst.city_code == "510700"
-        history = await session.scalar(select(func.count()).select_from(InstrumentHistory).where(
-            InstrumentHistory.instrument_id == inst.id))
+        history = await session.scalar(
+            select(func.count())
+            .select_from(InstrumentHistory)
+            .where(InstrumentHistory.instrument_id == inst.id)
+        )
         assert history == 2
-        updated = await session.scalar(select(func.count()).select_from(ActivityEntry).where(
-            ActivityEntry.action == "instrument.updated"))
+        updated = await session.scalar(
+            select(func.count())
+            .select_from(ActivityEntry)
+            .where(ActivityEntry.action == "instrument.updated")
+        )
         assert updated == 2
 
-    async def test_every_problem_reported_with_row_and_column(self, client: httpx.AsyncClient,
-                                                              session: AsyncSession, mianyang: Any,
-                                                              manager: dict[str, str]) -> None:
+    async def test_every_problem_reported_with_row_and_column(
+        self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any, manager: dict[str, str]
+    ) -> None:
         data = rows(6)
         data[0][3] = -3  # negative value
         data[1][8] = "2999-01-01"  # future date
@@ -132,16 +181,29 @@ class TestImport:
         r = await upload(client, manager, xlsx(data))
         assert r.status_code == 422
         got = {(e["row"], e["column"]) for e in r.json()["errors"]}
-        assert got == {(2, "原值（万元）"), (3, "启用日期"), (4, "所在市州"), (5, "所在单位仪器内部编码"),
-                       (6, "共享模式"), (7, "产业链")}
+        assert got == {
+            (2, "原值（万元）"),
+            (3, "启用日期"),
+            (4, "所在市州"),
+            (5, "所在单位仪器内部编码"),
+            (6, "共享模式"),
+            (7, "产业链"),
+        }
         assert await count(session, mianyang.id) == 0
 
-    async def test_text_over_national_limits(self, client: httpx.AsyncClient, manager: dict[str, str]) -> None:
+    async def test_text_over_national_limits(
+        self, client: httpx.AsyncClient, manager: dict[str, str]
+    ) -> None:
         headers = [*HEADERS, "主要技术指标", "主要功能", "服务内容", "对外开放共享规定"]
         data = [[*rows(1)[0], "指" * 501, "功" * 301, "服" * 201, "规" * 501]]
         r = await upload(client, manager, xlsx(data, headers))
         assert r.status_code == 422
-        assert {e["column"] for e in r.json()["errors"]} == {"主要技术指标", "主要功能", "服务内容", "对外开放共享规定"}
+        assert {e["column"] for e in r.json()["errors"]} == {
+            "主要技术指标",
+            "主要功能",
+            "服务内容",
+            "对外开放共享规定",
+        }
 
     async def test_header_problems(self, client: httpx.AsyncClient, manager: dict[str, str]) -> None:
         headers = [h for h in HEADERS if h != "中文名称"] + ["不认识的列"]
@@ -151,34 +213,46 @@ class TestImport:
         assert {(e["row"], e["column"]) for e in r.json()["errors"]} == {(1, "中文名称"), (1, "不认识的列")}
 
     @pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-8", "gb18030"])
-    async def test_csv_encodings(self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any,
-                                 manager: dict[str, str], encoding: str) -> None:
+    async def test_csv_encodings(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        mianyang: Any,
+        manager: dict[str, str],
+        encoding: str,
+    ) -> None:
         r = await upload(client, manager, csv_bytes(rows(3), encoding), name="仪器.csv")
         assert r.status_code == 200, r.text
         assert r.json()["created"] == 3
-        names = set(await session.scalars(select(Instrument.name).where(Instrument.institution_id == mianyang.id)))
+        names = set(
+            await session.scalars(select(Instrument.name).where(Instrument.institution_id == mianyang.id))
+        )
         assert "导入测试质谱仪0" in names
 
-    async def test_leading_zero_codes_survive_numeric_cells(self, client: httpx.AsyncClient, session: AsyncSession,
-                                                            mianyang: Any, manager: dict[str, str]) -> None:
+    async def test_leading_zero_codes_survive_numeric_cells(
+        self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any, manager: dict[str, str]
+    ) -> None:
         data = rows(1)
         data[0][2] = 10200  # Excel turned 010200 into a number
         r = await upload(client, manager, xlsx(data))
         assert r.status_code == 200, r.text
-        inst = (await session.scalars(select(Instrument).where(Instrument.institution_id == mianyang.id))).one()
+        inst = (
+            await session.scalars(select(Instrument).where(Instrument.institution_id == mianyang.id))
+        ).one()
         assert inst.category_code == "010200"
 
-    async def test_manager_cannot_import_for_another_institution(self, client: httpx.AsyncClient,
-                                                                  session: AsyncSession, mianyang: Any,
-                                                                  manager: dict[str, str]) -> None:
+    async def test_manager_cannot_import_for_another_institution(
+        self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any, manager: dict[str, str]
+    ) -> None:
         other = await make_institution(session, name="别人的大学")
         r = await upload(client, manager, xlsx([[*rows(1)[0], "别人的大学"]], [*HEADERS, "所属单位"]))
         assert r.status_code == 422
         assert r.json()["errors"][0]["column"] == "所属单位"
         assert await count(session, other.id) == 0
 
-    async def test_admin_names_institutions_and_facilities(self, client: httpx.AsyncClient, session: AsyncSession,
-                                                           mianyang: Any) -> None:
+    async def test_admin_names_institutions_and_facilities(
+        self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any
+    ) -> None:
         other = await make_institution(session, name="第二导入大学", city_code="510100")
         lab = await make_facility(session, other, name="材料分析中心")
         admin = await bearer_headers(session, await make_user(session, role="platform_admin"))
@@ -190,7 +264,9 @@ class TestImport:
         inst = (await session.scalars(select(Instrument).where(Instrument.institution_id == other.id))).one()
         assert inst.facility_id == lab.id and inst.city_code == "510100"
 
-    async def test_researcher_403_anonymous_401(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+    async def test_researcher_403_anonymous_401(
+        self, client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
         researcher = await bearer_headers(session, await make_user(session))
         assert (await upload(client, researcher, xlsx(rows(1)))).status_code == 403
         assert (await upload(client, {}, xlsx(rows(1)))).status_code == 401
@@ -217,17 +293,27 @@ class TestTemplates:
 class TestExport:
     @pytest.fixture
     async def hostile(self, session: AsyncSession, mianyang: Any) -> Any:
-        return await make_instrument(session, mianyang, name="=HYPERLINK(\"http://evil\",\"点我\")",
-                                     manufacturer="+cmd|' /C calc'!A0", model="@SUM(1+1)", specs="-2+3",
-                                     contact_phone="0816-2345678", city_code="510700", original_value=1234567.89)
+        return await make_instrument(
+            session,
+            mianyang,
+            name='=HYPERLINK("http://evil","点我")',
+            manufacturer="+cmd|' /C calc'!A0",
+            model="@SUM(1+1)",
+            specs="-2+3",
+            contact_phone="0816-2345678",
+            city_code="510700",
+            original_value=1234567.89,
+        )
 
-    async def test_csv_neutralises_formulas(self, client: httpx.AsyncClient, hostile: Any, mianyang: Any) -> None:
+    async def test_csv_neutralises_formulas(
+        self, client: httpx.AsyncClient, hostile: Any, mianyang: Any
+    ) -> None:
         r = await client.get("/api/v1/instruments/export.csv", params={"institution": mianyang.id})
         assert r.status_code == 200
         table = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
         assert table[0] == [c.header for c in COLUMNS]
         row = dict(zip(table[0], table[1], strict=True))
-        assert row["中文名称"] == "'=HYPERLINK(\"http://evil\",\"点我\")"
+        assert row["中文名称"] == '\'=HYPERLINK("http://evil","点我")'
         assert row["生产制造商"].startswith("'+")
         assert row["规格型号"] == "'@SUM(1+1)"
         assert row["主要技术指标"] == "'-2+3"
@@ -236,10 +322,13 @@ class TestExport:
         assert row["联系电话"] == ""  # anonymous export carries no contact details
         assert row["预约服务网址"].endswith(f"/instruments/{hostile.id}")
 
-    async def test_xlsx_neutralises_formulas(self, client: httpx.AsyncClient, session: AsyncSession, hostile: Any,
-                                             mianyang: Any) -> None:
+    async def test_xlsx_neutralises_formulas(
+        self, client: httpx.AsyncClient, session: AsyncSession, hostile: Any, mianyang: Any
+    ) -> None:
         headers = await bearer_headers(session, await make_user(session))
-        r = await client.get("/api/v1/instruments/export.xlsx", params={"institution": mianyang.id}, headers=headers)
+        r = await client.get(
+            "/api/v1/instruments/export.xlsx", params={"institution": mianyang.id}, headers=headers
+        )
         ws = load_workbook(io.BytesIO(r.content)).active
         assert ws is not None
         header = [c.value for c in ws[1]]
@@ -249,24 +338,39 @@ class TestExport:
             assert str(cells[name].value).startswith("'")
         assert cells["联系电话"].value == "0816-2345678"  # signed in: contact included
 
-    async def test_json_same_layout_and_filters(self, client: httpx.AsyncClient, session: AsyncSession,
-                                                hostile: Any, mianyang: Any) -> None:
+    async def test_json_same_layout_and_filters(
+        self, client: httpx.AsyncClient, session: AsyncSession, hostile: Any, mianyang: Any
+    ) -> None:
         await make_instrument(session, mianyang, name="成都的另一台", city_code="510100")
-        r = await client.get("/api/v1/instruments/export.json", params={"institution": mianyang.id,
-                                                                        "city": "510700"})
+        r = await client.get(
+            "/api/v1/instruments/export.json", params={"institution": mianyang.id, "city": "510700"}
+        )
         data = json.loads(r.content)
         assert len(data) == 1
         assert list(data[0]) == [c.header for c in COLUMNS]
         assert data[0]["中文名称"].startswith("=HYPERLINK")  # JSON is data, not a spreadsheet
 
-    async def test_export_imports_back_unchanged(self, client: httpx.AsyncClient, session: AsyncSession,
-                                                 mianyang: Any, manager: dict[str, str]) -> None:
-        await make_instrument(session, mianyang, name="往返测试仪", subjects=["150", "14010"],
-                              chains=["电子信息"], fee_unit="sample", fee_internal=120, fee_external=300,
-                              accepts_vouchers=True, city_code="510700", original_value="523456.78",
-                              contact_email="rt@example.cn", model="=danger")
-        exported = await client.get("/api/v1/instruments/export.xlsx", params={"institution": mianyang.id},
-                                    headers=manager)
+    async def test_export_imports_back_unchanged(
+        self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any, manager: dict[str, str]
+    ) -> None:
+        await make_instrument(
+            session,
+            mianyang,
+            name="往返测试仪",
+            subjects=["150", "14010"],
+            chains=["电子信息"],
+            fee_unit="sample",
+            fee_internal=120,
+            fee_external=300,
+            accepts_vouchers=True,
+            city_code="510700",
+            original_value="523456.78",
+            contact_email="rt@example.cn",
+            model="=danger",
+        )
+        exported = await client.get(
+            "/api/v1/instruments/export.xlsx", params={"institution": mianyang.id}, headers=manager
+        )
         r = await upload(client, manager, exported.content)
         assert r.status_code == 200, r.text
         assert r.json() == {"rows": 1, "created": 0, "updated": 0, "unchanged": 1}

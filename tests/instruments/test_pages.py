@@ -28,14 +28,27 @@ async def manager_client(client: httpx.AsyncClient, session: AsyncSession, scu: 
     return await login_web(session, client, user)
 
 
-FORM = {"institution_id": "", "asset_number": "P-001", "name": "透射电子显微镜", "cat1": "010000", "cat2": "010100",
-        "cat3": "010101", "original_value": "8800000", "sharing_mode": "external", "status": "normal",
-        "model": "Talos F200X", "manufacturer": "赛默飞", "contact_phone": "028-85412345", "chains": "先进材料"}
+FORM = {
+    "institution_id": "",
+    "asset_number": "P-001",
+    "name": "透射电子显微镜",
+    "cat1": "010000",
+    "cat2": "010100",
+    "cat3": "010101",
+    "original_value": "8800000",
+    "sharing_mode": "external",
+    "status": "normal",
+    "model": "Talos F200X",
+    "manufacturer": "赛默飞",
+    "contact_phone": "028-85412345",
+    "chains": "先进材料",
+}
 
 
 class TestSearchPage:
-    async def test_full_page_with_filters_and_facets(self, client: httpx.AsyncClient, session: AsyncSession,
-                                                     scu: Any) -> None:
+    async def test_full_page_with_filters_and_facets(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
         mianyang = await make_institution(session, name="绵阳页面研究所", city_code="510700", kind="科研院所")
         await make_instrument(session, mianyang, name="页面测试质谱仪", city_code="510700")
         await make_instrument(session, scu, name="页面测试质谱仪二号")
@@ -46,10 +59,11 @@ class TestSearchPage:
         assert 'data-facet="city" data-value="510100"' in r.text  # other cities stay selectable, with counts
         assert '<option value="510700" selected>绵阳市</option>' in r.text
         assert 'name="q"' in r.text and 'hx-push-url="true"' in r.text
-        assert "<label for=\"f-q\">" in r.text
+        assert '<label for="f-q">' in r.text
 
-    async def test_htmx_request_gets_only_the_results(self, client: httpx.AsyncClient, session: AsyncSession,
-                                                      scu: Any) -> None:
+    async def test_htmx_request_gets_only_the_results(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
         await make_instrument(session, scu, name="片段测试核磁共振仪")
         r = await client.get("/instruments", params={"q": "核磁共振仪"}, headers={"HX-Request": "true"})
         assert r.status_code == 200
@@ -68,8 +82,9 @@ class TestSearchPage:
 
 
 class TestDetailPage:
-    async def test_contact_only_when_signed_in(self, client: httpx.AsyncClient, session: AsyncSession,
-                                               scu: Any) -> None:
+    async def test_contact_only_when_signed_in(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
         inst = await make_instrument(session, scu, contact_phone="13912345678", specs="分辨率 0.1 nm")
         anonymous = await client.get(f"/instruments/{inst.id}")
         assert anonymous.status_code == 200
@@ -79,15 +94,18 @@ class TestDetailPage:
         await login_web(session, client, await make_user(session))
         assert "13912345678" in (await client.get(f"/instruments/{inst.id}")).text
 
-    async def test_restricted_is_404_page(self, client: httpx.AsyncClient, session: AsyncSession, scu: Any) -> None:
+    async def test_restricted_is_404_page(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
         inst = await make_instrument(session, scu, restricted=True)
         r = await client.get(f"/instruments/{inst.id}")
-        assert r.status_code == 404 and "页面不存在" in r.text or "未找到" in r.text
+        assert (r.status_code == 404 and "页面不存在" in r.text) or "未找到" in r.text
 
 
 class TestManagerForms:
-    async def test_create_redirects_to_detail(self, manager_client: httpx.AsyncClient, session: AsyncSession,
-                                              scu: Any) -> None:
+    async def test_create_redirects_to_detail(
+        self, manager_client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
         form = {**FORM, "institution_id": str(scu.id)}
         r = await manager_client.post("/instruments/new", data=form)
         assert r.status_code == 303, r.text
@@ -95,10 +113,16 @@ class TestManagerForms:
         assert r.headers["location"] == f"/instruments/{inst.id}?created=1"
         assert inst.category_code == "010101" and inst.institution_id == scu.id
 
-    async def test_invalid_form_rerenders_with_field_errors(self, manager_client: httpx.AsyncClient,
-                                                           session: AsyncSession, scu: Any) -> None:
-        form = {**FORM, "institution_id": str(scu.id), "original_value": "-5", "specs": "指" * 501,
-                "name": "<b>坏</b>"}
+    async def test_invalid_form_rerenders_with_field_errors(
+        self, manager_client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        form = {
+            **FORM,
+            "institution_id": str(scu.id),
+            "original_value": "-5",
+            "specs": "指" * 501,
+            "name": "<b>坏</b>",
+        }
         r = await manager_client.post("/instruments/new", data=form)
         assert r.status_code == 422
         assert 'id="e-original_value"' in r.text and 'id="e-specs"' in r.text
@@ -110,19 +134,32 @@ class TestManagerForms:
         r = await manager_client.post("/instruments/new", data=form)
         assert r.status_code == 422
         assert 'id="e-contact_phone"' in r.text and 'id="e-start_date"' in r.text
-        assert await session.scalar(select(func.count()).select_from(Instrument).where(
-            Instrument.institution_id == scu.id)) == 0
+        assert (
+            await session.scalar(
+                select(func.count()).select_from(Instrument).where(Instrument.institution_id == scu.id)
+            )
+            == 0
+        )
 
     async def test_new_form_requires_manager(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
         await login_web(session, client, await make_user(session))
         assert (await client.get("/instruments/new")).status_code == 403
 
-    async def test_edit_and_retire(self, manager_client: httpx.AsyncClient, session: AsyncSession, scu: Any) -> None:
+    async def test_edit_and_retire(
+        self, manager_client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
         inst = await make_instrument(session, scu, category_code="010200")
         page = await manager_client.get(f"/instruments/{inst.id}/edit")
         assert page.status_code == 200 and 'value="010200" selected' in page.text
-        form = {**FORM, "institution_id": str(scu.id), "asset_number": inst.asset_number, "name": "改过的名字",
-                "cat1": "010000", "cat2": "010200", "cat3": ""}
+        form = {
+            **FORM,
+            "institution_id": str(scu.id),
+            "asset_number": inst.asset_number,
+            "name": "改过的名字",
+            "cat1": "010000",
+            "cat2": "010200",
+            "cat3": "",
+        }
         r = await manager_client.post(f"/instruments/{inst.id}/edit", data=form)
         assert r.status_code == 303, r.text
         await session.refresh(inst)
@@ -142,15 +179,17 @@ class TestManagerForms:
         assert r.status_code == 403
 
     async def test_category_picker_fragment(self, client: httpx.AsyncClient) -> None:
-        r = await client.get("/instruments/category-picker", params={"cat1": "010000"},
-                             headers={"HX-Request": "true"})
+        r = await client.get(
+            "/instruments/category-picker", params={"cat1": "010000"}, headers={"HX-Request": "true"}
+        )
         assert r.status_code == 200
         assert 'value="010200"' in r.text and "质谱仪器" in r.text
 
 
 class TestImportPage:
-    async def test_error_table_then_counts(self, manager_client: httpx.AsyncClient, session: AsyncSession,
-                                           scu: Any) -> None:
+    async def test_error_table_then_counts(
+        self, manager_client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
         wb = Workbook()
         ws = wb.active
         assert ws is not None
@@ -159,14 +198,20 @@ class TestImportPage:
         ws.append(["W-2", "页面导入仪二", "010200", "六十", "外部共享"])
         buffer = io.BytesIO()
         wb.save(buffer)
-        r = await manager_client.post("/instruments/import", files={"file": ("a.xlsx", buffer.getvalue())},
-                                      data={"institution_id": str(scu.id)})
+        r = await manager_client.post(
+            "/instruments/import",
+            files={"file": ("a.xlsx", buffer.getvalue())},
+            data={"institution_id": str(scu.id)},
+        )
         assert r.status_code == 422
-        assert 'id="import-errors"' in r.text and "<td class=\"num\">3</td><td>原值（万元）</td>" in r.text
+        assert 'id="import-errors"' in r.text and '<td class="num">3</td><td>原值（万元）</td>' in r.text
         ws.cell(row=3, column=4).value = 61
         buffer = io.BytesIO()
         wb.save(buffer)
-        r = await manager_client.post("/instruments/import", files={"file": ("a.xlsx", buffer.getvalue())},
-                                      data={"institution_id": str(scu.id)})
+        r = await manager_client.post(
+            "/instruments/import",
+            files={"file": ("a.xlsx", buffer.getvalue())},
+            data={"institution_id": str(scu.id)},
+        )
         assert r.status_code == 200
         assert '<dd data-count="created">2</dd>' in r.text

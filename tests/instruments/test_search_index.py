@@ -35,13 +35,17 @@ async def many(session: AsyncSession) -> None:
     """20,000 instruments with realistic text, 100 of them 质谱 (the trigger fills the search columns as in
     production); at this size the planner's own choice shows, without disabling anything."""
     inst = await make_institution(session)
-    await session.execute(text(
-        "INSERT INTO instruments (institution_id, asset_number, name, category_code, original_value, city_code,"
-        " sharing_mode, status, manufacturer, model, functions)"
-        " SELECT :inst, 'BULK-' || g, CASE WHEN g % 200 = 0 THEN '质谱仪' ELSE '高速冷冻离心机' END || g, '010200',"
-        " 600000, '510100', 'external', 'normal', '某某科学仪器有限公司', 'XK-' || g,"
-        " '用于生物样品的分离与纯化、细胞收集、蛋白沉淀、核酸提取，转速可达每分钟两万转，配备多种转头' || g"
-        " FROM generate_series(1, 20000) AS g"), {"inst": inst.id})
+    await session.execute(
+        text(
+            "INSERT INTO instruments (institution_id, asset_number, name, category_code, original_value, city_code,"
+            " sharing_mode, status, manufacturer, model, functions)"
+            " SELECT :inst, 'BULK-' || g, CASE WHEN g % 200 = 0 THEN '质谱仪' ELSE '高速冷冻离心机' END || g, '010200',"
+            " 600000, '510100', 'external', 'normal', '某某科学仪器有限公司', 'XK-' || g,"
+            " '用于生物样品的分离与纯化、细胞收集、蛋白沉淀、核酸提取，转速可达每分钟两万转，配备多种转头' || g"
+            " FROM generate_series(1, 20000) AS g"
+        ),
+        {"inst": inst.id},
+    )
     await session.execute(text("ANALYZE instruments"))
 
 
@@ -52,8 +56,11 @@ async def test_bigrams_function(session: AsyncSession) -> None:
 
 async def test_trigger_maintains_search_columns(session: AsyncSession) -> None:
     inst = await make_instrument(session, name="核磁共振", model="AVANCE NEO", manufacturer="布鲁克")
-    row = (await session.execute(text("SELECT search_text, search_bigrams FROM instruments WHERE id = :id"),
-                                 {"id": inst.id})).one()
+    row = (
+        await session.execute(
+            text("SELECT search_text, search_bigrams FROM instruments WHERE id = :id"), {"id": inst.id}
+        )
+    ).one()
     assert "核磁共振" in row.search_text and "avance neo" in row.search_text and "布鲁克" in row.search_text
     assert {"核磁", "磁共", "共振", "av"} <= set(row.search_bigrams)
 
@@ -62,14 +69,18 @@ async def test_search_uses_the_bigram_index_also_when_repeated(session: AsyncSes
     # One test on one large fixture: building 20,000 rows takes seconds.
     for q in ("质谱", "核磁", "质谱仪", "质谱 离心"):
         f = SearchFilters(q=q, city="510100")
-        for stmt in (repo.items_statement(f, Viewer(), sort="relevance", limit=20, offset=0),
-                     repo.facets_statement(f, Viewer())):
+        for stmt in (
+            repo.items_statement(f, Viewer(), sort="relevance", limit=20, offset=0),
+            repo.facets_statement(f, Viewer()),
+        ):
             nodes = await _explain(session, stmt)
             assert any(n.get("Index Name") == "ix_instruments_search_bigrams" for n in nodes), (q, nodes)
     await repo.use_custom_plans(session)
     assert await session.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
     # Run the same prepared search well past asyncpg's five-run threshold: results stay right.
     for _ in range(8):
-        page = await repo.search(session, SearchFilters(q="质谱"), Viewer(), sort="newest", limit=20, offset=0)
+        page = await repo.search(
+            session, SearchFilters(q="质谱"), Viewer(), sort="newest", limit=20, offset=0
+        )
         assert page.total == 100
         assert all("质谱" in row["name"] for row in page.rows)
