@@ -36,6 +36,9 @@ API_DESCRIPTION = """
 
 def _register_nav() -> None:
     nav.register_nav("home", "首页", "/", nav.everyone, order=0)
+    nav.register_nav("instruments", "仪器目录", "/instruments", nav.everyone, order=10)
+    nav.register_nav("instrument-import", "导入仪器", "/instruments/import", nav.managers, order=11)
+    nav.register_nav("instrument-codes", "分类与产业链", "/instruments/codes", nav.admins, order=93)
     nav.register_nav("institutions", "单位名录", "/institutions", nav.everyone, order=80)
     nav.register_nav(
         "my-institution", "本单位",
@@ -88,10 +91,11 @@ def create_app() -> FastAPI:
                    reservations_api.router):
         app.include_router(router)
     from booking import home
+    from instruments import routes as instruments_routes
 
     from booking.reservations import routes as reservations_routes
 
     for router in (home.router, auth_routes.router, accounts_routes.router, admin_routes.router,
-                   reservations_routes.router):
+                   instruments_routes.router, reservations_routes.router):
         app.include_router(router)
     return app
