@@ -49,6 +49,10 @@ def _register_nav() -> None:
     nav.register_nav("users", "用户", "/admin/users", nav.admins, order=91)
     nav.register_nav("activity", "操作日志", "/admin/activity",
                      lambda p: p is not None and (p.is_admin or p.is_provincial_auditor), order=92)
+    nav.register_nav("schedule", "排期管理", "/schedule", nav.managers, order=87)
+    nav.register_nav("holidays", "节假日", "/admin/holidays", nav.admins, order=93)
+    nav.register_nav("notifications", "通知", "/notifications", nav.signed_in, order=97, badge="/notifications/badge")
+    nav.register_nav("calendar", "日历订阅", "/calendar", nav.signed_in, order=98)
     nav.register_nav("profile", "个人资料", "/profile", nav.signed_in, order=99)
 
 
@@ -79,14 +83,22 @@ def create_app() -> FastAPI:
     _register_nav()
 
     app.include_router(health.router)
+    from booking.calendars import api as calendars_api
+    from booking.calendars import routes as calendars_routes
+    from booking.notify import api as notify_api
+    from booking.notify import routes as notify_routes
     from booking.reservations import api as reservations_api
     from instruments import api as instruments_api
+    from scheduling import api as scheduling_api
+    from scheduling import routes as scheduling_routes
 
     for router in (auth_api.router, accounts_api.router, admin_api.router, instruments_api.router,
-                   reservations_api.router):
+                   reservations_api.router, notify_api.router, calendars_api.router, scheduling_api.router,
+                   calendars_routes.feeds):
         app.include_router(router)
     from booking import home
 
-    for router in (home.router, auth_routes.router, accounts_routes.router, admin_routes.router):
+    for router in (home.router, auth_routes.router, accounts_routes.router, admin_routes.router,
+                   notify_routes.router, calendars_routes.router, scheduling_routes.router):
         app.include_router(router)
     return app
