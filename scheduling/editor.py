@@ -389,6 +389,15 @@ async def delete_override(session: AsyncSession, principal: Principal, instrumen
 
 # ---- blackouts --------------------------------------------------------------------------------------------------
 
+def _blackout_snapshot(row: Blackout) -> dict[str, Any]:
+    # The activity log's JSON knows instants and dates; wall-clock times are written as "HH:MM".
+    data = snapshot(row, exclude={"created_at", "created_by"})
+    for key in ("start_time", "end_time"):
+        if data.get(key) is not None:
+            data[key] = data[key].strftime("%H:%M")
+    return data
+
+
 def _closures_of(row: Blackout, start: datetime, end: datetime) -> list[Closure]:
     if row.starts_at is not None and row.ends_at is not None:
         availability = Availability(blackouts=(BlackoutSpan(row.starts_at, row.ends_at, row.reason),))
@@ -427,7 +436,7 @@ async def create_blackout(session: AsyncSession, principal: Principal, instrumen
     notified = await _notify_affected(session, inst, affected, kind="schedule.blackout", title="仪器停机与您的预约冲突",
                                       why=why)
     record(session, actor_id=principal.id, action="blackout.created", target_type="instrument",
-           target_id=instrument_id, after={**snapshot(row, exclude={"created_at", "created_by"}),
+           target_id=instrument_id, after={**_blackout_snapshot(row),
                                            "colliding_bookings": [a.booking.id for a in affected]})
     return BlackoutResult(row, affected, notified)
 
@@ -438,7 +447,7 @@ async def delete_blackout(session: AsyncSession, principal: Principal, instrumen
     if row is None or row.instrument_id != instrument_id:
         raise NotFound(f"停机时段 {blackout_id} 不存在")
     record(session, actor_id=principal.id, action="blackout.deleted", target_type="instrument",
-           target_id=instrument_id, before=snapshot(row, exclude={"created_at"}))
+           target_id=instrument_id, before=_blackout_snapshot(row))
     await session.delete(row)
     await session.flush()
 

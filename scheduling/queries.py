@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from sqlalchemy import delete, distinct, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -117,7 +117,7 @@ async def user_by_email(session: AsyncSession, email: str) -> User | None:
 async def active_blocks_of_instrument_users(session: AsyncSession, instrument_id: int
                                             ) -> list[tuple[BookingBlock, User]]:
     """Active no-show blocks of users who have booked this instrument: the ones its managers deal with."""
-    bookers = select(distinct(col(Booking.user_id))).where(col(Booking.instrument_id) == instrument_id)
+    bookers = select(col(Booking.user_id)).where(col(Booking.instrument_id) == instrument_id).distinct()
     stmt = (select(BookingBlock, User).join(User, col(User.id) == col(BookingBlock.user_id))
             .where(col(BookingBlock.lifted_at).is_(None), col(BookingBlock.user_id).in_(bookers))
             .order_by(col(BookingBlock.created_at).desc()))
