@@ -27,7 +27,7 @@ async def main(name: str, now: datetime, start_at: float, runs: int, mode: str) 
     # Warm the pool before the start line so both processes hit the rows at the same moment.
     async with unit_of_work():
         pass
-    time.sleep(max(0.0, start_at - time.time()))
+    await asyncio.sleep(max(0.0, start_at - time.time()))
     try:
         for _ in range(runs):
             if mode == "runner":
