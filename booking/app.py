@@ -54,6 +54,10 @@ def _register_nav() -> None:
                      lambda p: p is not None and (p.is_admin or p.is_provincial_auditor), order=92)
     nav.register_nav("my-bookings", "我的预约", "/bookings", nav.signed_in, order=20)
     nav.register_nav("booking-queue", "预约管理", "/manage/bookings", nav.managers, order=30)
+    nav.register_nav("schedule", "排期管理", "/schedule", nav.managers, order=87)
+    nav.register_nav("holidays", "节假日", "/admin/holidays", nav.admins, order=93)
+    nav.register_nav("notifications", "通知", "/notifications", nav.signed_in, order=97, badge="/notifications/badge")
+    nav.register_nav("calendar", "日历订阅", "/calendar", nav.signed_in, order=98)
     nav.register_nav("profile", "个人资料", "/profile", nav.signed_in, order=99)
 
 
@@ -84,11 +88,18 @@ def create_app() -> FastAPI:
     _register_nav()
 
     app.include_router(health.router)
+    from booking.calendars import api as calendars_api
+    from booking.calendars import routes as calendars_routes
+    from booking.notify import api as notify_api
+    from booking.notify import routes as notify_routes
     from booking.reservations import api as reservations_api
     from instruments import api as instruments_api
+    from scheduling import api as scheduling_api
+    from scheduling import routes as scheduling_routes
 
     for router in (auth_api.router, accounts_api.router, admin_api.router, instruments_api.router,
-                   reservations_api.router):
+                   reservations_api.router, notify_api.router, calendars_api.router, scheduling_api.router,
+                   calendars_routes.feeds):
         app.include_router(router)
     from booking import home
     from instruments import routes as instruments_routes
@@ -96,6 +107,7 @@ def create_app() -> FastAPI:
     from booking.reservations import routes as reservations_routes
 
     for router in (home.router, auth_routes.router, accounts_routes.router, admin_routes.router,
-                   instruments_routes.router, reservations_routes.router):
+                   instruments_routes.router, reservations_routes.router, notify_routes.router,
+                   calendars_routes.router, scheduling_routes.router):
         app.include_router(router)
     return app
