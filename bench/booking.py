@@ -31,7 +31,7 @@ from tests.live import OVERLAPS_SQL, Scratch, seed_booking_world  # noqa: E402
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def bench_api_inserts(base_urls: list[str], tokens: list[str], instrument_id: int, total: int,
@@ -210,7 +210,7 @@ def main() -> None:
               f"other: {[s for s in statuses if s not in (201, 409)]}; stored {stored}; overlaps {overlaps}")
 
         print(f"== (c) free slots for 4 weeks with {fillers * per_instrument:,} bookings in the table")
-        ids = asyncio.run(make_instruments(dsn, inst_id, fillers - 1)) + [inst_id]
+        ids = [*asyncio.run(make_instruments(dsn, inst_id, fillers - 1)), inst_id]
         asyncio.run(fill_million(dsn, ids, user_id, per_instrument))
         rows = asyncio.run(_count(dsn, "SELECT count(*) FROM bookings"))
         api, raw = asyncio.run(bench_free_slots(servers[0], dsn, ids[len(ids) // 2], 200))

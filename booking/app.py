@@ -102,9 +102,8 @@ def create_app() -> FastAPI:
                    calendars_routes.feeds):
         app.include_router(router)
     from booking import home
-    from instruments import routes as instruments_routes
-
     from booking.reservations import routes as reservations_routes
+    from instruments import routes as instruments_routes
 
     for router in (home.router, auth_routes.router, accounts_routes.router, admin_routes.router,
                    instruments_routes.router, reservations_routes.router, notify_routes.router,
