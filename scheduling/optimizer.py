@@ -590,6 +590,7 @@ def _solve_part(
     policy: AllocationPolicy,
     deterministic_limit: float,
     wall_limit: float,
+    presolve: bool,
 ) -> _Outcome:
     """Re-place the `movable` requests (granted or not) optimally while every other placement stays put.
 
@@ -719,8 +720,8 @@ def _solve_part(
     solver.parameters.random_seed = policy.random_seed
     solver.parameters.max_deterministic_time = max(deterministic_limit, 0.001)
     solver.parameters.max_time_in_seconds = max(wall_limit, 0.01)
-    for name, setting in SOLVER_TUNING.items():
-        setattr(solver.parameters, name, setting)
+    # For parts, presolve costs more than it saves: they are small and re-solved from a complete hint.
+    solver.parameters.cp_model_presolve = presolve
     status = solver.solve(model)
     placements: dict[int, tuple[int, int]] = {}
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -749,7 +750,6 @@ def _apply_if_better(board: _Board, movable: Sequence[int], outcome: _Outcome, v
     return True
 
 
-SOLVER_TUNING: dict[str, int | bool] = {}
 # Parts are small enough for CP-SAT to solve them in a few hundredths of a deterministic second.
 EXACT_OPTION_LIMIT = 3000
 PART_DAYS = 2
@@ -757,8 +757,9 @@ PART_INSTRUMENTS = 6
 PART_OWNERS = 4
 PART_UNGRANTED = 120
 PART_DETERMINISTIC_LIMIT = 0.1
-# Charged per part besides CP-SAT's own deterministic time, so the loop ends even if every part is trivial.
-PART_OVERHEAD = 0.005
+# Charged per part besides CP-SAT's own deterministic time: building the model and starting the solver cost
+# about that much, uncounted by CP-SAT, and the charge ends the loop even if every part is trivial.
+PART_OVERHEAD = 0.01
 
 
 def _neighbourhoods(
@@ -777,24 +778,34 @@ def _neighbourhoods(
                    for _, last in discrete.options[o].starts) // day
     users = sorted({discrete.requests[i].user_id for i in members})
     by_user: dict[int, list[int]] = defaultdict(list)
+    # Start ranges of each request per instrument, so a part is assembled without scanning every option.
+    ranges_on: list[dict[int, list[Span]]] = [{} for _ in discrete.requests]
     for index in members:
         by_user[discrete.requests[index].user_id].append(index)
-    def block(chosen: frozenset[int] | None, span: Span, waiting_limit: int) -> list[int]:
+        for option_index in discrete.options_of[index]:
+            option = discrete.options[option_index]
+            ranges_on[index][option.instrument_id] = option.starts
+
+    def block(chosen: frozenset[int], span: Span, waiting_limit: int) -> list[int]:
         """Granted requests lying in `span` on `chosen`, and the most valuable waiting ones that could."""
-        movable = [i for i in members if i in board.placed
-                   and (chosen is None or discrete.options[board.placed[i][0]].instrument_id in chosen)
-                   and span[0] <= board.placed[i][1] and board.placed[i][1] + discrete.units[i] <= span[1]]
-        waiting = [i for i in members if i not in board.placed and any(
-            (chosen is None or discrete.options[o].instrument_id in chosen) and any(
-                first <= span[1] - discrete.units[i] and last >= span[0]
-                for first, last in discrete.options[o].starts)
-            for o in discrete.options_of[i])]
+        movable = [
+            owner
+            for instrument_id in chosen
+            for start, end, owner in zip(board.starts[instrument_id], board.ends[instrument_id],
+                                         board.owners[instrument_id], strict=True)
+            if owner in member_set and span[0] <= start and end <= span[1]
+        ]
+        waiting = [
+            i for i in member_set - board.placed.keys()
+            if any(first <= span[1] - discrete.units[i] and last >= span[0]
+                   for instrument_id in chosen for first, last in ranges_on[i].get(instrument_id, ()))
+        ]
         waiting.sort(key=lambda i: (-value[i], i))
         return sorted(movable + waiting[:waiting_limit])
 
     while True:
         # A few days on a few instruments around where a refused request could go: re-packs gaps locally.
-        refused = [i for i in members if i not in board.placed and discrete.options_of[i]]
+        refused = sorted(i for i in member_set - board.placed.keys() if discrete.options_of[i])
         if refused:
             option = discrete.options[rng.choice(discrete.options_of[rng.choice(refused)])]
             first, last = rng.choice(option.starts)
@@ -839,7 +850,8 @@ def _maximise(
     option_count = sum(len(discrete.options_of[i]) for i in members)
     if option_count <= EXACT_OPTION_LIMIT:
         outcome = _solve_part(board, members, instruments=None, span=_UNBOUNDED, value=value, policy=policy,
-                              deterministic_limit=budget, wall_limit=deadline - wallclock.perf_counter())
+                              deterministic_limit=budget, wall_limit=deadline - wallclock.perf_counter(),
+                              presolve=True)
         _apply_if_better(board, members, outcome, value)
         return board, outcome.status, not outcome.wall_limited
     rng = random.Random(policy.random_seed)
@@ -856,7 +868,7 @@ def _maximise(
             continue
         outcome = _solve_part(board, movable, instruments=instruments, span=span, value=value, policy=policy,
                               deterministic_limit=min(PART_DETERMINISTIC_LIMIT, budget - spent),
-                              wall_limit=remaining_wall)
+                              wall_limit=remaining_wall, presolve=False)
         deterministic = deterministic and not outcome.wall_limited
         spent += outcome.deterministic_time + PART_OVERHEAD
         parts += 1
@@ -1029,8 +1041,9 @@ def allocate(
 
     value = [request.weight * request.duration_minutes for request in discrete.requests]
     candidates = []
+    # The first-come order is among the candidates so that the result is never worse than the baseline's.
     for order, best_fit in ((_priority_order(discrete), True), (_longest_order(discrete), True),
-                            (_longest_order(discrete), False)):
+                            (_longest_order(discrete), False), (_first_come_order(discrete), False)):
         candidate = _new_board(discrete, policy, with_share=True, external_target=external_target)
         _greedy(candidate, order, respect_share=True, best_fit=best_fit)
         candidates.append(candidate)
