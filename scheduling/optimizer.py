@@ -98,8 +98,9 @@ class FlexibleRequest:
 @dataclass(frozen=True)
 class AllocationPolicy:
     """Round parameters. Caps in hours per round (None = no cap); `external_min_share` a fraction 0..1 of
-    granted hours; `deterministic_time_limit` in CP-SAT's deterministic time units (roughly seconds on a fast
-    core), the limit that decides the result; `time_limit_seconds` wall-clock seconds, a safety net."""
+    granted hours; `deterministic_time_limit` in CP-SAT's deterministic time units, the limit that decides
+    the result (one unit cost about 3 s of one core in `bench/scheduler.py` on the 2-core project machine);
+    `time_limit_seconds` wall-clock seconds, a safety net only."""
 
     slot_minutes: int = 30
     user_cap_hours: Decimal | None = None
@@ -119,6 +120,7 @@ class AllocationPolicy:
                 raise ValueError("caps must be positive")
 
     def cap_minutes(self, hours: Decimal | None) -> int | None:
+        """A cap in hours as whole minutes (rounded down), None for no cap."""
         return None if hours is None else int(hours * 60)
 
 

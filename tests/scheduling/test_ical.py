@@ -87,6 +87,12 @@ class TestBookingEvent:
         assert str(event["LOCATION"]) == LONG_ADDRESS
         assert str(event["DESCRIPTION"]).splitlines()[1] == "项目：国家自然科学基金, 面上项目; 经费：中央财政"
 
+    @pytest.mark.parametrize(("status", "transparency"),
+                             [("confirmed", "OPAQUE"), ("cancelled", "TRANSPARENT")])
+    def test_cancelled_bookings_do_not_block_time(self, status: str, transparency: str) -> None:
+        (event,) = parse_strictly(event_text(status)).walk("VEVENT")
+        assert str(event["TRANSP"]) == transparency
+
     def test_uid_is_stable_across_changes(self) -> None:
         first = parse_strictly(event_text("pending", 0)).walk("VEVENT")[0]
         later = parse_strictly(event_text("cancelled", 4, start=local(MONDAY, "14:00"),
