@@ -36,6 +36,9 @@ API_DESCRIPTION = """
 
 def _register_nav() -> None:
     nav.register_nav("home", "首页", "/", nav.everyone, order=0)
+    nav.register_nav("instruments", "仪器目录", "/instruments", nav.everyone, order=10)
+    nav.register_nav("instrument-import", "导入仪器", "/instruments/import", nav.managers, order=11)
+    nav.register_nav("instrument-codes", "分类与产业链", "/instruments/codes", nav.admins, order=93)
     nav.register_nav("institutions", "单位名录", "/institutions", nav.everyone, order=80)
     nav.register_nav(
         "my-institution", "本单位",
@@ -57,6 +60,10 @@ def _register_nav() -> None:
                      lambda p: p is not None and (p.is_admin or p.is_provincial_auditor), order=92)
     nav.register_nav("my-bookings", "我的预约", "/bookings", nav.signed_in, order=20)
     nav.register_nav("booking-queue", "预约管理", "/manage/bookings", nav.managers, order=30)
+    nav.register_nav("schedule", "排期管理", "/schedule", nav.managers, order=87)
+    nav.register_nav("holidays", "节假日", "/admin/holidays", nav.admins, order=93)
+    nav.register_nav("notifications", "通知", "/notifications", nav.signed_in, order=97, badge="/notifications/badge")
+    nav.register_nav("calendar", "日历订阅", "/calendar", nav.signed_in, order=98)
     nav.register_nav("profile", "个人资料", "/profile", nav.signed_in, order=99)
 
 
@@ -89,16 +96,25 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     from booking.audit import api as audit_api
     from booking.audit import routes as audit_routes
+    from booking.calendars import api as calendars_api
+    from booking.calendars import routes as calendars_routes
+    from booking.notify import api as notify_api
+    from booking.notify import routes as notify_routes
     from booking.reservations import api as reservations_api
     from instruments import api as instruments_api
+    from scheduling import api as scheduling_api
+    from scheduling import routes as scheduling_routes
 
     for router in (auth_api.router, accounts_api.router, admin_api.router, instruments_api.router,
-                   reservations_api.router, audit_api.router):
+                   reservations_api.router, notify_api.router, calendars_api.router, scheduling_api.router,
+                   calendars_routes.feeds, audit_api.router):
         app.include_router(router)
     from booking import home
     from booking.reservations import routes as reservations_routes
+    from instruments import routes as instruments_routes
 
     for router in (home.router, auth_routes.router, accounts_routes.router, admin_routes.router,
-                   reservations_routes.router, audit_routes.router):
+                   instruments_routes.router, reservations_routes.router, notify_routes.router,
+                   calendars_routes.router, scheduling_routes.router, audit_routes.router):
         app.include_router(router)
     return app

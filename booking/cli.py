@@ -210,15 +210,84 @@ def users_create(
     console.print(f"[green]created user {user_id} ({email}) with role {role}[/]")
 
 
+@app.command("import")
+def import_instruments(
+    file: Annotated[str, typer.Argument(help="CSV or XLSX in the import template's layout")],
+    institution: Annotated[int | None, typer.Option(help="Default institution id for rows without 所属单位")] = None,
+    as_email: Annotated[str | None, typer.Option("--as-email", help="Act as this user (their permissions apply); "
+                                                  "default: the operator, with full rights")] = None,
+) -> None:
+    """Import instruments, all or nothing: any bad cell rejects the file and nothing is written."""
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from booking.accounts import repository as accounts_repo
+    from booking.auth.principal import Principal
+    from booking.auth.repository import grants_for
+    from booking.core.db import dispose_engine, init_engine, unit_of_work
+    from booking.core.errors import DomainError
+    from instruments.importer import ImportRejected, import_file
+
+    path = Path(file)
+    if not path.is_file():
+        console.print(f"[red]FILE: {file} does not exist[/]")
+        raise typer.Exit(2)
+    content = path.read_bytes()
+
+    async def run():  # type: ignore[no-untyped-def]
+        init_engine(_database_url())
+        try:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console) as bar:
+                tasks: dict[str, TaskID] = {}
+
+                def progress(stage: str, done: int, total: int) -> None:
+                    if stage not in tasks:
+                        tasks[stage] = bar.add_task(stage, total=total)
+                    bar.update(tasks[stage], completed=done, total=total)
+
+                async with unit_of_work() as session:
+                    actor = None
+                    if as_email:
+                        user = await accounts_repo.user_by_email(session, as_email)
+                        if user is None:
+                            raise DomainError(f"--as-email: 用户 {as_email} 不存在")
+                        actor = Principal(user=user, grants=tuple(await grants_for(session, user.id)))  # type: ignore[arg-type]
+                    return await import_file(session, actor, filename=path.name, content=content,
+                                             institution_id=institution, progress=progress)
+        finally:
+            await dispose_engine()
+
+    try:
+        result = asyncio.run(run())
+    except ImportRejected as exc:
+        table = Table(title=f"未导入：{exc.error_count} 处错误（没有写入任何数据）")
+        table.add_column("行", justify="right")
+        table.add_column("列")
+        table.add_column("问题")
+        for e in exc.row_errors:
+            table.add_row(str(e.row) if e.row else "文件", e.column or "", e.message)
+        console.print(table)
+        raise typer.Exit(1) from None
+    except DomainError as exc:
+        console.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"[green]imported {result.rows} rows: {result.created} created, {result.updated} updated, "
+                  f"{result.unchanged} unchanged[/]")
+
+
 @activity_app.command("verify")
 def activity_verify() -> None:
-    """Recompute the hash chain of the activity log; exit 1 if any row was altered, removed or inserted."""
-    from booking.activity.service import verify_chain
+    """Seal pending entries, then recompute the hash chain; exit 1 if any row was altered, removed or inserted."""
+    from booking.activity.service import seal, verify_chain
     from booking.core.db import dispose_engine, init_engine, unit_of_work
 
     async def run():  # type: ignore[no-untyped-def]
         init_engine(_database_url())
         try:
+            async with unit_of_work() as session:
+                await seal(session)
             async with unit_of_work() as session:
                 return await verify_chain(session)
         finally:

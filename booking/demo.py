@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.progress import TaskID
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.accounts import service as accounts
 from booking.accounts.models import Facility, InstitutionKind, Role, RoleGrant, User
@@ -18,6 +20,27 @@ DEMO_ACCOUNT_LABELS = [
     ("manager@demo.local", "仪器管理员 facility manager, 四川大学"),
     ("researcher@demo.local", "研究人员 researcher, 电子科技大学"),
 ]
+
+
+async def _seed_catalogue(session: AsyncSession, console: Console) -> None:
+    """The demo province's institutions and instruments (instruments.seed), with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from booking.core.clock import to_local, utcnow
+    from instruments.seed import seed_province
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"演示数据：{stage}", total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        counts = await seed_province(session, today=to_local(utcnow()).date(), progress=progress)
+    console.print(f"[green]demo province: {counts['institutions']} institutions, "
+                  f"{counts['instruments']} instruments[/]")
 
 
 async def seed_if_empty(console: Console) -> bool:
@@ -47,6 +70,7 @@ async def seed_if_empty(console: Console) -> bool:
                 await accounts.create_user(session, None, UserCreate(
                     email=email, password=DEMO_PASSWORD, name=name, institution_id=inst_id), grants=grants)
             console.print("[green]demo accounts created[/]")
+            await _seed_catalogue(session, console)
         # Audit demo data goes after the catalogue's: a year of service records for the demo instruments.
         from booking.audit.seed import seed_usage
 

@@ -22,14 +22,17 @@ class NavItem:
     href: Href
     visible: Visible
     order: int
+    # A URL returning a small fragment (e.g. an unread count) that the header loads with htmx.
+    badge: str | None = None
 
 
 _items: dict[str, NavItem] = {}
 
 
-def register_nav(key: str, label: str, href: str | Href, visible: Visible, order: int = 50) -> None:
+def register_nav(key: str, label: str, href: str | Href, visible: Visible, order: int = 50,
+                 badge: str | None = None) -> None:
     resolved: Href = (lambda _p, h=href: h) if isinstance(href, str) else href  # type: ignore[misc]
-    _items[key] = NavItem(key, label, resolved, visible, order)
+    _items[key] = NavItem(key, label, resolved, visible, order, badge)
 
 
 def everyone(_: Principal | None) -> bool:
@@ -73,7 +76,8 @@ def nav_context(request: Request) -> Mapping[str, Any]:
         if item.visible(principal):
             href = item.href(principal)
             current = path == href if href == "/" else path.startswith(href.split("?")[0])
-            items.append({"key": item.key, "label": item.label, "href": href, "current": current})
+            items.append({"key": item.key, "label": item.label, "href": href, "current": current,
+                          "badge": item.badge})
     return {
         "nav": items,
         "principal": principal,

@@ -56,14 +56,29 @@ class SearchQuery:
 
 async def search_query(
     session: SessionDep,
-    q: Annotated[str | None, Query(max_length=100, description="关键词：名称、型号、厂商、功能、单位（子串匹配）")] = None,
+    q: Annotated[
+        str | None, Query(max_length=100, description="关键词：名称、型号、厂商、功能、单位（子串匹配）")
+    ] = None,
     city: Annotated[str | None, Query(pattern=r"^\d{6}$", description="市州代码")] = None,
     institution_kind: Annotated[str | None, Query(max_length=10, description="单位类型，如 高校")] = None,
     institution: Annotated[int | None, Query(ge=1, description="单位 id")] = None,
-    category: Annotated[str | None, Query(pattern=r"^\d{2}(\d{2}){0,2}$", description="分类编码（任一级）")] = None,
+    category: Annotated[
+        str | None, Query(pattern=r"^\d{2}(\d{2}){0,2}$", description="分类编码（任一级）")
+    ] = None,
     sharing_mode: Annotated[Literal["internal", "external", "none"] | None, Query()] = None,
-    status_: Annotated[Literal["normal", "standby", "remote", "occasional_fault", "frequent_fault",
-                               "awaiting_repair", "awaiting_scrap"] | None, Query(alias="status")] = None,
+    status_: Annotated[
+        Literal[
+            "normal",
+            "standby",
+            "remote",
+            "occasional_fault",
+            "frequent_fault",
+            "awaiting_repair",
+            "awaiting_scrap",
+        ]
+        | None,
+        Query(alias="status"),
+    ] = None,
     chain: Annotated[str | None, Query(max_length=50, description="产业链标签 id 或名称")] = None,
     min_value: Annotated[Decimal | None, Query(ge=0, description="原值下限（元）")] = None,
     max_value: Annotated[Decimal | None, Query(ge=0, description="原值上限（元）")] = None,
@@ -75,25 +90,49 @@ async def search_query(
     facets: Annotated[bool, Query(description="同时返回分面计数")] = True,
 ) -> SearchQuery:
     filters = await service.build_filters(
-        session, q=q, city=city, institution_kind=institution_kind, institution=institution, category=category,
-        sharing_mode=sharing_mode, status=status_, chain=chain, min_value=min_value, max_value=max_value,
-        large=large, vouchers=vouchers)
+        session,
+        q=q,
+        city=city,
+        institution_kind=institution_kind,
+        institution=institution,
+        category=category,
+        sharing_mode=sharing_mode,
+        status=status_,
+        chain=chain,
+        min_value=min_value,
+        max_value=max_value,
+        large=large,
+        vouchers=vouchers,
+    )
     return SearchQuery(filters, sort, limit, offset, facets)
 
 
 SearchDep = Annotated[SearchQuery, Depends(search_query)]
 
 
-def item_of(row: Mapping[str, Any]) -> dict[str, Any]:
+def item_of(row: Mapping[Any, Any]) -> dict[str, Any]:
     return {
-        "id": row["id"], "name": row["name"], "name_en": row["name_en"], "model": row["model"],
+        "id": row["id"],
+        "name": row["name"],
+        "name_en": row["name_en"],
+        "model": row["model"],
         "manufacturer": row["manufacturer"],
-        "institution": {"id": row["institution_id"], "name": row["institution_name"], "kind": row["institution_kind"]},
-        "city_code": row["city_code"], "city_name": city_name(row["city_code"]),
-        "category_code": row["category_code"], "category_name": row["category_name"],
-        "sharing_mode": row["sharing_mode"], "status": row["status"], "original_value": row["original_value"],
-        "large": is_large(row["original_value"], service.threshold()), "accepts_vouchers": row["accepts_vouchers"],
-        "restricted": row["restricted"], "url": service.public_url(row["id"]),
+        "institution": {
+            "id": row["institution_id"],
+            "name": row["institution_name"],
+            "kind": row["institution_kind"],
+        },
+        "city_code": row["city_code"],
+        "city_name": city_name(row["city_code"]),
+        "category_code": row["category_code"],
+        "category_name": row["category_name"],
+        "sharing_mode": row["sharing_mode"],
+        "status": row["status"],
+        "original_value": row["original_value"],
+        "large": is_large(row["original_value"], service.threshold()),
+        "accepts_vouchers": row["accepts_vouchers"],
+        "restricted": row["restricted"],
+        "url": service.public_url(row["id"]),
     }
 
 
@@ -108,17 +147,31 @@ def facets_of(page: SearchPage) -> dict[str, list[FacetCount]]:
     out: dict[str, list[FacetCount]] = {}
     for name, values in page.facets.items():
         label_of = _FACET_LABELS.get(name)
-        out[name] = [FacetCount(value=v, label=label or (label_of(v) if label_of else v), count=n)
-                     for v, label, n in values]
+        out[name] = [
+            FacetCount(value=v, label=label or (label_of(v) if label_of else v), count=n)
+            for v, label, n in values
+        ]
     return out
 
 
 @router.get("/instruments", response_model=SearchResult, summary="Search the catalogue")
 async def search(session: SessionDep, principal: ApiPrincipal, query: SearchDep) -> dict[str, Any]:
-    page = await service.search(session, principal, query.filters, sort=query.sort, limit=query.limit,
-                                offset=query.offset, with_facets=query.facets)
-    return {"items": [item_of(r) for r in page.rows], "total": page.total, "limit": query.limit,
-            "offset": query.offset, "facets": facets_of(page)}
+    page = await service.search(
+        session,
+        principal,
+        query.filters,
+        sort=query.sort,
+        limit=query.limit,
+        offset=query.offset,
+        with_facets=query.facets,
+    )
+    return {
+        "items": [item_of(r) for r in page.rows],
+        "total": page.total,
+        "limit": query.limit,
+        "offset": query.offset,
+        "facets": facets_of(page),
+    }
 
 
 def public_of(v: service.InstrumentView) -> InstrumentPublic:
@@ -126,25 +179,57 @@ def public_of(v: service.InstrumentView) -> InstrumentPublic:
     assert i.id is not None
     cat = v.category_path[-1] if v.category_path else None
     return InstrumentPublic(
-        id=i.id, url=service.public_url(i.id), asset_number=i.asset_number, name=i.name, name_en=i.name_en,
-        institution=InstitutionRef(id=v.institution.id, name=v.institution.name, kind=v.institution.kind),  # type: ignore[arg-type]
-        facility=NamedRef(id=v.facility.id, name=v.facility.name) if v.facility else None,  # type: ignore[arg-type]
+        id=i.id,
+        url=service.public_url(i.id),
+        asset_number=i.asset_number,
+        name=i.name,
+        name_en=i.name_en,
+        institution=InstitutionRef(id=v.institution.id, name=v.institution.name, kind=v.institution.kind),
+        facility=NamedRef(id=v.facility.id, name=v.facility.name) if v.facility else None,
         department=i.department,
         category=CategoryRef(code=i.category_code, name=cat.name if cat else None),
         category_path=[CategoryRef(code=c.code, name=c.name) for c in v.category_path],
-        source=i.source, usage_kind=i.usage_kind, original_value=i.original_value,
-        large=is_large(i.original_value, service.threshold()), country_code=i.country_code, model=i.model,
-        manufacturer=i.manufacturer, start_date=i.start_date, specs=i.specs, functions=i.functions,
-        subjects=list(i.subjects or []), service_content=i.service_content, achievements=i.achievements,
+        source=i.source,
+        usage_kind=i.usage_kind,
+        original_value=i.original_value,
+        large=is_large(i.original_value, service.threshold()),
+        country_code=i.country_code,
+        model=i.model,
+        manufacturer=i.manufacturer,
+        start_date=i.start_date,
+        specs=i.specs,
+        functions=i.functions,
+        subjects=list(i.subjects or []),
+        service_content=i.service_content,
+        achievements=i.achievements,
         sharing_rules=i.sharing_rules,
-        fees=Fees(unit=i.fee_unit, internal=i.fee_internal, external=i.fee_external, minimum=i.fee_minimum,
-                  text=i.fee_text),
-        city_code=i.city_code, city_name=city_name(i.city_code), county_code=i.county_code, street=i.street,
-        contact=Contact(name=i.contact_name, phone=i.contact_phone, email=i.contact_email) if v.show_contact else None,
-        sharing_mode=i.sharing_mode, status=i.status, funding_source=i.funding_source,
-        customs_status=i.customs_status, photo_url=i.photo_url, qualification_required=i.qualification_required,
-        accepts_vouchers=i.accepts_vouchers, restricted=i.restricted, chains=v.chains, retired_at=i.retired_at,
-        retired_reason=i.retired_reason, created_at=i.created_at, updated_at=i.updated_at,
+        fees=Fees(
+            unit=i.fee_unit,
+            internal=i.fee_internal,
+            external=i.fee_external,
+            minimum=i.fee_minimum,
+            text=i.fee_text,
+        ),
+        city_code=i.city_code,
+        city_name=city_name(i.city_code),
+        county_code=i.county_code,
+        street=i.street,
+        contact=Contact(name=i.contact_name, phone=i.contact_phone, email=i.contact_email)
+        if v.show_contact
+        else None,
+        sharing_mode=i.sharing_mode,
+        status=i.status,
+        funding_source=i.funding_source,
+        customs_status=i.customs_status,
+        photo_url=i.photo_url,
+        qualification_required=i.qualification_required,
+        accepts_vouchers=i.accepts_vouchers,
+        restricted=i.restricted,
+        chains=v.chains,
+        retired_at=i.retired_at,
+        retired_reason=i.retired_reason,
+        created_at=i.created_at,
+        updated_at=i.updated_at,
     )
 
 
@@ -152,8 +237,12 @@ async def _public(session: SessionDep, principal: Principal | None, instrument_i
     return public_of(await service.view(session, principal, instrument_id))
 
 
-@router.post("/instruments", response_model=InstrumentPublic, status_code=status.HTTP_201_CREATED,
-             summary="Publish an instrument (managers of the owning institution)")
+@router.post(
+    "/instruments",
+    response_model=InstrumentPublic,
+    status_code=status.HTTP_201_CREATED,
+    summary="Publish an instrument (managers of the owning institution)",
+)
 async def create(principal: ApiUser, session: SessionDep, data: InstrumentCreate) -> InstrumentPublic:
     inst = await service.create_instrument(session, principal, data)
     return await _public(session, principal, inst.id)  # type: ignore[arg-type]
@@ -161,65 +250,96 @@ async def create(principal: ApiUser, session: SessionDep, data: InstrumentCreate
 
 # ---- import / export (declared before /instruments/{id} so the literal paths win) -----------------------------
 
-@router.post("/instruments/import", response_model=ImportResult,
-             summary="Bulk import (CSV or XLSX with the national field names as headers); all or nothing",
-             responses={422: {"description": "problem+json with errors: [{row, column, message}]"}})
+
+@router.post(
+    "/instruments/import",
+    response_model=ImportResult,
+    summary="Bulk import (CSV or XLSX with the national field names as headers); all or nothing",
+    responses={422: {"description": "problem+json with errors: [{row, column, message}]"}},
+)
 async def import_file(
-    principal: ApiUser, session: SessionDep, file: Annotated[UploadFile, File(description="CSV 或 XLSX")],
-    institution_id: Annotated[int | None, Query(description="默认所属单位（管理员只管理一个单位时可省略）")] = None,
+    principal: ApiUser,
+    session: SessionDep,
+    file: Annotated[UploadFile, File(description="CSV 或 XLSX")],
+    institution_id: Annotated[
+        int | None, Query(description="默认所属单位（管理员只管理一个单位时可省略）")
+    ] = None,
 ) -> ImportResult:
     content = await file.read(importer.MAX_BYTES + 1)
-    return await importer.import_file(session, principal, filename=file.filename or "", content=content,
-                                      institution_id=institution_id)
+    return await importer.import_file(
+        session, principal, filename=file.filename or "", content=content, institution_id=institution_id
+    )
 
 
 @router.get("/instruments/import/template.xlsx", summary="Import template (XLSX)")
 async def template_xlsx() -> Response:
-    return Response(exporter.template_xlsx(), media_type=exporter.XLSX_TYPE,
-                    headers={"Content-Disposition": exporter.disposition("仪器导入模板.xlsx")})
+    return Response(
+        exporter.template_xlsx(),
+        media_type=exporter.XLSX_TYPE,
+        headers={"Content-Disposition": exporter.disposition("仪器导入模板.xlsx")},
+    )
 
 
 @router.get("/instruments/import/template.csv", summary="Import template (CSV, UTF-8 with BOM)")
 async def template_csv() -> Response:
-    return Response(exporter.template_csv(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": exporter.disposition("仪器导入模板.csv")})
+    return Response(
+        exporter.template_csv(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": exporter.disposition("仪器导入模板.csv")},
+    )
 
 
-@router.get("/instruments/export.{fmt}", summary="Export search results in the import layout (csv, xlsx, json)")
-async def export(session: SessionDep, principal: ApiPrincipal, query: SearchDep,
-                 fmt: Literal["csv", "xlsx", "json"]) -> Response:
+@router.get(
+    "/instruments/export.{fmt}", summary="Export search results in the import layout (csv, xlsx, json)"
+)
+async def export(
+    session: SessionDep, principal: ApiPrincipal, query: SearchDep, fmt: Literal["csv", "xlsx", "json"]
+) -> Response:
     show_contact = principal is not None
     rows = repo.stream_export(session, query.filters, service.viewer_of(principal))
     name = f"仪器目录.{fmt}"
     headers = {"Content-Disposition": exporter.disposition(name)}
     if fmt == "csv":
-        return StreamingResponse(exporter.csv_chunks(rows, show_contact), media_type="text/csv; charset=utf-8",
-                                 headers=headers)
+        return StreamingResponse(
+            exporter.csv_chunks(rows, show_contact), media_type="text/csv; charset=utf-8", headers=headers
+        )
     if fmt == "json":
-        return StreamingResponse(exporter.json_chunks(rows, show_contact), media_type="application/json",
-                                 headers=headers)
-    return Response(await exporter.xlsx_bytes(rows, show_contact), media_type=exporter.XLSX_TYPE, headers=headers)
+        return StreamingResponse(
+            exporter.json_chunks(rows, show_contact), media_type="application/json", headers=headers
+        )
+    return Response(
+        await exporter.xlsx_bytes(rows, show_contact), media_type=exporter.XLSX_TYPE, headers=headers
+    )
 
 
 # ---- one instrument ---------------------------------------------------------------------------------------------
 
-@router.get("/instruments/{instrument_id}", response_model=InstrumentPublic,
-            summary="Read one instrument (contact details only for signed-in users)")
+
+@router.get(
+    "/instruments/{instrument_id}",
+    response_model=InstrumentPublic,
+    summary="Read one instrument (contact details only for signed-in users)",
+)
 async def read(session: SessionDep, principal: ApiPrincipal, instrument_id: int) -> InstrumentPublic:
     return await _public(session, principal, instrument_id)
 
 
 @router.patch("/instruments/{instrument_id}", response_model=InstrumentPublic)
-async def update(principal: ApiUser, session: SessionDep, instrument_id: int,
-                 data: InstrumentUpdate) -> InstrumentPublic:
+async def update(
+    principal: ApiUser, session: SessionDep, instrument_id: int, data: InstrumentUpdate
+) -> InstrumentPublic:
     await service.update_instrument(session, principal, instrument_id, data)
     return await _public(session, principal, instrument_id)
 
 
-@router.post("/instruments/{instrument_id}/retire", response_model=InstrumentPublic,
-             summary="Retire (soft delete) with a reason")
-async def retire(principal: ApiUser, session: SessionDep, instrument_id: int,
-                 data: RetireRequest) -> InstrumentPublic:
+@router.post(
+    "/instruments/{instrument_id}/retire",
+    response_model=InstrumentPublic,
+    summary="Retire (soft delete) with a reason",
+)
+async def retire(
+    principal: ApiUser, session: SessionDep, instrument_id: int, data: RetireRequest
+) -> InstrumentPublic:
     await service.retire_instrument(session, principal, instrument_id, data.reason)
     return await _public(session, principal, instrument_id)
 
@@ -233,7 +353,9 @@ async def list_access(principal: ApiUser, session: SessionDep, instrument_id: in
 
 
 @router.post("/instruments/{instrument_id}/access", status_code=status.HTTP_204_NO_CONTENT)
-async def grant_access(principal: ApiUser, session: SessionDep, instrument_id: int, data: AccessGrant) -> None:
+async def grant_access(
+    principal: ApiUser, session: SessionDep, instrument_id: int, data: AccessGrant
+) -> None:
     await service.grant_access(session, principal, instrument_id, data.user_id)
 
 
@@ -244,10 +366,13 @@ async def revoke_access(principal: ApiUser, session: SessionDep, instrument_id: 
 
 # ---- classification codes and chain tags ------------------------------------------------------------------------
 
+
 @router.get("/instrument-categories", response_model=list[CategoryPublic], summary="Classification codes")
 async def list_categories(
     session: SessionDep,
-    parent: Annotated[str | None, Query(pattern=r"^(\d{6}|root)$", description="上级编码；root 表示大类")] = None,
+    parent: Annotated[
+        str | None, Query(pattern=r"^(\d{6}|root)$", description="上级编码；root 表示大类")
+    ] = None,
 ) -> list[CategoryPublic]:
     if parent is None:
         rows = await repo.categories(session)
@@ -272,6 +397,7 @@ async def add_chain(principal: ApiAdmin, session: SessionDep, data: ChainCreate)
 
 
 @router.patch("/instrument-chains/{chain_id}", response_model=ChainPublic)
-async def rename_chain(principal: ApiAdmin, session: SessionDep, chain_id: int, data: ChainCreate) -> ChainPublic:
+async def rename_chain(
+    principal: ApiAdmin, session: SessionDep, chain_id: int, data: ChainCreate
+) -> ChainPublic:
     return ChainPublic.model_validate(await service.rename_chain(session, principal, chain_id, data))
-

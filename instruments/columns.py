@@ -8,7 +8,8 @@ an exported file imports back unchanged.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -42,7 +43,7 @@ class Col:
     header: str
     field: str
     kind: str = "text"  # text | code6 | wan | money | date | bool | enum | city | country | list
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = dc_field(default_factory=dict)
     required: bool = False
     note: str = ""
     importable: bool = True
@@ -50,13 +51,20 @@ class Col:
 
 COLUMNS: tuple[Col, ...] = (
     Col("所属单位", "institution", note="单位全称；仪器管理员导入本单位仪器时可留空"),
-    Col("所在单位仪器内部编码", "asset_number", required=True, note="本单位资产编号，单位内唯一；重复导入按此更新"),
+    Col(
+        "所在单位仪器内部编码",
+        "asset_number",
+        required=True,
+        note="本单位资产编号，单位内唯一；重复导入按此更新",
+    ),
     Col("中文名称", "name", required=True),
     Col("英文名称", "name_en"),
     Col("设备分类编码", "category_code", "code6", required=True, note="6 位，如 010200（质谱仪器）"),
     Col("仪器来源", "source", "enum", SOURCE_LABELS),
     Col("仪器类别", "usage_kind", "enum", USAGE_KIND_LABELS),
-    Col("原值（万元）", "original_value", "wan", required=True, note="万元，最多 6 位小数（精确到元以下两位）"),
+    Col(
+        "原值（万元）", "original_value", "wan", required=True, note="万元，最多 6 位小数（精确到元以下两位）"
+    ),
     Col("产地国别", "country_code", "country", note="GB/T 2659 两字母代码或中文名，如 CN、美国"),
     Col("规格型号", "model"),
     Col("生产制造商", "manufacturer"),
@@ -96,13 +104,23 @@ BY_HEADER: dict[str, Col] = {c.header: c for c in COLUMNS}
 HEADER_OF: dict[str, str] = {c.field: c.header for c in COLUMNS}
 # Alternative headers seen in national-platform spreadsheets.
 ALIASES: dict[str, str] = {
-    "仪器名称": "中文名称", "名称": "中文名称", "内部编码": "所在单位仪器内部编码", "资产编号": "所在单位仪器内部编码",
-    "分类编码": "设备分类编码", "原值": "原值（万元）", "原值(万元)": "原值（万元）", "产地": "产地国别",
-    "启用时间": "启用日期", "邮箱": "电子邮箱", "电话": "联系电话", "所属单位名称": "所属单位",
+    "仪器名称": "中文名称",
+    "名称": "中文名称",
+    "内部编码": "所在单位仪器内部编码",
+    "资产编号": "所在单位仪器内部编码",
+    "分类编码": "设备分类编码",
+    "原值": "原值（万元）",
+    "原值(万元)": "原值（万元）",
+    "产地": "产地国别",
+    "启用时间": "启用日期",
+    "邮箱": "电子邮箱",
+    "电话": "联系电话",
+    "所属单位名称": "所属单位",
 }
 
 
 # ---- reading cells ----------------------------------------------------------------------------------------------
+
 
 def _text(raw: Any) -> str | None:
     if raw is None:
@@ -194,6 +212,7 @@ def read_cell(col: Col, raw: Any) -> Any:
 
 
 # ---- writing cells ----------------------------------------------------------------------------------------------
+
 
 def wan(value: Decimal) -> Decimal:
     """CNY → 万元, exactly (up to 6 decimals), without trailing zeros beyond two decimals."""

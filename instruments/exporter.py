@@ -33,7 +33,7 @@ def disposition(filename: str) -> str:
     return f"attachment; filename=\"export\"; filename*=UTF-8''{quote(filename)}"
 
 
-def record_values(row: Mapping[str, Any], show_contact: bool) -> list[Any]:
+def record_values(row: Mapping[Any, Any], show_contact: bool) -> list[Any]:
     """One exported row, in column order, as spreadsheet values."""
     out: list[Any] = []
     for col in COLUMNS:
@@ -73,7 +73,7 @@ def _csv_line(values: list[Any]) -> str:
     return buffer.getvalue()
 
 
-async def csv_chunks(rows: AsyncIterator[Mapping[str, Any]], show_contact: bool) -> AsyncIterator[bytes]:
+async def csv_chunks(rows: AsyncIterator[Mapping[Any, Any]], show_contact: bool) -> AsyncIterator[bytes]:
     # A BOM so spreadsheet programs open the UTF-8 file as UTF-8.
     yield ("\ufeff" + _csv_line(HEADERS)).encode("utf-8")
     batch: list[str] = []
@@ -94,7 +94,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-async def json_chunks(rows: AsyncIterator[Mapping[str, Any]], show_contact: bool) -> AsyncIterator[bytes]:
+async def json_chunks(rows: AsyncIterator[Mapping[Any, Any]], show_contact: bool) -> AsyncIterator[bytes]:
     """A JSON array of objects keyed by the same Chinese headers, in the same order."""
     yield b"["
     first = True
@@ -118,7 +118,7 @@ def _workbook(rows: list[list[Any]]) -> bytes:
     return buffer.getvalue()
 
 
-async def xlsx_bytes(rows: AsyncIterator[Mapping[str, Any]], show_contact: bool) -> bytes:
+async def xlsx_bytes(rows: AsyncIterator[Mapping[Any, Any]], show_contact: bool) -> bytes:
     values = [record_values(row, show_contact) async for row in rows]
     # openpyxl is CPU-bound: keep it off the event loop.
     return await asyncio.to_thread(_workbook, values)

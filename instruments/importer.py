@@ -72,13 +72,16 @@ class ImportRejected(RuleViolation):
     def __init__(self, errors: list[RowError]) -> None:
         errors = sorted(errors, key=lambda e: (e.row, e.column or ""))
         shown = errors[:MAX_REPORTED]
-        super().__init__(detail=f"导入文件有 {len(errors)} 处错误，未写入任何数据",
-                         extra={"errors": [e.as_dict() for e in shown], "error_count": len(errors)})
+        super().__init__(
+            detail=f"导入文件有 {len(errors)} 处错误，未写入任何数据",
+            extra={"errors": [e.as_dict() for e in shown], "error_count": len(errors)},
+        )
         self.row_errors = shown
         self.error_count = len(errors)
 
 
 # ---- reading ----------------------------------------------------------------------------------------------------
+
 
 def _is_xlsx(filename: str, content: bytes) -> bool:
     return content[:4] == b"PK\x03\x04" or filename.lower().endswith((".xlsx", ".xlsm"))
@@ -168,6 +171,9 @@ def map_headers(header_row: tuple[int, list[Any]]) -> tuple[list[Col | None], li
 
 def parse_rows(table: list[tuple[int, list[Any]]]) -> tuple[list[ParsedRow], list[RowError]]:
     mapping, errors = map_headers(table[0])
+    if errors:
+        # With the columns wrong, every row would repeat the same problem: report the header alone.
+        raise ImportRejected(errors)
     parsed: list[ParsedRow] = []
     for number, cells in table[1:]:
         values: dict[str, Any] = {}
@@ -179,7 +185,7 @@ def parse_rows(table: list[tuple[int, list[Any]]]) -> tuple[list[ParsedRow], lis
             except CellError as exc:
                 errors.append(RowError(number, col.header, str(exc)))
                 values[col.field] = None
-        for col in mapping[len(cells):]:
+        for col in mapping[len(cells) :]:
             if col is not None:
                 values[col.field] = None
         parsed.append(ParsedRow(number, values))
@@ -191,23 +197,35 @@ def parse_rows(table: list[tuple[int, list[Any]]]) -> tuple[list[ParsedRow], lis
 _NON_RECORD = {"institution", "facility", "chains", "url"}
 
 
-async def validate(session: AsyncSession, actor: Principal | None, parsed: list[ParsedRow],
-                   default_institution: Institution | None, progress: Progress | None = None) -> ImportPlan:
+async def validate(
+    session: AsyncSession,
+    actor: Principal | None,
+    parsed: list[ParsedRow],
+    default_institution: Institution | None,
+    progress: Progress | None = None,
+) -> ImportPlan:
     plan = ImportPlan()
     names = {p.values["institution"] for p in parsed if p.values.get("institution")}
     institutions = await repo.institutions_by_name(session, names)
-    inst_ids = {i.id for i in institutions.values()} | ({default_institution.id} if default_institution else set())
+    inst_ids = {i.id for i in institutions.values()} | (
+        {default_institution.id} if default_institution else set()
+    )
     facilities = await repo.facilities_of(session, [i for i in inst_ids if i is not None])
     facility_by_name = {(f.institution_id, f.name): f.id for f in facilities}
     ref, facility_ids = await service.reference_data(session, [i for i in inst_ids if i is not None])
     by_id = {i.id: i for i in institutions.values()}
     if default_institution is not None:
         by_id[default_institution.id] = default_institution
-    existing = await repo.by_asset_numbers(session, [
-        (inst.id, p.values["asset_number"]) for p in parsed
-        if p.values.get("asset_number") and (inst := _row_institution(p, institutions, default_institution))
-        and inst.id is not None
-    ])
+    existing = await repo.by_asset_numbers(
+        session,
+        [
+            (inst.id, p.values["asset_number"])
+            for p in parsed
+            if p.values.get("asset_number")
+            and (inst := _row_institution(p, institutions, default_institution))
+            and inst.id is not None
+        ],
+    )
     today = service.today()
     first_row_of: dict[tuple[int, str], int] = {}
     for index, p in enumerate(parsed):
@@ -227,7 +245,9 @@ async def validate(session: AsyncSession, actor: Principal | None, parsed: list[
         if v.get("facility"):
             facility_id = facility_by_name.get((inst.id, v["facility"]))
             if facility_id is None:
-                errors.append(RowError(p.row, "所属实验室/平台", f"{inst.name} 没有名为“{v['facility']}”的实验室/平台"))
+                errors.append(
+                    RowError(p.row, "所属实验室/平台", f"{inst.name} 没有名为“{v['facility']}”的实验室/平台")
+                )
         if not service.may_manage(actor, inst.id, facility_id):
             column = "所属实验室/平台" if facility_id is not None else "所属单位"
             errors.append(RowError(p.row, column, f"无权导入{inst.name}（该实验室/平台）的仪器"))
@@ -236,17 +256,22 @@ async def validate(session: AsyncSession, actor: Principal | None, parsed: list[
         if number:
             key = (inst.id, number)
             if key in first_row_of:
-                errors.append(RowError(p.row, HEADER_OF["asset_number"],
-                                       f"与第 {first_row_of[key]} 行的内部编码重复"))
+                errors.append(
+                    RowError(p.row, HEADER_OF["asset_number"], f"与第 {first_row_of[key]} 行的内部编码重复")
+                )
             else:
                 first_row_of[key] = p.row
         if current is not None and current.retired_at is not None:
-            errors.append(RowError(p.row, HEADER_OF["asset_number"], "该内部编码的仪器已退役，不能通过导入更新"))
+            errors.append(
+                RowError(p.row, HEADER_OF["asset_number"], "该内部编码的仪器已退役，不能通过导入更新")
+            )
         record = {k: val for k, val in v.items() if k not in _NON_RECORD}
         if "facility" in v:
             record["facility_id"] = facility_id
         if not record.get("city_code"):
-            record["city_code"] = current.city_code if current is not None and "city_code" not in v else inst.city_code
+            record["city_code"] = (
+                current.city_code if current is not None and "city_code" not in v else inst.city_code
+            )
         if record.get("status") is None and "status" in record:
             record.pop("status")
         for flag in ("qualification_required", "accepts_vouchers", "restricted"):
@@ -257,7 +282,9 @@ async def validate(session: AsyncSession, actor: Principal | None, parsed: list[
         chains = v.get("chains") if "chains" in v else None
         # The full record after the import, for the pydantic model and the cross-field rules.
         full = {**(current.model_dump() if current is not None else {}), **record}
-        candidate = {k: val for k, val in full.items() if k in InstrumentCreate.model_fields and val is not None}
+        candidate = {
+            k: val for k, val in full.items() if k in InstrumentCreate.model_fields and val is not None
+        }
         candidate["institution_id"] = inst.id
         if chains is not None:
             candidate["chains"] = chains
@@ -268,11 +295,13 @@ async def validate(session: AsyncSession, actor: Principal | None, parsed: list[
                 errors.append(RowError(p.row, _column_of(problem.field), problem.message))
         else:
             # Write what the model made of the cells (trimmed, e-mail lowercased, enums as their values).
-            for key in record:
-                if key in InstrumentCreate.model_fields and record[key] is not None:
-                    value = getattr(model, key)
-                    record[key] = value.value if hasattr(value, "value") else value
-        row_ref = ReferenceData(ref.category_codes, ref.chain_names, frozenset(facility_ids.get(inst.id, set())))
+            for name in record:
+                if name in InstrumentCreate.model_fields and record[name] is not None:
+                    value = getattr(model, name)
+                    record[name] = value.value if hasattr(value, "value") else value
+        row_ref = ReferenceData(
+            ref.category_codes, ref.chain_names, frozenset(facility_ids.get(inst.id, set()))
+        )
         rule_values = {**full, "chains": chains or []}
         for problem in instrument_problems(rule_values, row_ref, today=today):
             if problem.field == "facility_id" and facility_id is None and v.get("facility"):
@@ -281,12 +310,15 @@ async def validate(session: AsyncSession, actor: Principal | None, parsed: list[
         if errors:
             plan.errors += errors
             continue
-        plan.rows.append(ValidRow(p.row, inst.id, record, chains, current.id if current is not None else None))
+        plan.rows.append(
+            ValidRow(p.row, inst.id, record, chains, current.id if current is not None else None)
+        )
     return plan
 
 
-def _row_institution(p: ParsedRow, by_name: dict[str, Institution],
-                     default: Institution | None) -> Institution | None:
+def _row_institution(
+    p: ParsedRow, by_name: dict[str, Institution], default: Institution | None
+) -> Institution | None:
     name = p.values.get("institution")
     if name:
         return by_name.get(name)
@@ -304,8 +336,16 @@ def _column_of(field_path: str | None) -> str | None:
 
 # ---- the use case -----------------------------------------------------------------------------------------------
 
-async def import_file(session: AsyncSession, actor: Principal | None, *, filename: str, content: bytes,
-                      institution_id: int | None = None, progress: Progress | None = None) -> ImportResult:
+
+async def import_file(
+    session: AsyncSession,
+    actor: Principal | None,
+    *,
+    filename: str,
+    content: bytes,
+    institution_id: int | None = None,
+    progress: Progress | None = None,
+) -> ImportResult:
     """Read, validate every row, and write everything or nothing (the caller's transaction commits)."""
     if actor is not None and not (actor.is_admin or actor.managed_institution_ids):
         raise Forbidden("只有仪器管理员和平台管理员可以导入仪器")

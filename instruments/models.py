@@ -82,13 +82,27 @@ class FeeUnit(StrEnum):
 
 SHARING_MODE_LABELS: dict[str, str] = {"internal": "内部共享", "external": "外部共享", "none": "不共享"}
 STATUS_LABELS: dict[str, str] = {
-    "normal": "正常", "standby": "待机", "remote": "远程服务中", "occasional_fault": "偶有故障",
-    "frequent_fault": "故障频繁", "awaiting_repair": "待修", "awaiting_scrap": "待报废",
+    "normal": "正常",
+    "standby": "待机",
+    "remote": "远程服务中",
+    "occasional_fault": "偶有故障",
+    "frequent_fault": "故障频繁",
+    "awaiting_repair": "待修",
+    "awaiting_scrap": "待报废",
 }
 SOURCE_LABELS: dict[str, str] = {"purchased": "购置", "developed": "研制", "donated": "赠送", "other": "其他"}
 USAGE_KIND_LABELS: dict[str, str] = {"general": "通用", "special": "专用"}
-FUNDING_LABELS: dict[str, str] = {"central": "中央财政", "local": "地方财政", "own": "单位自有", "other": "其他"}
-CUSTOMS_LABELS: dict[str, str] = {"none": "非海关监管", "supervised": "海关监管期内", "released": "已解除海关监管"}
+FUNDING_LABELS: dict[str, str] = {
+    "central": "中央财政",
+    "local": "地方财政",
+    "own": "单位自有",
+    "other": "其他",
+}
+CUSTOMS_LABELS: dict[str, str] = {
+    "none": "非海关监管",
+    "supervised": "海关监管期内",
+    "released": "已解除海关监管",
+}
 FEE_UNIT_LABELS: dict[str, str] = {"hour": "按小时", "sample": "按样品", "use": "按次"}
 
 # The most an instrument's 原值 may plausibly be: anything above is a typing error, not an instrument.
@@ -112,8 +126,10 @@ class Category(SQLModel, table=True):
     code: str = Field(sa_column=Column(String(6), primary_key=True))
     name: str = Field(sa_column=Column(String(100), nullable=False))
     level: int = Field(sa_column=Column(SmallInteger, nullable=False))
-    parent_code: str | None = Field(default=None, sa_column=Column(
-        String(6), ForeignKey("instrument_categories.code"), nullable=True, index=True))
+    parent_code: str | None = Field(
+        default=None,
+        sa_column=Column(String(6), ForeignKey("instrument_categories.code"), nullable=True, index=True),
+    )
     created_at: datetime = Field(default_factory=now, sa_column=ts_column(default_now=True))
 
 
@@ -138,7 +154,9 @@ class Instrument(SQLModel, table=True):
         CheckConstraint(_in("funding_source", [s.value for s in FundingSource]), name="funding_source"),
         CheckConstraint(_in("customs_status", [s.value for s in CustomsStatus]), name="customs_status"),
         CheckConstraint(_in("fee_unit", [s.value for s in FeeUnit]), name="fee_unit"),
-        CheckConstraint(f"original_value >= 0 AND original_value <= {MAX_ORIGINAL_VALUE}", name="original_value"),
+        CheckConstraint(
+            f"original_value >= 0 AND original_value <= {MAX_ORIGINAL_VALUE}", name="original_value"
+        ),
         CheckConstraint("fee_internal >= 0 AND fee_external >= 0 AND fee_minimum >= 0", name="fees"),
         CheckConstraint("county_code ~ '^[0-9]{6}$'", name="county_code_format"),
         CheckConstraint("(retired_at IS NULL) = (retired_reason IS NULL)", name="retired_reason"),
@@ -151,8 +169,9 @@ class Instrument(SQLModel, table=True):
     asset_number: str = Field(sa_column=Column(String(64), nullable=False))
     name: str = Field(sa_column=Column(String(200), nullable=False, index=True))
     name_en: str | None = Field(default=None, sa_column=Column(String(300)))
-    category_code: str = Field(sa_column=Column(String(6), ForeignKey("instrument_categories.code"),
-                                                nullable=False, index=True))
+    category_code: str = Field(
+        sa_column=Column(String(6), ForeignKey("instrument_categories.code"), nullable=False, index=True)
+    )
     source: str | None = Field(default=None, sa_column=Column(Text))
     usage_kind: str | None = Field(default=None, sa_column=Column(Text))
     original_value: Decimal = Field(sa_column=Column(Numeric(14, 2), nullable=False, index=True))
@@ -162,8 +181,9 @@ class Instrument(SQLModel, table=True):
     start_date: date | None = Field(default=None, sa_column=Column(Date))
     specs: str | None = Field(default=None, sa_column=Column(String(500)))
     functions: str | None = Field(default=None, sa_column=Column(String(300)))
-    subjects: list[str] = Field(default_factory=list, sa_column=Column(
-        ARRAY(String(7)), nullable=False, server_default=text("'{}'")))
+    subjects: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(String(7)), nullable=False, server_default=text("'{}'"))
+    )
     service_content: str | None = Field(default=None, sa_column=Column(String(200)))
     achievements: str | None = Field(default=None, sa_column=Column(String(2000)))
     sharing_rules: str | None = Field(default=None, sa_column=Column(String(500)))
@@ -185,12 +205,16 @@ class Instrument(SQLModel, table=True):
     fee_external: Decimal | None = Field(default=None, sa_column=Column(Numeric(12, 2)))
     fee_minimum: Decimal | None = Field(default=None, sa_column=Column(Numeric(12, 2)))
     photo_url: str | None = Field(default=None, sa_column=Column(String(500)))
-    qualification_required: bool = Field(default=False, sa_column=Column(
-        Boolean, nullable=False, server_default=text("false")))
-    accepts_vouchers: bool = Field(default=False, sa_column=Column(
-        Boolean, nullable=False, server_default=text("false")))
+    qualification_required: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
+    accepts_vouchers: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
     # Military-civil facilities: visible only to platform admins, the owner's managers and granted users.
-    restricted: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false")))
+    restricted: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
     retired_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
     retired_reason: str | None = Field(default=None, sa_column=Column(String(500)))
     created_by: int | None = Field(default=None, sa_column=fk_column("users.id", nullable=True, index=False))
@@ -212,10 +236,12 @@ Index("ix_instruments_search_bigrams", _table.c.search_bigrams, postgresql_using
 class InstrumentChain(SQLModel, table=True):
     __tablename__ = "instrument_chains"
 
-    instrument_id: int = Field(sa_column=Column(Integer, ForeignKey("instruments.id", ondelete="CASCADE"),
-                                                primary_key=True))
-    chain_id: int = Field(sa_column=Column(Integer, ForeignKey("chains.id", ondelete="CASCADE"),
-                                           primary_key=True, index=True))
+    instrument_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("instruments.id", ondelete="CASCADE"), primary_key=True)
+    )
+    chain_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("chains.id", ondelete="CASCADE"), primary_key=True, index=True)
+    )
 
 
 class InstrumentAccess(SQLModel, table=True):
@@ -223,10 +249,12 @@ class InstrumentAccess(SQLModel, table=True):
 
     __tablename__ = "instrument_access"
 
-    instrument_id: int = Field(sa_column=Column(Integer, ForeignKey("instruments.id", ondelete="CASCADE"),
-                                                primary_key=True))
-    user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"),
-                                          primary_key=True, index=True))
+    instrument_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("instruments.id", ondelete="CASCADE"), primary_key=True)
+    )
+    user_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    )
     granted_by: int | None = Field(default=None, sa_column=fk_column("users.id", nullable=True, index=False))
     created_at: datetime = Field(default_factory=now, sa_column=ts_column(default_now=True))
 
@@ -237,7 +265,12 @@ class InstrumentHistory(SQLModel, table=True):
     __tablename__ = "instrument_history"
     __table_args__ = (
         CheckConstraint("valid_to IS NULL OR valid_to >= valid_from", name="valid_range"),
-        Index("uq_instrument_history_open", "instrument_id", unique=True, postgresql_where=text("valid_to IS NULL")),
+        Index(
+            "uq_instrument_history_open",
+            "instrument_id",
+            unique=True,
+            postgresql_where=text("valid_to IS NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))

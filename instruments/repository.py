@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from booking.accounts.models import Facility, Institution
 from instruments.models import (
@@ -92,7 +93,7 @@ def visibility(viewer: Viewer) -> ColumnElement[bool]:
     managers and explicitly authorised users."""
     live = I.c.retired_at.is_(None)
     if viewer.is_admin:
-        return live  # type: ignore[no-any-return]
+        return live
     allowed: list[ColumnElement[bool]] = [not_(I.c.restricted)]
     if viewer.managed_institution_ids:
         allowed.append(I.c.institution_id.in_(sorted(viewer.managed_institution_ids)))
@@ -109,7 +110,10 @@ def _common_conditions(f: SearchFilters, viewer: Viewer) -> list[ColumnElement[b
         # The GIN index answers the bigram containment; the LIKE below rechecks adjacency and order.
         conds.append(I.c.search_bigrams.op("@>")(func.text_bigrams(" ".join(terms), type_=ARRAY(Text))))
     for term in terms:
-        conds.append(I.c.search_text.like(like_pattern(term), escape="\\"))
+        # A two-character term is exactly one bigram: containment already proves the substring, so the LIKE
+        # recheck (which reads search_text of every match) is only needed for one character or three and more.
+        if len(term) != 2:
+            conds.append(I.c.search_text.like(like_pattern(term), escape="\\"))
     if f.institution_id is not None:
         conds.append(I.c.institution_id == f.institution_id)
     if f.chain_id is not None:
@@ -163,20 +167,39 @@ def _order(sort: str, f: SearchFilters) -> list[Any]:
 
 
 _ITEM_COLUMNS = (
-    I.c.id, I.c.name, I.c.name_en, I.c.model, I.c.manufacturer, I.c.institution_id,
-    INST.c.name.label("institution_name"), INST.c.kind.label("institution_kind"), I.c.city_code,
-    I.c.category_code, CAT.c.name.label("category_name"), I.c.sharing_mode, I.c.status, I.c.original_value,
-    I.c.accepts_vouchers, I.c.restricted,
+    I.c.id,
+    I.c.name,
+    I.c.name_en,
+    I.c.model,
+    I.c.manufacturer,
+    I.c.institution_id,
+    INST.c.name.label("institution_name"),
+    INST.c.kind.label("institution_kind"),
+    I.c.city_code,
+    I.c.category_code,
+    CAT.c.name.label("category_name"),
+    I.c.sharing_mode,
+    I.c.status,
+    I.c.original_value,
+    I.c.accepts_vouchers,
+    I.c.restricted,
 )
 
 
 def items_statement(f: SearchFilters, viewer: Viewer, *, sort: str, limit: int, offset: int) -> Select[Any]:
-    table_cols = {"city": I.c.city_code, "institution_kind": INST.c.kind, "category": I.c.category_code,
-                  "sharing_mode": I.c.sharing_mode, "status": I.c.status}
+    table_cols = {
+        "city": I.c.city_code,
+        "institution_kind": INST.c.kind,
+        "category": I.c.category_code,
+        "sharing_mode": I.c.sharing_mode,
+        "status": I.c.status,
+    }
     conds = _common_conditions(f, viewer) + list(_facet_conditions(f, table_cols).values())
     return (
         select(*_ITEM_COLUMNS)
-        .select_from(I.join(INST, INST.c.id == I.c.institution_id).outerjoin(CAT, CAT.c.code == I.c.category_code))
+        .select_from(
+            I.join(INST, INST.c.id == I.c.institution_id).outerjoin(CAT, CAT.c.code == I.c.category_code)
+        )
         .where(*conds)
         .order_by(*_order(sort, f))
         .limit(limit)
@@ -189,8 +212,13 @@ def facets_statement(f: SearchFilters, viewer: Viewer) -> Any:
     under every *other* facet filter, so a chosen 市州 still shows how many results the other 市州 would give; the
     last part is the total under all filters."""
     base = (
-        select(I.c.city_code.label("city"), INST.c.kind.label("institution_kind"),
-               I.c.category_code.label("category"), I.c.sharing_mode, I.c.status)
+        select(
+            I.c.city_code.label("city"),
+            INST.c.kind.label("institution_kind"),
+            I.c.category_code.label("category"),
+            I.c.sharing_mode,
+            I.c.status,
+        )
         .select_from(I.join(INST, INST.c.id == I.c.institution_id))
         .where(*_common_conditions(f, viewer))
         .cte("base")
@@ -198,34 +226,63 @@ def facets_statement(f: SearchFilters, viewer: Viewer) -> Any:
     )
     cols = {name: base.c[name] for name in FACETS}
     fconds = _facet_conditions(f, cols)
-    parts: list[Select[Any]] = []
+    parts: list[Any] = []
     for name in FACETS:
         others = [c for other, c in fconds.items() if other != name]
         if name == "category":
+            # Count per 大类 first, then label the (at most 15) groups: joining before grouping costs a hash
+            # probe for every matching row.
             major = func.left(base.c.category, literal_column("2"))
+            counted = (
+                select(major.label("value"), func.count().label("n"))
+                .select_from(base)
+                .where(*others)
+                .group_by(literal_column("1"))
+                .subquery("majors")
+            )
             parts.append(
-                select(literal_column("'category'").label("facet"), cast(major, Text).label("value"),
-                       func.count().label("n"), func.max(CAT.c.name).label("label"))
-                .select_from(base.outerjoin(CAT, CAT.c.code == major.concat(literal_column("'0000'"))))
-                .where(*others).group_by(literal_column("2"))
+                select(
+                    literal_column("'category'").label("facet"),
+                    cast(counted.c.value, Text).label("value"),
+                    counted.c.n,
+                    CAT.c.name.label("label"),
+                ).select_from(
+                    counted.outerjoin(CAT, CAT.c.code == counted.c.value.concat(literal_column("'0000'")))
+                )
             )
         else:
             parts.append(
-                select(literal_column(f"'{name}'").label("facet"), cast(cols[name], Text).label("value"),
-                       func.count().label("n"), cast(literal_column("NULL"), Text).label("label"))
-                .select_from(base).where(*others).group_by(literal_column("2"))
+                select(
+                    literal_column(f"'{name}'").label("facet"),
+                    cast(cols[name], Text).label("value"),
+                    func.count().label("n"),
+                    cast(literal_column("NULL"), Text).label("label"),
+                )
+                .select_from(base)
+                .where(*others)
+                .group_by(literal_column("2"))
             )
     parts.append(
-        select(literal_column("'_total'").label("facet"), cast(literal_column("NULL"), Text).label("value"),
-               func.count().label("n"), cast(literal_column("NULL"), Text).label("label"))
-        .select_from(base).where(*fconds.values())
+        select(
+            literal_column("'_total'").label("facet"),
+            cast(literal_column("NULL"), Text).label("value"),
+            func.count().label("n"),
+            cast(literal_column("NULL"), Text).label("label"),
+        )
+        .select_from(base)
+        .where(*fconds.values())
     )
     return union_all(*parts)
 
 
 def count_statement(f: SearchFilters, viewer: Viewer) -> Select[Any]:
-    table_cols = {"city": I.c.city_code, "institution_kind": INST.c.kind, "category": I.c.category_code,
-                  "sharing_mode": I.c.sharing_mode, "status": I.c.status}
+    table_cols = {
+        "city": I.c.city_code,
+        "institution_kind": INST.c.kind,
+        "category": I.c.category_code,
+        "sharing_mode": I.c.sharing_mode,
+        "status": I.c.status,
+    }
     conds = _common_conditions(f, viewer) + list(_facet_conditions(f, table_cols).values())
     return select(func.count()).select_from(I.join(INST, INST.c.id == I.c.institution_id)).where(*conds)
 
@@ -236,10 +293,20 @@ async def use_custom_plans(session: AsyncSession) -> None:
     await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
-async def search(session: AsyncSession, f: SearchFilters, viewer: Viewer, *, sort: str, limit: int, offset: int,
-                 with_facets: bool = True) -> SearchPage:
+async def search(
+    session: AsyncSession,
+    f: SearchFilters,
+    viewer: Viewer,
+    *,
+    sort: str,
+    limit: int,
+    offset: int,
+    with_facets: bool = True,
+) -> SearchPage:
     await use_custom_plans(session)
-    rows = list((await session.execute(items_statement(f, viewer, sort=sort, limit=limit, offset=offset))).mappings())
+    rows = list(
+        (await session.execute(items_statement(f, viewer, sort=sort, limit=limit, offset=offset))).mappings()
+    )
     if not with_facets:
         total = int(await session.scalar(count_statement(f, viewer)) or 0)
         return SearchPage(rows=rows, total=total)
@@ -256,8 +323,13 @@ async def search(session: AsyncSession, f: SearchFilters, viewer: Viewer, *, sor
 
 
 def export_statement(f: SearchFilters, viewer: Viewer, *, sort: str = "newest") -> Select[Any]:
-    table_cols = {"city": I.c.city_code, "institution_kind": INST.c.kind, "category": I.c.category_code,
-                  "sharing_mode": I.c.sharing_mode, "status": I.c.status}
+    table_cols = {
+        "city": I.c.city_code,
+        "institution_kind": INST.c.kind,
+        "category": I.c.category_code,
+        "sharing_mode": I.c.sharing_mode,
+        "status": I.c.status,
+    }
     conds = _common_conditions(f, viewer) + list(_facet_conditions(f, table_cols).values())
     chains = (
         select(func.coalesce(func.array_agg(CH.c.name), literal_column("'{}'::text[]")))
@@ -267,9 +339,15 @@ def export_statement(f: SearchFilters, viewer: Viewer, *, sort: str = "newest") 
     )
     mapped = [c for c in I.c if c.name not in ("search_text", "search_bigrams")]
     return (
-        select(*mapped, INST.c.name.label("institution_name"), FAC.c.name.label("facility_name"),
-               chains.label("chain_names"))
-        .select_from(I.join(INST, INST.c.id == I.c.institution_id).outerjoin(FAC, FAC.c.id == I.c.facility_id))
+        select(
+            *mapped,
+            INST.c.name.label("institution_name"),
+            FAC.c.name.label("facility_name"),
+            chains.label("chain_names"),
+        )
+        .select_from(
+            I.join(INST, INST.c.id == I.c.institution_id).outerjoin(FAC, FAC.c.id == I.c.facility_id)
+        )
         .where(*conds)
         .order_by(*_order(sort, f))
     )
@@ -284,23 +362,28 @@ async def stream_export(session: AsyncSession, f: SearchFilters, viewer: Viewer)
 
 # ---- single instruments -----------------------------------------------------------------------------------------
 
+
 async def get(session: AsyncSession, instrument_id: int, *, for_update: bool = False) -> Instrument | None:
     return await session.get(Instrument, instrument_id, with_for_update=for_update)
 
 
 async def has_access(session: AsyncSession, instrument_id: int, user_id: int) -> bool:
-    found = await session.scalar(select(IA.c.user_id).where(IA.c.instrument_id == instrument_id,
-                                                             IA.c.user_id == user_id))
+    found = await session.scalar(
+        select(IA.c.user_id).where(IA.c.instrument_id == instrument_id, IA.c.user_id == user_id)
+    )
     return found is not None
 
 
 async def by_asset_number(session: AsyncSession, institution_id: int, asset_number: str) -> Instrument | None:
-    stmt = select(Instrument).where(Instrument.institution_id == institution_id,
-                                    Instrument.asset_number == asset_number)
+    stmt = select(Instrument).where(
+        col(Instrument.institution_id) == institution_id, col(Instrument.asset_number) == asset_number
+    )
     return (await session.scalars(stmt)).first()
 
 
-async def by_asset_numbers(session: AsyncSession, keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Instrument]:
+async def by_asset_numbers(
+    session: AsyncSession, keys: Iterable[tuple[int, str]]
+) -> dict[tuple[int, str], Instrument]:
     keys = list(keys)
     if not keys:
         return {}
@@ -310,8 +393,10 @@ async def by_asset_numbers(session: AsyncSession, keys: Iterable[tuple[int, str]
     out: dict[tuple[int, str], Instrument] = {}
     for inst_id, numbers in by_inst.items():
         for start in range(0, len(numbers), 5000):
-            stmt = select(Instrument).where(Instrument.institution_id == inst_id,
-                                            Instrument.asset_number.in_(numbers[start:start + 5000]))  # type: ignore[attr-defined]
+            stmt = select(Instrument).where(
+                col(Instrument.institution_id) == inst_id,
+                col(Instrument.asset_number).in_(numbers[start : start + 5000]),
+            )
             for inst in await session.scalars(stmt):
                 out[(inst.institution_id, inst.asset_number)] = inst
     return out
@@ -321,8 +406,12 @@ async def chain_names_of(session: AsyncSession, instrument_ids: Sequence[int]) -
     out: dict[int, list[str]] = {i: [] for i in instrument_ids}
     if not instrument_ids:
         return out
-    stmt = (select(IC.c.instrument_id, CH.c.name).select_from(IC.join(CH, CH.c.id == IC.c.chain_id))
-            .where(IC.c.instrument_id.in_(list(instrument_ids))).order_by(CH.c.name))
+    stmt = (
+        select(IC.c.instrument_id, CH.c.name)
+        .select_from(IC.join(CH, CH.c.id == IC.c.chain_id))
+        .where(IC.c.instrument_id.in_(list(instrument_ids)))
+        .order_by(CH.c.name)
+    )
     for instrument_id, name in await session.execute(stmt):
         out[instrument_id].append(name)
     return out
@@ -331,24 +420,33 @@ async def chain_names_of(session: AsyncSession, instrument_ids: Sequence[int]) -
 async def set_chains(session: AsyncSession, instrument_id: int, chain_ids: Sequence[int]) -> None:
     await session.execute(delete(IC).where(IC.c.instrument_id == instrument_id))
     if chain_ids:
-        await session.execute(IC.insert(), [{"instrument_id": instrument_id, "chain_id": c} for c in chain_ids])
+        await session.execute(
+            IC.insert(), [{"instrument_id": instrument_id, "chain_id": c} for c in chain_ids]
+        )
 
 
 async def close_history(session: AsyncSession, instrument_id: int, at: datetime) -> None:
-    await session.execute(update(InstrumentHistory.__table__)  # type: ignore[attr-defined]
-                          .where(InstrumentHistory.__table__.c.instrument_id == instrument_id,  # type: ignore[attr-defined]
-                                 InstrumentHistory.__table__.c.valid_to.is_(None))  # type: ignore[attr-defined]
-                          .values(valid_to=at))
+    await session.execute(
+        update(InstrumentHistory.__table__)  # type: ignore[attr-defined]
+        .where(
+            InstrumentHistory.__table__.c.instrument_id == instrument_id,  # type: ignore[attr-defined]
+            InstrumentHistory.__table__.c.valid_to.is_(None),  # type: ignore[attr-defined]
+        )
+        .values(valid_to=at)
+    )
 
 
 async def history_of(session: AsyncSession, instrument_id: int) -> list[InstrumentHistory]:
-    stmt = (select(InstrumentHistory).where(InstrumentHistory.instrument_id == instrument_id)
-            .order_by(InstrumentHistory.valid_from, InstrumentHistory.id))  # type: ignore[arg-type]
+    stmt = (
+        select(InstrumentHistory)
+        .where(col(InstrumentHistory.instrument_id) == instrument_id)
+        .order_by(col(InstrumentHistory.valid_from), col(InstrumentHistory.id))
+    )
     return list(await session.scalars(stmt))
 
 
 async def access_list(session: AsyncSession, instrument_id: int) -> list[InstrumentAccess]:
-    stmt = select(InstrumentAccess).where(InstrumentAccess.instrument_id == instrument_id)
+    stmt = select(InstrumentAccess).where(col(InstrumentAccess.instrument_id) == instrument_id)
     return list(await session.scalars(stmt))
 
 
@@ -370,12 +468,14 @@ async def facilities_of(session: AsyncSession, institution_ids: Iterable[int]) -
 
 async def counts(session: AsyncSession, threshold: Decimal) -> dict[str, int]:
     stmt = select(func.count(), func.count().filter(I.c.original_value >= threshold)).where(
-        I.c.retired_at.is_(None), not_(I.c.restricted))
+        I.c.retired_at.is_(None), not_(I.c.restricted)
+    )
     total, large = (await session.execute(stmt)).one()
     return {"instruments": int(total), "large": int(large)}
 
 
 # ---- classification codes and chains ----------------------------------------------------------------------------
+
 
 async def categories(session: AsyncSession) -> list[Category]:
     return list(await session.scalars(select(Category).order_by(Category.code)))
@@ -387,13 +487,13 @@ async def category_codes(session: AsyncSession) -> frozenset[str]:
 
 async def children(session: AsyncSession, parent_code: str | None) -> list[Category]:
     stmt = select(Category).order_by(Category.code)
-    stmt = stmt.where(Category.parent_code.is_(None) if parent_code is None  # type: ignore[union-attr]
-                      else Category.parent_code == parent_code)
+    parent = col(Category.parent_code)
+    stmt = stmt.where(parent.is_(None) if parent_code is None else parent == parent_code)
     return list(await session.scalars(stmt))
 
 
 async def chains(session: AsyncSession) -> list[Chain]:
-    return list(await session.scalars(select(Chain).order_by(Chain.id)))
+    return list(await session.scalars(select(Chain).order_by(col(Chain.id))))
 
 
 async def chain_ids_by_name(session: AsyncSession) -> dict[str, int]:
@@ -406,11 +506,14 @@ async def get_many(session: AsyncSession, ids: Sequence[int]) -> list[Instrument
     return list(await session.scalars(select(Instrument).where(Instrument.id.in_(list(ids)))))  # type: ignore[union-attr]
 
 
-async def add_chain_links(session: AsyncSession, links: list[dict[str, int]]) -> None:
+async def add_chain_links(session: AsyncSession, links: list[dict[str, int | None]]) -> None:
     await session.execute(IC.insert(), links)
 
 
 async def close_history_many(session: AsyncSession, instrument_ids: Sequence[int], at: datetime) -> None:
     h = InstrumentHistory.__table__  # type: ignore[attr-defined]
-    await session.execute(update(h).where(h.c.instrument_id.in_(list(instrument_ids)), h.c.valid_to.is_(None))
-                          .values(valid_to=at))
+    await session.execute(
+        update(h)
+        .where(h.c.instrument_id.in_(list(instrument_ids)), h.c.valid_to.is_(None))
+        .values(valid_to=at)
+    )

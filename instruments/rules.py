@@ -31,6 +31,7 @@ class ReferenceData:
 
 # ---- classification codes ---------------------------------------------------------------------------------------
 
+
 def category_prefix(code: str | None) -> str | None:
     """The prefix a category filter matches: '01', '0102' and '010201' are themselves; a 6-digit code with
     trailing '00' pairs ('010000', '010200') means the 大类 or 中类. None if the code is malformed."""
@@ -79,8 +80,10 @@ def category_code_problems(code: str, existing: frozenset[str] | set[str]) -> li
 
 # ---- the instrument record --------------------------------------------------------------------------------------
 
-def instrument_problems(values: Mapping[str, Any], ref: ReferenceData, *, today: date,
-                        institution_city: str | None = None) -> list[Problem]:
+
+def instrument_problems(
+    values: Mapping[str, Any], ref: ReferenceData, *, today: date, institution_city: str | None = None
+) -> list[Problem]:
     """Cross-field checks and checks against reference data. `values` is the complete record after the change
     (enum members or their string values both work)."""
     problems: list[Problem] = []
@@ -89,10 +92,14 @@ def instrument_problems(values: Mapping[str, Any], ref: ReferenceData, *, today:
         problems.append(Problem("category_code", "unknown_category", f"未知的设备分类编码 {code}"))
     city = values.get("city_code")
     if city is not None and city not in CITIES:
-        problems.append(Problem("city_code", "unknown_city", f"未知的市州代码 {city}（应为四川省 21 个市州之一）"))
+        problems.append(
+            Problem("city_code", "unknown_city", f"未知的市州代码 {city}（应为四川省 21 个市州之一）")
+        )
     county = values.get("county_code")
     if county and city in CITIES and county[:4] != city[:4]:
-        problems.append(Problem("county_code", "county_outside_city", f"区县代码 {county} 不属于 {CITIES[city]}"))
+        problems.append(
+            Problem("county_code", "county_outside_city", f"区县代码 {county} 不属于 {CITIES[city]}")
+        )
     country = values.get("country_code")
     if country and country not in COUNTRIES:
         problems.append(Problem("country_code", "unknown_country", f"未知的产地国别代码 {country}"))
@@ -107,9 +114,15 @@ def instrument_problems(values: Mapping[str, Any], ref: ReferenceData, *, today:
     if values.get("fee_unit") and all(p is None for p in prices):
         problems.append(Problem("fee_internal", "price_required", "设置了收费方式时，至少填写内部或外部单价"))
     if not values.get("fee_unit") and any(p is not None for p in [*prices, values.get("fee_minimum")]):
-        problems.append(Problem("fee_unit", "unit_required", "填写了单价或最低收费时，须选择收费方式（按小时/按样品/按次）"))
+        problems.append(
+            Problem(
+                "fee_unit", "unit_required", "填写了单价或最低收费时，须选择收费方式（按小时/按样品/按次）"
+            )
+        )
     if values.get("accepts_vouchers") and str(values.get("sharing_mode")) != SharingMode.external:
-        problems.append(Problem("accepts_vouchers", "vouchers_need_external", "只有外部共享的仪器可以接受创新券"))
+        problems.append(
+            Problem("accepts_vouchers", "vouchers_need_external", "只有外部共享的仪器可以接受创新券")
+        )
     facility = values.get("facility_id")
     if facility is not None and facility not in ref.facility_ids:
         problems.append(Problem("facility_id", "wrong_facility", "所选实验室/平台不存在或不属于该单位"))
@@ -130,6 +143,7 @@ def history_changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool
 
 # ---- search text ------------------------------------------------------------------------------------------------
 
+
 def search_terms(q: str | None, max_terms: int = 5) -> list[str]:
     """Whitespace-separated terms, each matched as a substring (AND)."""
     if not q:
@@ -148,6 +162,7 @@ def like_pattern(term: str) -> str:
 
 
 # ---- spreadsheets -----------------------------------------------------------------------------------------------
+
 
 def neutralise_cell(value: str) -> str:
     """Text a spreadsheet would run as a formula gets a leading apostrophe, so it is shown, not evaluated."""

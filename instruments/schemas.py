@@ -7,7 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from booking.core.emails import Email
 from instruments.models import (
@@ -24,7 +24,14 @@ from instruments.models import (
 
 SubjectCode = Annotated[str, StringConstraints(pattern=r"^\d{3}(\d{2}){0,2}$")]
 ChainName = Annotated[str, StringConstraints(min_length=1, max_length=50, strip_whitespace=True)]
-Money = Annotated[Decimal, Field(ge=0, le=MAX_FEE, decimal_places=2)]
+
+
+def _cents(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.01"))
+
+
+Money = Annotated[Decimal, Field(ge=0, le=MAX_FEE, decimal_places=2), AfterValidator(_cents)]
+Value = Annotated[Decimal, Field(ge=0, le=MAX_ORIGINAL_VALUE, decimal_places=2), AfterValidator(_cents)]
 CODE6 = r"^\d{6}$"
 URL = r"^https?://[^\s]+$"
 
@@ -37,13 +44,17 @@ class _InstrumentFields(BaseModel):
     name_en: str | None = Field(default=None, max_length=300, description="英文名称")
     source: Source | None = Field(default=None, description="仪器来源")
     usage_kind: UsageKind | None = Field(default=None, description="仪器类别（通用/专用）")
-    country_code: str | None = Field(default=None, pattern=r"^[A-Z]{2}$", description="产地国别（GB/T 2659 两字母代码）")
+    country_code: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2}$", description="产地国别（GB/T 2659 两字母代码）"
+    )
     model: str | None = Field(default=None, max_length=200, description="规格型号")
     manufacturer: str | None = Field(default=None, max_length=200, description="生产制造商")
     start_date: date | None = Field(default=None, description="启用日期")
     specs: str | None = Field(default=None, max_length=500, description="主要技术指标（≤500字）")
     functions: str | None = Field(default=None, max_length=300, description="主要功能（≤300字）")
-    subjects: list[SubjectCode] | None = Field(default=None, max_length=4, description="主要学科领域（GB/T 13745，最多4个）")
+    subjects: list[SubjectCode] | None = Field(
+        default=None, max_length=4, description="主要学科领域（GB/T 13745，最多4个）"
+    )
     service_content: str | None = Field(default=None, max_length=200, description="服务内容（≤200字）")
     achievements: str | None = Field(default=None, max_length=2000, description="典型成果")
     sharing_rules: str | None = Field(default=None, max_length=500, description="对外开放共享规定（≤500字）")
@@ -70,8 +81,10 @@ class InstrumentCreate(_InstrumentFields):
     asset_number: str = Field(min_length=1, max_length=64, description="所在单位仪器内部编码")
     name: str = Field(min_length=2, max_length=200, description="中文名称")
     category_code: str = Field(pattern=CODE6, description="设备分类编码（6位）")
-    original_value: Decimal = Field(ge=0, le=MAX_ORIGINAL_VALUE, decimal_places=2, description="原值（元）")
-    city_code: str | None = Field(default=None, pattern=CODE6, description="所在市州代码；省略时取单位所在市州")
+    original_value: Value = Field(description="原值（元）")
+    city_code: str | None = Field(
+        default=None, pattern=CODE6, description="所在市州代码；省略时取单位所在市州"
+    )
     sharing_mode: SharingMode = Field(description="共享模式")
     status: InstrumentStatus = Field(default=InstrumentStatus.normal, description="运行状态")
     qualification_required: bool = False
@@ -84,7 +97,7 @@ class InstrumentUpdate(_InstrumentFields):
     asset_number: str | None = Field(default=None, min_length=1, max_length=64)
     name: str | None = Field(default=None, min_length=2, max_length=200)
     category_code: str | None = Field(default=None, pattern=CODE6)
-    original_value: Decimal | None = Field(default=None, ge=0, le=MAX_ORIGINAL_VALUE, decimal_places=2)
+    original_value: Value | None = None
     city_code: str | None = Field(default=None, pattern=CODE6)
     sharing_mode: SharingMode | None = None
     status: InstrumentStatus | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any
@@ -65,8 +65,12 @@ def public_url(instrument_id: int) -> str:
 def viewer_of(principal: Principal | None) -> Viewer:
     if principal is None:
         return Viewer()
-    return Viewer(user_id=principal.id, is_admin=principal.is_admin,
-                  managed_institution_ids=frozenset(principal.managed_institution_ids), signed_in=True)
+    return Viewer(
+        user_id=principal.id,
+        is_admin=principal.is_admin,
+        managed_institution_ids=frozenset(principal.managed_institution_ids),
+        signed_in=True,
+    )
 
 
 def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,26 +84,44 @@ def may_manage(actor: Principal | None, institution_id: int, facility_id: int | 
 
 # ---- search -----------------------------------------------------------------------------------------------------
 
+
 async def build_filters(
-    session: AsyncSession, *, q: str | None = None, city: str | None = None, institution_kind: str | None = None,
-    institution: int | None = None, category: str | None = None, sharing_mode: str | None = None,
-    status: str | None = None, chain: str | None = None, min_value: Decimal | None = None,
-    max_value: Decimal | None = None, large: bool | None = None, vouchers: bool | None = None,
+    session: AsyncSession,
+    *,
+    q: str | None = None,
+    city: str | None = None,
+    institution_kind: str | None = None,
+    institution: int | None = None,
+    category: str | None = None,
+    sharing_mode: str | None = None,
+    status: str | None = None,
+    chain: str | None = None,
+    min_value: Decimal | None = None,
+    max_value: Decimal | None = None,
+    large: bool | None = None,
+    vouchers: bool | None = None,
 ) -> SearchFilters:
     """Check the search parameters and normalise them; every bad parameter is reported by name."""
     problems: list[Problem] = []
     if city and city not in CITIES:
         problems.append(Problem("city", "unknown_city", f"未知的市州代码 {city}"))
     if institution_kind and institution_kind not in {k.value for k in InstitutionKind}:
-        problems.append(Problem("institution_kind", "unknown_kind",
-                                f"未知的单位类型（可选：{'、'.join(k.value for k in InstitutionKind)}）"))
+        problems.append(
+            Problem(
+                "institution_kind",
+                "unknown_kind",
+                f"未知的单位类型（可选：{'、'.join(k.value for k in InstitutionKind)}）",
+            )
+        )
     prefix = category_prefix(category) if category else None
     if category and prefix is None:
         problems.append(Problem("category", "invalid_category", "分类编码应为 2、4 或 6 位数字"))
     if sharing_mode and sharing_mode not in {m.value for m in SharingMode}:
         problems.append(Problem("sharing_mode", "invalid", "共享模式应为 internal、external 或 none"))
     if status and status not in {s.value for s in InstrumentStatus}:
-        problems.append(Problem("status", "invalid", f"运行状态应为 {'、'.join(s.value for s in InstrumentStatus)} 之一"))
+        problems.append(
+            Problem("status", "invalid", f"运行状态应为 {'、'.join(s.value for s in InstrumentStatus)} 之一")
+        )
     chain_id: int | None = None
     if chain:
         if chain.isdigit():
@@ -113,20 +135,39 @@ async def build_filters(
     if problems:
         raise RuleViolation("查询条件有误", problems=problems)
     return SearchFilters(
-        q=(q or "").strip() or None, city=city or None, institution_kind=institution_kind or None,
-        institution_id=institution, category=prefix, sharing_mode=sharing_mode or None, status=status or None,
-        chain_id=chain_id, min_value=min_value, max_value=max_value, large=large, vouchers=vouchers,
+        q=(q or "").strip() or None,
+        city=city or None,
+        institution_kind=institution_kind or None,
+        institution_id=institution,
+        category=prefix,
+        sharing_mode=sharing_mode or None,
+        status=status or None,
+        chain_id=chain_id,
+        min_value=min_value,
+        max_value=max_value,
+        large=large,
+        vouchers=vouchers,
         threshold=threshold(),
     )
 
 
-async def search(session: AsyncSession, principal: Principal | None, filters: SearchFilters, *, sort: str,
-                 limit: int, offset: int, with_facets: bool = True) -> SearchPage:
-    return await repo.search(session, filters, viewer_of(principal), sort=sort, limit=limit, offset=offset,
-                             with_facets=with_facets)
+async def search(
+    session: AsyncSession,
+    principal: Principal | None,
+    filters: SearchFilters,
+    *,
+    sort: str,
+    limit: int,
+    offset: int,
+    with_facets: bool = True,
+) -> SearchPage:
+    return await repo.search(
+        session, filters, viewer_of(principal), sort=sort, limit=limit, offset=offset, with_facets=with_facets
+    )
 
 
 # ---- reading one instrument ---------------------------------------------------------------------------------------
+
 
 async def can_see(session: AsyncSession, principal: Principal | None, inst: Instrument) -> bool:
     if inst.retired_at is not None and not (principal and principal.manages_institution(inst.institution_id)):
@@ -140,8 +181,9 @@ async def can_see(session: AsyncSession, principal: Principal | None, inst: Inst
     return await repo.has_access(session, inst.id, principal.id)  # type: ignore[arg-type]
 
 
-async def get_visible(session: AsyncSession, principal: Principal | None, instrument_id: int,
-                      *, for_update: bool = False) -> Instrument:
+async def get_visible(
+    session: AsyncSession, principal: Principal | None, instrument_id: int, *, for_update: bool = False
+) -> Instrument:
     """Load or 404. A restricted instrument the reader may not see does not exist for them."""
     inst = await repo.get(session, instrument_id, for_update=for_update)
     if inst is None or not await can_see(session, principal, inst):
@@ -174,21 +216,32 @@ async def view(session: AsyncSession, principal: Principal | None, instrument_id
         path.insert(0, cat)
         code = cat.parent_code
     chains = (await repo.chain_names_of(session, [instrument_id]))[instrument_id]
-    return InstrumentView(inst, institution, facility, path, chains,
-                          can_manage=principal is not None and principal.manages_facility(inst.institution_id,
-                                                                                          inst.facility_id),
-                          show_contact=principal is not None)
+    return InstrumentView(
+        inst,
+        institution,
+        facility,
+        path,
+        chains,
+        can_manage=principal is not None
+        and principal.manages_facility(inst.institution_id, inst.facility_id),
+        show_contact=principal is not None,
+    )
 
 
 # ---- writing ----------------------------------------------------------------------------------------------------
 
-async def reference_data(session: AsyncSession, institution_ids: list[int]) -> tuple[ReferenceData, dict[int, set[int]]]:
+
+async def reference_data(
+    session: AsyncSession, institution_ids: list[int]
+) -> tuple[ReferenceData, dict[int, set[int]]]:
     facilities = await repo.facilities_of(session, institution_ids)
     by_inst: dict[int, set[int]] = {i: set() for i in institution_ids}
     for f in facilities:
         by_inst.setdefault(f.institution_id, set()).add(f.id)  # type: ignore[arg-type]
-    ref = ReferenceData(category_codes=await repo.category_codes(session),
-                        chain_names=frozenset((await repo.chain_ids_by_name(session)).keys()))
+    ref = ReferenceData(
+        category_codes=await repo.category_codes(session),
+        chain_names=frozenset((await repo.chain_ids_by_name(session)).keys()),
+    )
     return ref, by_inst
 
 
@@ -198,10 +251,19 @@ def record_snapshot(inst: Instrument, chains: list[str]) -> dict[str, Any]:
     return data
 
 
-def open_history(session: AsyncSession, inst: Instrument) -> None:
-    session.add(InstrumentHistory(
-        instrument_id=inst.id, valid_from=utcnow(), sharing_mode=inst.sharing_mode, status=inst.status,  # type: ignore[arg-type]
-        original_value=inst.original_value, institution_id=inst.institution_id, city_code=inst.city_code))
+def open_history(session: AsyncSession, inst: Instrument, at: datetime | None = None) -> None:
+    """Open the row that holds from `at`; pass the same instant that closed the previous row."""
+    session.add(
+        InstrumentHistory(
+            instrument_id=inst.id,  # type: ignore[arg-type]
+            valid_from=at or utcnow(),
+            sharing_mode=inst.sharing_mode,
+            status=inst.status,
+            original_value=inst.original_value,
+            institution_id=inst.institution_id,
+            city_code=inst.city_code,
+        )
+    )
 
 
 def _raise(problems: list[Problem], detail: str) -> None:
@@ -217,24 +279,32 @@ async def _flush(session: AsyncSession) -> None:
         await session.flush()
     except IntegrityError as exc:  # the database's guarantee behind the friendly pre-checks
         if "uq_instruments_institution_asset_number" in str(exc.orig):
-            raise Conflict("本单位已有相同内部编码的仪器",
-                           problems=[Problem("asset_number", "duplicate", "本单位已有相同内部编码的仪器")]) from None
+            raise Conflict(
+                "本单位已有相同内部编码的仪器",
+                problems=[Problem("asset_number", "duplicate", "本单位已有相同内部编码的仪器")],
+            ) from None
         raise
 
 
-async def _institution(session: AsyncSession, actor: Principal | None, institution_id: int | None) -> Institution:
+async def _institution(
+    session: AsyncSession, actor: Principal | None, institution_id: int | None
+) -> Institution:
     if institution_id is None and actor is not None and len(actor.managed_institution_ids) == 1:
         institution_id = next(iter(actor.managed_institution_ids))
     if institution_id is None:
         raise RuleViolation("请指定所属单位", problems=[Problem("institution_id", "missing", "必填")])
     institution = await session.get(Institution, institution_id)
     if institution is None:
-        raise RuleViolation("单位不存在", problems=[Problem("institution_id", "unknown_institution",
-                                                         f"单位 {institution_id} 不存在")])
+        raise RuleViolation(
+            "单位不存在",
+            problems=[Problem("institution_id", "unknown_institution", f"单位 {institution_id} 不存在")],
+        )
     return institution
 
 
-async def create_instrument(session: AsyncSession, actor: Principal | None, data: InstrumentCreate) -> Instrument:
+async def create_instrument(
+    session: AsyncSession, actor: Principal | None, data: InstrumentCreate
+) -> Instrument:
     if actor is not None and not (actor.is_admin or actor.managed_institution_ids):
         raise Forbidden("只有仪器管理员和平台管理员可以发布仪器")
     institution = await _institution(session, actor, data.institution_id)
@@ -246,11 +316,15 @@ async def create_instrument(session: AsyncSession, actor: Principal | None, data
     chain_names: list[str] = values.pop("chains") or []
     values["subjects"] = values.get("subjects") or []
     ref, facilities = await reference_data(session, [institution.id])
-    problems = instrument_problems({**values, "chains": chain_names},
-                                   ReferenceData(ref.category_codes, ref.chain_names,
-                                                 frozenset(facilities[institution.id])), today=today())
+    problems = instrument_problems(
+        {**values, "chains": chain_names},
+        ReferenceData(ref.category_codes, ref.chain_names, frozenset(facilities[institution.id])),
+        today=today(),
+    )
     if await repo.by_asset_number(session, institution.id, values["asset_number"]) is not None:
-        problems.append(Problem("asset_number", "duplicate", f"本单位已有内部编码为 {values['asset_number']} 的仪器"))
+        problems.append(
+            Problem("asset_number", "duplicate", f"本单位已有内部编码为 {values['asset_number']} 的仪器")
+        )
     _raise(problems, "仪器信息有误")
     inst = Instrument(**values, institution_id=institution.id, created_by=actor.id if actor else None)
     session.add(inst)
@@ -258,8 +332,14 @@ async def create_instrument(session: AsyncSession, actor: Principal | None, data
     assert inst.id is not None
     await _set_chains(session, inst.id, chain_names)
     open_history(session, inst)
-    record(session, actor_id=actor.id if actor else None, action="instrument.created", target_type="instrument",
-           target_id=inst.id, after=record_snapshot(inst, chain_names))
+    record(
+        session,
+        actor_id=actor.id if actor else None,
+        action="instrument.created",
+        target_type="instrument",
+        target_id=inst.id,
+        after=record_snapshot(inst, chain_names),
+    )
     await session.flush()
     return inst
 
@@ -269,8 +349,9 @@ async def _set_chains(session: AsyncSession, instrument_id: int, names: list[str
     await repo.set_chains(session, instrument_id, sorted({ids[n] for n in names}))
 
 
-async def update_instrument(session: AsyncSession, actor: Principal, instrument_id: int,
-                            data: InstrumentUpdate) -> Instrument:
+async def update_instrument(
+    session: AsyncSession, actor: Principal, instrument_id: int, data: InstrumentUpdate
+) -> Instrument:
     inst = await get_visible(session, actor, instrument_id, for_update=True)
     if not actor.manages_facility(inst.institution_id, inst.facility_id):
         raise Forbidden("只有该仪器所属单位（实验室/平台）的管理员可以修改")
@@ -289,14 +370,23 @@ async def update_instrument(session: AsyncSession, actor: Principal, instrument_
     chain_names: list[str] | None = changes.pop("chains", None)
     if "subjects" in changes and changes["subjects"] is None:
         changes["subjects"] = []
-    merged = {**inst.model_dump(), **changes, "chains": chain_names if chain_names is not None else current_chains}
+    merged = {
+        **inst.model_dump(),
+        **changes,
+        "chains": chain_names if chain_names is not None else current_chains,
+    }
     ref, facilities = await reference_data(session, [new_institution.id])
-    problems = instrument_problems(merged, ReferenceData(ref.category_codes, ref.chain_names,
-                                                         frozenset(facilities[new_institution.id])), today=today())
+    problems = instrument_problems(
+        merged,
+        ReferenceData(ref.category_codes, ref.chain_names, frozenset(facilities[new_institution.id])),
+        today=today(),
+    )
     if (merged["asset_number"], new_institution.id) != (inst.asset_number, inst.institution_id):
         clash = await repo.by_asset_number(session, new_institution.id, merged["asset_number"])
         if clash is not None and clash.id != inst.id:
-            problems.append(Problem("asset_number", "duplicate", f"本单位已有内部编码为 {merged['asset_number']} 的仪器"))
+            problems.append(
+                Problem("asset_number", "duplicate", f"本单位已有内部编码为 {merged['asset_number']} 的仪器")
+            )
     _raise(problems, "仪器信息有误")
     before = record_snapshot(inst, current_chains)
     history_before = {f: getattr(inst, f) for f in HISTORY_FIELDS}
@@ -311,15 +401,25 @@ async def update_instrument(session: AsyncSession, actor: Principal, instrument_
     if chain_names is not None and sorted(chain_names) != sorted(current_chains):
         await _set_chains(session, instrument_id, chain_names)
     if history_changed(history_before, {f: getattr(inst, f) for f in HISTORY_FIELDS}):
-        await repo.close_history(session, instrument_id, utcnow())
-        open_history(session, inst)
-    record(session, actor_id=actor.id, action="instrument.updated", target_type="instrument", target_id=inst.id,
-           before=b, after=a)
+        at = utcnow()
+        await repo.close_history(session, instrument_id, at)
+        open_history(session, inst, at)
+    record(
+        session,
+        actor_id=actor.id,
+        action="instrument.updated",
+        target_type="instrument",
+        target_id=inst.id,
+        before=b,
+        after=a,
+    )
     await session.flush()
     return inst
 
 
-async def retire_instrument(session: AsyncSession, actor: Principal, instrument_id: int, reason: str) -> Instrument:
+async def retire_instrument(
+    session: AsyncSession, actor: Principal, instrument_id: int, reason: str
+) -> Instrument:
     inst = await get_visible(session, actor, instrument_id, for_update=True)
     if not actor.manages_facility(inst.institution_id, inst.facility_id):
         raise Forbidden("只有该仪器所属单位（实验室/平台）的管理员可以办理退役")
@@ -327,32 +427,51 @@ async def retire_instrument(session: AsyncSession, actor: Principal, instrument_
         raise Conflict("仪器已退役", problems=[Problem(None, "retired", "仪器已退役")])
     reason = reason.strip()
     if len(reason) < 2:
-        raise RuleViolation("请填写退役原因", problems=[Problem("reason", "missing", "请填写退役原因（至少 2 个字）")])
+        raise RuleViolation(
+            "请填写退役原因", problems=[Problem("reason", "missing", "请填写退役原因（至少 2 个字）")]
+        )
     now = utcnow()
     inst.retired_at = now
     inst.retired_reason = reason
     inst.updated_at = now
     await repo.close_history(session, instrument_id, now)
-    record(session, actor_id=actor.id, action="instrument.retired", target_type="instrument", target_id=inst.id,
-           before={"retired_at": None}, after={"retired_at": now, "retired_reason": reason})
+    record(
+        session,
+        actor_id=actor.id,
+        action="instrument.retired",
+        target_type="instrument",
+        target_id=inst.id,
+        before={"retired_at": None},
+        after={"retired_at": now, "retired_reason": reason},
+    )
     await session.flush()
     return inst
 
 
-async def grant_access(session: AsyncSession, actor: Principal, instrument_id: int, user_id: int) -> InstrumentAccess:
+async def grant_access(
+    session: AsyncSession, actor: Principal, instrument_id: int, user_id: int
+) -> InstrumentAccess:
     inst = await get_visible(session, actor, instrument_id)
     if not actor.manages_facility(inst.institution_id, inst.facility_id):
         raise Forbidden("只有该仪器所属单位的管理员可以授权")
     if await session.get(User, user_id) is None:
-        raise RuleViolation("用户不存在", problems=[Problem("user_id", "unknown_user", f"用户 {user_id} 不存在")])
+        raise RuleViolation(
+            "用户不存在", problems=[Problem("user_id", "unknown_user", f"用户 {user_id} 不存在")]
+        )
     existing = await session.get(InstrumentAccess, (instrument_id, user_id))
     if existing is not None:
         return existing
     grant = InstrumentAccess(instrument_id=instrument_id, user_id=user_id, granted_by=actor.id)
     session.add(grant)
     await session.flush()
-    record(session, actor_id=actor.id, action="instrument.access_granted", target_type="instrument",
-           target_id=instrument_id, after={"user_id": user_id})
+    record(
+        session,
+        actor_id=actor.id,
+        action="instrument.access_granted",
+        target_type="instrument",
+        target_id=instrument_id,
+        after={"user_id": user_id},
+    )
     return grant
 
 
@@ -364,12 +483,19 @@ async def revoke_access(session: AsyncSession, actor: Principal, instrument_id: 
     if existing is None:
         raise NotFound(f"用户 {user_id} 没有该仪器的授权")
     await session.delete(existing)
-    record(session, actor_id=actor.id, action="instrument.access_revoked", target_type="instrument",
-           target_id=instrument_id, before={"user_id": user_id})
+    record(
+        session,
+        actor_id=actor.id,
+        action="instrument.access_revoked",
+        target_type="instrument",
+        target_id=instrument_id,
+        before={"user_id": user_id},
+    )
     await session.flush()
 
 
 # ---- classification codes and chains ----------------------------------------------------------------------------
+
 
 def _require_admin(actor: Principal | None) -> None:
     if actor is None:
@@ -382,12 +508,22 @@ async def add_category(session: AsyncSession, actor: Principal, data: CategoryCr
     _require_admin(actor)
     problems = category_code_problems(data.code, await repo.category_codes(session))
     _raise(problems, "分类编码有误")
-    cat = Category(code=data.code, name=data.name, level=category_level(data.code),
-                   parent_code=category_parent(data.code))
+    cat = Category(
+        code=data.code,
+        name=data.name,
+        level=category_level(data.code),
+        parent_code=category_parent(data.code),
+    )
     session.add(cat)
     await session.flush()
-    record(session, actor_id=actor.id, action="instrument_category.created", target_type="instrument_category",
-           target_id=cat.code, after=snapshot(cat, ["code", "name", "level", "parent_code"]))
+    record(
+        session,
+        actor_id=actor.id,
+        action="instrument_category.created",
+        target_type="instrument_category",
+        target_id=cat.code,
+        after=snapshot(cat, ["code", "name", "level", "parent_code"]),
+    )
     return cat
 
 
@@ -398,8 +534,14 @@ async def add_chain(session: AsyncSession, actor: Principal, data: ChainCreate) 
     chain = Chain(name=data.name)
     session.add(chain)
     await session.flush()
-    record(session, actor_id=actor.id, action="chain.created", target_type="chain", target_id=chain.id,
-           after={"name": chain.name})
+    record(
+        session,
+        actor_id=actor.id,
+        action="chain.created",
+        target_type="chain",
+        target_id=chain.id,
+        after={"name": chain.name},
+    )
     return chain
 
 
@@ -414,16 +556,27 @@ async def rename_chain(session: AsyncSession, actor: Principal, chain_id: int, d
     before = chain.name
     chain.name = data.name
     await session.flush()
-    record(session, actor_id=actor.id, action="chain.renamed", target_type="chain", target_id=chain.id,
-           before={"name": before}, after={"name": chain.name})
+    record(
+        session,
+        actor_id=actor.id,
+        action="chain.renamed",
+        target_type="chain",
+        target_id=chain.id,
+        before={"name": before},
+        after={"name": chain.name},
+    )
     return chain
 
 
 ProgressFn = Callable[[int, int], None]
 
 
-async def import_rows(session: AsyncSession, actor: Principal | None, rows: list[Any],
-                      progress: Callable[[str, int, int], None] | None = None) -> Any:
+async def import_rows(
+    session: AsyncSession,
+    actor: Principal | None,
+    rows: list[Any],
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Any:
     """Write validated import rows: create new (institution, asset number) pairs, update existing ones.
     Rows come from instruments.importer.validate, which has already checked everything including permissions."""
     from instruments.schemas import ImportResult
@@ -433,7 +586,7 @@ async def import_rows(session: AsyncSession, actor: Principal | None, rows: list
     existing_ids = [r.existing_id for r in rows if r.existing_id is not None]
     current: dict[int, Instrument] = {}
     for start in range(0, len(existing_ids), 5000):
-        for inst in await repo.get_many(session, existing_ids[start:start + 5000]):
+        for inst in await repo.get_many(session, existing_ids[start : start + 5000]):
             current[inst.id] = inst  # type: ignore[index]
     current_chains = await repo.chain_names_of(session, existing_ids)
     created: list[tuple[Instrument, list[str]]] = []
@@ -460,33 +613,62 @@ async def import_rows(session: AsyncSession, actor: Principal | None, rows: list
             unchanged += 1
             continue
         inst.updated_at = utcnow()
-        new_chains = row.chains if row.chains is not None and sorted(row.chains) != sorted(chains_before) else None
-        updated.append((inst, b, a, history_changed(history_before, {f: getattr(inst, f) for f in HISTORY_FIELDS}),
-                        new_chains))
+        new_chains = (
+            row.chains if row.chains is not None and sorted(row.chains) != sorted(chains_before) else None
+        )
+        updated.append(
+            (
+                inst,
+                b,
+                a,
+                history_changed(history_before, {f: getattr(inst, f) for f in HISTORY_FIELDS}),
+                new_chains,
+            )
+        )
     await _flush(session)
     if progress:
         progress("写入", len(rows), len(rows))
-    links: list[dict[str, int]] = []
+    links: list[dict[str, int | None]] = []
     for inst, names in created:
-        links += [{"instrument_id": inst.id, "chain_id": chain_ids[n]} for n in sorted(set(names))]  # type: ignore[misc]
+        links += [{"instrument_id": inst.id, "chain_id": chain_ids[n]} for n in sorted(set(names))]
         open_history(session, inst)
-        record(session, actor_id=actor_id, action="instrument.created", target_type="instrument", target_id=inst.id,
-               after=record_snapshot(inst, names))
+        record(
+            session,
+            actor_id=actor_id,
+            action="instrument.created",
+            target_type="instrument",
+            target_id=inst.id,
+            after=record_snapshot(inst, names),
+        )
     for inst, _b, _a, _h, new_chains in updated:
         if new_chains is not None:
             await repo.set_chains(session, inst.id, [])  # type: ignore[arg-type]
-            links += [{"instrument_id": inst.id, "chain_id": chain_ids[n]} for n in sorted(set(new_chains))]  # type: ignore[misc]
+            links += [{"instrument_id": inst.id, "chain_id": chain_ids[n]} for n in sorted(set(new_chains))]
     if links:
         await repo.add_chain_links(session, links)
     moved = [inst for inst, _b, _a, history, _c in updated if history]
     if moved:
-        await repo.close_history_many(session, [i.id for i in moved], utcnow())  # type: ignore[misc]
+        at = utcnow()
+        await repo.close_history_many(session, [i.id for i in moved], at)  # type: ignore[misc]
         for inst in moved:
-            open_history(session, inst)
+            open_history(session, inst, at)
     for inst, b, a, _h, _c in updated:
-        record(session, actor_id=actor_id, action="instrument.updated", target_type="instrument", target_id=inst.id,
-               before=b, after=a)
-    record(session, actor_id=actor_id, action="instrument.imported", target_type="instrument", target_id=None,
-           after={"rows": len(rows), "created": len(created), "updated": len(updated), "unchanged": unchanged})
+        record(
+            session,
+            actor_id=actor_id,
+            action="instrument.updated",
+            target_type="instrument",
+            target_id=inst.id,
+            before=b,
+            after=a,
+        )
+    record(
+        session,
+        actor_id=actor_id,
+        action="instrument.imported",
+        target_type="instrument",
+        target_id=None,
+        after={"rows": len(rows), "created": len(created), "updated": len(updated), "unchanged": unchanged},
+    )
     await session.flush()
     return ImportResult(rows=len(rows), created=len(created), updated=len(updated), unchanged=unchanged)

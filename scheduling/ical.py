@@ -66,6 +66,7 @@ def ical_status(status: str) -> str:
 
 
 def booking_uid(booking_id: int, host: str) -> str:
+    """The stable UID of a booking's event: the same for every revision, so clients update in place."""
     return f"booking-{booking_id}@{host}"
 
 
@@ -105,7 +106,8 @@ def booking_event(
         last_modified=require_aware(stamp, "stamp"),
         status=ical_status(status),
         url=url,
-        transparent=False,
+        # A cancelled booking no longer blocks the user's time in free/busy lookups.
+        transparent=ical_status(status) == "CANCELLED",
     )
     event.extra.append(ContentLine(name="SEQUENCE", value=str(sequence)))
     return event

@@ -140,6 +140,7 @@ class Qualification:
     valid_until: datetime | None = None
 
     def valid_at(self, instant: datetime) -> bool:
+        """Whether the qualification holds at `instant` (aware)."""
         return self.valid_from <= instant and (self.valid_until is None or instant < self.valid_until)
 
 
@@ -173,6 +174,7 @@ def week_start(day: date) -> date:
 
 
 def month_start(day: date) -> date:
+    """The first day of the month containing local date `day`."""
     return day.replace(day=1)
 
 

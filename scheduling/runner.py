@@ -61,7 +61,7 @@ def load_jobs() -> None:
     """Import the modules that register jobs (kept here so importing the runner alone has no side effects)."""
     import importlib
 
-    for module in ("scheduling.jobs", "booking.audit.jobs"):
+    for module in ("booking.jobs", "scheduling.jobs", "booking.audit.jobs"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

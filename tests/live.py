@@ -54,7 +54,7 @@ class Scratch:
     def start_server(self, port: int | None = None, workers: int = 1, log_name: str = "server") -> str:
         port = port or free_port()
         env = {**os.environ, "DATABASE_URL": self.url, "BOOKING_LOG_LEVEL": "WARNING", "BOOKING_LOG_JSON": "false",
-               "BOOKING_DB_POOL_SIZE": "20", "BOOKING_DB_MAX_OVERFLOW": "20"}
+               "BOOKING_DB_POOL_SIZE": "40", "BOOKING_DB_MAX_OVERFLOW": "10"}
         logs = REPO / "test-artifacts"
         logs.mkdir(exist_ok=True)
         out = open(logs / f"{log_name}-{port}.log", "wb")  # noqa: SIM115

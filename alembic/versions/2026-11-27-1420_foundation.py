@@ -1,7 +1,9 @@
 """foundation: extensions, cities, institutions, users and roles, sessions and tokens, the activity log
 
 Hand-written parts: the extensions, the 21 市州 seed rows, and the activity log's hash-chain and append-only
-triggers (functions and triggers are invisible to autogenerate, so they are kept here by hand).
+triggers (functions and triggers are invisible to autogenerate, so they are kept here by hand). Rows arrive
+unsealed; activity_seal() (run by the job runner every few seconds and by `booking activity verify`) links them into
+the chain, so writers never wait on each other.
 
 Revision ID: 0001
 Revises: 
@@ -39,19 +41,40 @@ CREATE FUNCTION activity_row_hash(
 $$
 """,
 """
-CREATE FUNCTION activity_log_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION activity_log_on_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- Writers never chain: a row arrives unsealed, so no writer waits for another (a chain lock held until
+    -- commit serialised every booking). activity_seal() links rows into the chain in its own transaction.
+    NEW.seq := NULL;
+    NEW.prev_hash := NULL;
+    NEW.hash := NULL;
+    RETURN NEW;
+END
+$$
+""",
+"""
+CREATE FUNCTION activity_log_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     last_seq bigint;
     last_hash text;
 BEGIN
-    -- Serialise appenders so the chain has one order; held until the writer's transaction ends.
-    PERFORM pg_advisory_xact_lock(7246001);
-    SELECT a.seq, a.hash INTO last_seq, last_hash FROM activity_log a ORDER BY a.seq DESC LIMIT 1;
-    NEW.seq := coalesce(last_seq, 0) + 1;
-    NEW.prev_hash := last_hash;
-    NEW.hash := activity_row_hash(NEW.prev_hash, NEW.seq, NEW.at, NEW.actor_id, NEW.action, NEW.target_type,
-                                  NEW.target_id, NEW.before, NEW.after, NEW.request_id);
-    RETURN NEW;
+    -- The only change ever allowed: sealing an unsealed row as the next link of the chain, content unchanged.
+    IF TG_OP = 'UPDATE' AND OLD.seq IS NULL AND NEW.seq IS NOT NULL
+       AND (NEW.id, NEW.at, NEW.actor_id, NEW.action, NEW.target_type, NEW.target_id, NEW.before, NEW.after,
+            NEW.request_id)
+           IS NOT DISTINCT FROM
+           (OLD.id, OLD.at, OLD.actor_id, OLD.action, OLD.target_type, OLD.target_id, OLD.before, OLD.after,
+            OLD.request_id) THEN
+        SELECT a.seq, a.hash INTO last_seq, last_hash FROM activity_log a
+        WHERE a.seq IS NOT NULL ORDER BY a.seq DESC LIMIT 1;
+        IF NEW.seq = coalesce(last_seq, 0) + 1 AND NEW.prev_hash IS NOT DISTINCT FROM last_hash
+           AND NEW.hash = activity_row_hash(NEW.prev_hash, NEW.seq, NEW.at, NEW.actor_id, NEW.action,
+                                            NEW.target_type, NEW.target_id, NEW.before, NEW.after,
+                                            NEW.request_id) THEN
+            RETURN NEW;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'activity_log is append-only: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
 END
 $$
 """,
@@ -62,13 +85,40 @@ BEGIN
 END
 $$
 """,
+"""
+CREATE FUNCTION activity_seal(max_rows integer DEFAULT 100000) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    last_seq bigint;
+    last_hash text;
+    sealed integer := 0;
+BEGIN
+    -- One sealer at a time; rows are chained in the order they became visible (committed), by id within that.
+    PERFORM pg_advisory_xact_lock(7246001);
+    SELECT a.seq, a.hash INTO last_seq, last_hash FROM activity_log a
+    WHERE a.seq IS NOT NULL ORDER BY a.seq DESC LIMIT 1;
+    last_seq := coalesce(last_seq, 0);
+    FOR r IN SELECT * FROM activity_log WHERE seq IS NULL ORDER BY id LIMIT max_rows LOOP
+        last_seq := last_seq + 1;
+        UPDATE activity_log
+        SET seq = last_seq, prev_hash = last_hash,
+            hash = activity_row_hash(last_hash, last_seq, r.at, r.actor_id, r.action, r.target_type, r.target_id,
+                                     r.before, r.after, r.request_id)
+        WHERE id = r.id
+        RETURNING hash INTO last_hash;
+        sealed := sealed + 1;
+    END LOOP;
+    RETURN sealed;
+END
+$$
+""",
 ]
 
 ACTIVITY_TRIGGERS = [
-    "CREATE TRIGGER activity_log_chain BEFORE INSERT ON activity_log"
-    " FOR EACH ROW EXECUTE FUNCTION activity_log_chain()",
+    "CREATE TRIGGER activity_log_on_insert BEFORE INSERT ON activity_log"
+    " FOR EACH ROW EXECUTE FUNCTION activity_log_on_insert()",
     "CREATE TRIGGER activity_log_no_update_delete BEFORE UPDATE OR DELETE ON activity_log"
-    " FOR EACH ROW EXECUTE FUNCTION activity_log_refuse_change()",
+    " FOR EACH ROW EXECUTE FUNCTION activity_log_guard()",
     "CREATE TRIGGER activity_log_no_truncate BEFORE TRUNCATE ON activity_log"
     " FOR EACH STATEMENT EXECUTE FUNCTION activity_log_refuse_change()",
 ]
@@ -98,6 +148,8 @@ def upgrade() -> None:
     op.create_index(op.f('ix_activity_log_actor_id'), 'activity_log', ['actor_id'], unique=False)
     op.create_index(op.f('ix_activity_log_at'), 'activity_log', ['at'], unique=False)
     op.create_index('ix_activity_log_target', 'activity_log', ['target_type', 'target_id'], unique=False)
+    op.create_index('ix_activity_log_unsealed', 'activity_log', ['id'], unique=False,
+                    postgresql_where=sa.text('seq IS NULL'))
     cities = op.create_table('cities',
     sa.Column('code', sa.String(length=6), nullable=False),
     sa.Column('name', sa.Text(), nullable=False),
@@ -246,9 +298,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP TRIGGER activity_log_no_truncate ON activity_log")
     op.execute("DROP TRIGGER activity_log_no_update_delete ON activity_log")
-    op.execute("DROP TRIGGER activity_log_chain ON activity_log")
+    op.execute("DROP TRIGGER activity_log_on_insert ON activity_log")
+    op.execute("DROP FUNCTION activity_seal(integer)")
     op.execute("DROP FUNCTION activity_log_refuse_change()")
-    op.execute("DROP FUNCTION activity_log_chain()")
+    op.execute("DROP FUNCTION activity_log_guard()")
+    op.execute("DROP FUNCTION activity_log_on_insert()")
     op.execute("DROP FUNCTION activity_row_hash(text, bigint, timestamptz, bigint, text, text, text, jsonb, jsonb, text)")
     op.drop_index(op.f('ix_web_sessions_user_id'), table_name='web_sessions')
     op.drop_table('web_sessions')
@@ -274,6 +328,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_login_failures_address'), table_name='login_failures')
     op.drop_table('login_failures')
     op.drop_table('cities')
+    op.drop_index('ix_activity_log_unsealed', table_name='activity_log', postgresql_where=sa.text('seq IS NULL'))
     op.drop_index('ix_activity_log_target', table_name='activity_log')
     op.drop_index(op.f('ix_activity_log_at'), table_name='activity_log')
     op.drop_index(op.f('ix_activity_log_actor_id'), table_name='activity_log')

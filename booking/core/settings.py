@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_username: str | None = None
     smtp_password: str | None = None
+    smtp_timeout_s: float = 10.0
+    # Outbox retries: attempt n+1 is due base * (2^n - 1) seconds after the row was written.
+    email_max_attempts: int = 5
+    email_retry_base_s: int = 60
 
     # Catalogue / audit policy.
     large_instrument_threshold_cny: Decimal = Decimal("500000")

@@ -18,9 +18,11 @@ from booking.accounts.models import User
 from booking.reservations.models import ACTIVE_STATUSES, Booking, BookingBlock, BookingStatus
 
 
-async def insert_if_free(session: AsyncSession, values: dict[str, Any]) -> int | None:
-    stmt = insert(Booking).values(**values).on_conflict_do_nothing().returning(col(Booking.id))
-    return (await session.execute(stmt)).scalar_one_or_none()
+async def insert_if_free(session: AsyncSession, values: dict[str, Any]) -> Booking | None:
+    """Insert unless the exclusion constraint finds an overlap; the stored row (as an ORM object) or None."""
+    stmt = (insert(Booking).values(**values).on_conflict_do_nothing().returning(Booking)
+            .execution_options(populate_existing=True))
+    return (await session.scalars(stmt)).one_or_none()
 
 
 async def busy(session: AsyncSession, instrument_id: int, start: datetime, end: datetime,

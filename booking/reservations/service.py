@@ -212,7 +212,7 @@ def ics_url(booking_id: int) -> str:
 
 async def _insert(session: AsyncSession, actor: Principal, user: User, ctx: InstrumentContext, data: BookingCreate,
                   start: datetime, end: datetime, status: BookingStatus, override: str | None,
-                  series_id: int | None = None) -> int | None:
+                  series_id: int | None = None) -> Booking | None:
     now = utcnow()
     return await repo.insert_if_free(session, {
         "instrument_id": ctx.instrument.id, "user_id": user.id, "created_by": actor.id, "series_id": series_id,
@@ -253,12 +253,10 @@ async def create_booking(session: AsyncSession, actor: Principal, data: BookingC
     ctx = await instrument_context(session, inst, start - timedelta(days=1), end + timedelta(days=1))
     override = await _check_or_override(session, actor, ctx, user, start, end, data.override_reason)
     status = _initial_status(ctx, actor)
-    booking_id = await _insert(session, actor, user, ctx, data, start, end, status, override)
-    if booking_id is None:
+    booking = await _insert(session, actor, user, ctx, data, start, end, status, override)
+    if booking is None:
         raise await _conflict(session, ctx, start, end)
-    booking = await session.get(Booking, booking_id)
-    assert booking is not None
-    record(session, actor_id=actor.id, action="booking.created", target_type="booking", target_id=booking_id,
+    record(session, actor_id=actor.id, action="booking.created", target_type="booking", target_id=booking.id,
            after={"instrument_id": inst.id, "user_id": user.id, "status": status.value, "start": start,
                   "end": end, "override_reason": override})
     await _notify_created(session, booking, inst, user, actor)
@@ -309,14 +307,12 @@ async def create_series(session: AsyncSession, actor: Principal, data: BookingCr
                             "codes": [p.code for p in exc.problems]})
             failures.append(Problem(f"occurrence[{index}]", "rule_problem", f"第 {index} 次（{local_date(s)}）：{reason}"))
             continue
-        booking_id = await _insert(session, actor, user, ctx, data, s, e, status, override, series.id)
-        if booking_id is None:
+        booking = await _insert(session, actor, user, ctx, data, s, e, status, override, series.id)
+        if booking is None:
             skipped.append({"start": s.isoformat(), "end": e.isoformat(), "reason": "该时段已被预约",
                             "codes": ["slot_taken"]})
             failures.append(Problem(f"occurrence[{index}]", "slot_taken", f"第 {index} 次（{local_date(s)}）：该时段已被预约"))
             continue
-        booking = await session.get(Booking, booking_id)
-        assert booking is not None
         created.append(booking)
     if failures and data.on_conflict == "fail":
         # The boundary rolls back: nothing of the series is stored.

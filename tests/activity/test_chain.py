@@ -8,7 +8,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.activity.models import ActivityEntry
-from booking.activity.service import record, verify_chain
+from booking.activity.service import record, seal, verify_chain
 from booking.core.context import request_id_var
 
 
@@ -19,9 +19,21 @@ async def _add(session: AsyncSession, n: int) -> list[ActivityEntry]:
     return entries
 
 
+async def _sealed(session: AsyncSession, n: int) -> list[ActivityEntry]:
+    entries = await _add(session, n)
+    await seal(session)
+    for e in entries:
+        await session.refresh(e)
+    return entries
+
+
 class TestRecord:
-    async def test_entries_chain_in_order(self, session: AsyncSession) -> None:
+    async def test_written_unsealed_then_sealed_in_order(self, session: AsyncSession) -> None:
         entries = await _add(session, 3)
+        await session.refresh(entries[0])
+        assert entries[0].seq is None and entries[0].hash is None
+        assert await seal(session) >= 3
+        assert await seal(session) == 0  # idempotent
         for e in entries:
             await session.refresh(e)
         assert [e.seq for e in entries] == sorted(e.seq for e in entries)  # type: ignore[type-var]
@@ -54,23 +66,45 @@ class TestAppendOnly:
         "DELETE FROM activity_log WHERE id = :id",
     ])
     async def test_database_refuses(self, session: AsyncSession, statement: str) -> None:
-        [entry] = await _add(session, 1)
+        [entry] = await _sealed(session, 1)
         nested = await session.begin_nested()
         with pytest.raises(DBAPIError, match="append-only"):
             await session.execute(text(statement), {"id": entry.id})
         await nested.rollback()
 
     async def test_truncate_refused(self, session: AsyncSession) -> None:
-        await _add(session, 1)
+        await _sealed(session, 1)
         nested = await session.begin_nested()
         with pytest.raises(DBAPIError, match="append-only"):
             await session.execute(text("TRUNCATE activity_log"))
         await nested.rollback()
 
 
+class TestSealGuard:
+    async def test_cannot_forge_a_seal(self, session: AsyncSession) -> None:
+        [entry] = await _add(session, 1)
+        nested = await session.begin_nested()
+        with pytest.raises(DBAPIError, match="append-only"):
+            await session.execute(text("UPDATE activity_log SET seq = 999, hash = 'x' WHERE id = :id"), {"id": entry.id})
+        await nested.rollback()
+
+    async def test_cannot_edit_while_unsealed(self, session: AsyncSession) -> None:
+        [entry] = await _add(session, 1)
+        nested = await session.begin_nested()
+        with pytest.raises(DBAPIError, match="append-only"):
+            await session.execute(text("UPDATE activity_log SET action = 'forged' WHERE id = :id"), {"id": entry.id})
+        await nested.rollback()
+
+    async def test_insert_cannot_preset_chain(self, session: AsyncSession) -> None:
+        await session.execute(text("INSERT INTO activity_log (at, action, target_type, seq, hash) "
+                                   "VALUES (now(), 'forged.insert', 't', 1, 'abc')"))
+        row = (await session.execute(text("SELECT seq, hash FROM activity_log WHERE action = 'forged.insert'"))).one()
+        assert row.seq is None and row.hash is None
+
+
 class TestVerify:
     async def test_intact_chain_verifies(self, session: AsyncSession) -> None:
-        await _add(session, 5)
+        await _sealed(session, 5)
         result = await verify_chain(session)
         assert result.ok, result.problems
         assert result.checked >= 5
@@ -82,20 +116,20 @@ class TestVerify:
         await session.execute(text("ALTER TABLE activity_log ENABLE TRIGGER activity_log_no_update_delete"))
 
     async def test_edited_row_detected(self, session: AsyncSession) -> None:
-        entries = await _add(session, 3)
+        entries = await _sealed(session, 3)
         await self._tamper(session, "UPDATE activity_log SET after = '{\"v\": 999}' WHERE id = :id", id=entries[1].id)
         result = await verify_chain(session)
         assert not result.ok
         assert any("edited" in p for p in result.problems)
 
     async def test_deleted_row_detected(self, session: AsyncSession) -> None:
-        entries = await _add(session, 3)
+        entries = await _sealed(session, 3)
         await self._tamper(session, "DELETE FROM activity_log WHERE id = :id", id=entries[1].id)
         result = await verify_chain(session)
         assert any("gap" in p or "link" in p for p in result.problems)
 
     async def test_rehashed_edit_still_breaks_the_next_link(self, session: AsyncSession) -> None:
-        entries = await _add(session, 3)
+        entries = await _sealed(session, 3)
         await self._tamper(
             session,
             "UPDATE activity_log SET after = '{\"v\": 0}', hash = activity_row_hash(prev_hash, seq, at, actor_id, "

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.accounts.models import Role, RoleRequest
-from tests.factories import bearer_headers, login_web, make_institution, make_user
+from tests.factories import bearer_headers, login_web, make_facility, make_institution, make_instrument, make_user
 
 ROLES = ["anonymous", "researcher", "manager_a", "manager_b", "inst_admin_a", "inst_admin_b",
          "provincial_auditor", "city_auditor", "admin"]
@@ -30,6 +30,9 @@ class Case:
     web: bool = False
     json: Any = None
 
+
+# Managers of institution A's instrument (and its facility): its facility managers, its administrators, admins.
+_INSTRUMENT_A_MANAGERS = frozenset({"manager_a", "inst_admin_a", "admin"})
 
 CASES = [
     Case("GET", "/api/v1/me", frozenset(SIGNED_IN)),
@@ -59,6 +62,39 @@ CASES = [
     Case("GET", "/admin/activity", frozenset({"admin", "provincial_auditor"}), web=True),
     Case("POST", "/institutions/{inst_a}/facilities", frozenset({"inst_admin_a", "admin"}), web=True),
     Case("POST", "/institutions/{inst_b}", frozenset({"inst_admin_b", "admin"}), web=True),
+    # Notifications, calendars, the schedule editor, qualifications, blocks, holidays.
+    Case("GET", "/api/v1/notifications", frozenset(SIGNED_IN)),
+    Case("POST", "/api/v1/notifications/read-all", frozenset(SIGNED_IN)),
+    Case("GET", "/notifications", frozenset(SIGNED_IN), web=True),
+    Case("POST", "/notifications/read-all", frozenset(SIGNED_IN), web=True),
+    Case("POST", "/api/v1/me/calendar-token", frozenset(SIGNED_IN)),
+    Case("DELETE", "/api/v1/me/calendar-token", frozenset(SIGNED_IN)),
+    Case("GET", "/calendar", frozenset(SIGNED_IN), web=True),
+    Case("GET", "/api/v1/facilities/{facility_a}/calendar.ics", _INSTRUMENT_A_MANAGERS),
+    Case("GET", "/api/v1/instruments/{instrument_a}/schedule", _INSTRUMENT_A_MANAGERS),
+    Case("PUT", "/api/v1/instruments/{instrument_a}/schedule/windows", _INSTRUMENT_A_MANAGERS,
+         json={"windows": [{"weekday": 0, "start": "09:00", "end": "17:00"}]}),
+    Case("PUT", "/api/v1/instruments/{instrument_a}/schedule/overrides", _INSTRUMENT_A_MANAGERS,
+         json={"day": "2030-01-02", "windows": [], "reason": "停电"}),
+    Case("POST", "/api/v1/instruments/{instrument_a}/schedule/blackouts", _INSTRUMENT_A_MANAGERS,
+         json={"reason": "年度校准", "starts_at": "2030-01-02T09:00:00+08:00", "ends_at": "2030-01-02T12:00:00+08:00"}),
+    Case("GET", "/api/v1/instruments/{instrument_a}/rules", _INSTRUMENT_A_MANAGERS),
+    Case("PUT", "/api/v1/instruments/{instrument_a}/rules", _INSTRUMENT_A_MANAGERS, json={"granularity_min": 15}),
+    Case("GET", "/api/v1/instruments/{instrument_a}/qualifications", _INSTRUMENT_A_MANAGERS),
+    Case("POST", "/api/v1/instruments/{instrument_a}/qualifications", _INSTRUMENT_A_MANAGERS,
+         json={"user_id": 1, "valid_until": "2030-01-01"}),
+    Case("GET", "/api/v1/instruments/{instrument_a}/blocks", _INSTRUMENT_A_MANAGERS),
+    Case("POST", "/api/v1/users/{researcher_id}/lift-block",
+         frozenset({"manager_a", "manager_b", "inst_admin_a", "inst_admin_b", "admin"}), json={"reason": "已说明情况"}),
+    Case("GET", "/api/v1/admin/holidays?year=2027", frozenset({"admin"})),
+    Case("POST", "/api/v1/admin/holidays", frozenset({"admin"}), json={"day": "2027-02-20", "kind": "open", "name": "调休"}),
+    Case("DELETE", "/api/v1/admin/holidays/2027-02-20", frozenset({"admin"})),
+    Case("GET", "/schedule", frozenset({"manager_a", "manager_b", "inst_admin_a", "inst_admin_b", "admin"}), web=True),
+    Case("GET", "/instruments/{instrument_a}/schedule", _INSTRUMENT_A_MANAGERS, web=True),
+    Case("POST", "/instruments/{instrument_a}/schedule/blackouts", _INSTRUMENT_A_MANAGERS, web=True),
+    Case("POST", "/instruments/{instrument_a}/rules", _INSTRUMENT_A_MANAGERS, web=True),
+    Case("GET", "/admin/holidays", frozenset({"admin"}), web=True),
+    Case("POST", "/admin/holidays", frozenset({"admin"}), web=True),
 ]
 
 
@@ -79,7 +115,10 @@ async def _world(session: AsyncSession) -> dict[str, Any]:
                       reason="管理仪器")
     session.add(req)
     await session.flush()
-    return {"users": users, "inst_a": inst_a.id, "inst_b": inst_b.id, "request_id": req.id}
+    facility_a = await make_facility(session, inst_a)
+    instrument_a = await make_instrument(session, inst_a, facility_id=facility_a.id)
+    return {"users": users, "inst_a": inst_a.id, "inst_b": inst_b.id, "request_id": req.id,
+            "facility_a": facility_a.id, "instrument_a": instrument_a.id, "researcher_id": users["researcher"].id}
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -25,31 +25,85 @@ async def province(session: AsyncSession) -> dict[str, object]:
     """A small province: two institutions in two cities, instruments that differ in every filtered field."""
     uni = await make_institution(session, name="搜索测试大学", kind="高校", city_code="510100")
     corp = await make_institution(session, name="绵阳搜索测试公司", kind="企业", city_code="510700")
-    ms1 = await make_instrument(session, uni, name="液相色谱-质谱联用仪", manufacturer="安捷伦",
-                                category_code="010200", original_value=Decimal("2300000"), sharing_mode="external",
-                                accepts_vouchers=True, chains=["医药健康"])
-    ms2 = await make_instrument(session, corp, name="气相色谱质谱联用仪", manufacturer="岛津", city_code="510700",
-                                category_code="010200", original_value=Decimal("880000"), sharing_mode="internal",
-                                status="standby")
-    nmr = await make_instrument(session, corp, name="核磁共振波谱仪", manufacturer="布鲁克", city_code="510700",
-                                category_code="010600", original_value=Decimal("4500000"), sharing_mode="external",
-                                chains=["先进材料"])
-    sem = await make_instrument(session, uni, name="场发射扫描电子显微镜", manufacturer="蔡司",
-                                category_code="010102", original_value=Decimal("300000"), sharing_mode="none",
-                                status="awaiting_repair")
-    laser = await make_instrument(session, uni, name="飞秒激光器", manufacturer="相干", category_code="140000",
-                                  original_value=Decimal("1200000"), sharing_mode="external",
-                                  functions="超快光谱与质谱电离源研究")
-    secret = await make_instrument(session, corp, name="军工质谱分析系统", city_code="510700",
-                                   category_code="010200", original_value=Decimal("5000000"), restricted=True)
+    ms1 = await make_instrument(
+        session,
+        uni,
+        name="液相色谱-质谱联用仪",
+        manufacturer="安捷伦",
+        category_code="010200",
+        original_value=Decimal("2300000"),
+        sharing_mode="external",
+        accepts_vouchers=True,
+        chains=["医药健康"],
+    )
+    ms2 = await make_instrument(
+        session,
+        corp,
+        name="气相色谱质谱联用仪",
+        manufacturer="岛津",
+        city_code="510700",
+        category_code="010200",
+        original_value=Decimal("880000"),
+        sharing_mode="internal",
+        status="standby",
+    )
+    nmr = await make_instrument(
+        session,
+        corp,
+        name="核磁共振波谱仪",
+        manufacturer="布鲁克",
+        city_code="510700",
+        category_code="010600",
+        original_value=Decimal("4500000"),
+        sharing_mode="external",
+        chains=["先进材料"],
+    )
+    sem = await make_instrument(
+        session,
+        uni,
+        name="场发射扫描电子显微镜",
+        manufacturer="蔡司",
+        category_code="010102",
+        original_value=Decimal("300000"),
+        sharing_mode="none",
+        status="awaiting_repair",
+    )
+    laser = await make_instrument(
+        session,
+        uni,
+        name="飞秒激光器",
+        manufacturer="相干",
+        category_code="140000",
+        original_value=Decimal("1200000"),
+        sharing_mode="external",
+        functions="超快光谱与质谱电离源研究",
+    )
+    secret = await make_instrument(
+        session,
+        corp,
+        name="军工质谱分析系统",
+        city_code="510700",
+        category_code="010200",
+        original_value=Decimal("5000000"),
+        restricted=True,
+    )
     retired = await make_instrument(session, uni, name="退役质谱仪", category_code="010200")
     from booking.core.clock import utcnow
 
     retired.retired_at = utcnow()
     retired.retired_reason = "报废"
     await session.flush()
-    return {"uni": uni, "corp": corp, "ms1": ms1, "ms2": ms2, "nmr": nmr, "sem": sem, "laser": laser,
-            "secret": secret, "retired": retired}
+    return {
+        "uni": uni,
+        "corp": corp,
+        "ms1": ms1,
+        "ms2": ms2,
+        "nmr": nmr,
+        "sem": sem,
+        "laser": laser,
+        "secret": secret,
+        "retired": retired,
+    }
 
 
 def ids(body: dict) -> set[int]:  # type: ignore[type-arg]
@@ -57,7 +111,9 @@ def ids(body: dict) -> set[int]:  # type: ignore[type-arg]
 
 
 async def search(client: httpx.AsyncClient, headers: dict[str, str] | None = None, **params: object) -> dict:  # type: ignore[type-arg]
-    r = await client.get("/api/v1/instruments", params={k: str(v) for k, v in params.items()}, headers=headers)
+    r = await client.get(
+        "/api/v1/instruments", params={k: str(v) for k, v in params.items()}, headers=headers
+    )
     assert r.status_code == 200, r.text
     return r.json()  # type: ignore[no-any-return]
 
@@ -69,7 +125,9 @@ class TestFilters:
         assert ids(body) == {province["ms1"].id, province["ms2"].id, province["laser"].id}  # type: ignore[attr-defined]
         assert body["total"] == 3
 
-    async def test_terms_are_anded_and_match_manufacturer(self, client: httpx.AsyncClient, province: dict) -> None:  # type: ignore[type-arg]
+    async def test_terms_are_anded_and_match_manufacturer(
+        self, client: httpx.AsyncClient, province: dict
+    ) -> None:  # type: ignore[type-arg]
         assert ids(await search(client, q="质谱 安捷伦")) == {province["ms1"].id}  # type: ignore[attr-defined]
 
     async def test_term_matches_institution_name(self, client: httpx.AsyncClient, province: dict) -> None:  # type: ignore[type-arg]
@@ -84,27 +142,32 @@ class TestFilters:
         assert (await search(client, q="质%谱"))["total"] == 0
         assert (await search(client, q="__"))["total"] == 0
 
-    @pytest.mark.parametrize(("params", "expected"), [
-        ({"city": "510700"}, {"ms2", "nmr"}),
-        ({"institution_kind": "企业"}, {"ms2", "nmr"}),
-        ({"category": "01"}, {"ms1", "ms2", "nmr", "sem"}),
-        ({"category": "010000"}, {"ms1", "ms2", "nmr", "sem"}),
-        ({"category": "0102"}, {"ms1", "ms2"}),
-        ({"category": "010200"}, {"ms1", "ms2"}),
-        ({"category": "010102"}, {"sem"}),
-        ({"category": "14"}, {"laser"}),
-        ({"sharing_mode": "internal"}, {"ms2"}),
-        ({"status": "standby"}, {"ms2"}),
-        ({"chain": "医药健康"}, {"ms1"}),
-        ({"min_value": "1000000"}, {"ms1", "nmr", "laser"}),
-        ({"max_value": "880000"}, {"ms2", "sem"}),
-        ({"min_value": "800000", "max_value": "1500000"}, {"ms2", "laser"}),
-        ({"large": "true"}, {"ms1", "ms2", "nmr", "laser"}),
-        ({"large": "false"}, {"sem"}),
-        ({"vouchers": "true"}, {"ms1"}),
-        ({"city": "510700", "sharing_mode": "external", "q": "核磁"}, {"nmr"}),
-    ])
-    async def test_filter(self, client: httpx.AsyncClient, province: dict, params: dict, expected: set) -> None:  # type: ignore[type-arg]
+    @pytest.mark.parametrize(
+        ("params", "expected"),
+        [
+            ({"city": "510700"}, {"ms2", "nmr"}),
+            ({"institution_kind": "企业"}, {"ms2", "nmr"}),
+            ({"category": "01"}, {"ms1", "ms2", "nmr", "sem"}),
+            ({"category": "010000"}, {"ms1", "ms2", "nmr", "sem"}),
+            ({"category": "0102"}, {"ms1", "ms2"}),
+            ({"category": "010200"}, {"ms1", "ms2"}),
+            ({"category": "010102"}, {"sem"}),
+            ({"category": "14"}, {"laser"}),
+            ({"sharing_mode": "internal"}, {"ms2"}),
+            ({"status": "standby"}, {"ms2"}),
+            ({"chain": "医药健康"}, {"ms1"}),
+            ({"min_value": "1000000"}, {"ms1", "nmr", "laser"}),
+            ({"max_value": "880000"}, {"ms2", "sem"}),
+            ({"min_value": "800000", "max_value": "1500000"}, {"ms2", "laser"}),
+            ({"large": "true"}, {"ms1", "ms2", "nmr", "laser"}),
+            ({"large": "false"}, {"sem"}),
+            ({"vouchers": "true"}, {"ms1"}),
+            ({"city": "510700", "sharing_mode": "external", "q": "核磁"}, {"nmr"}),
+        ],
+    )
+    async def test_filter(
+        self, client: httpx.AsyncClient, province: dict, params: dict, expected: set
+    ) -> None:  # type: ignore[type-arg]
         # Confine to the fixture's two institutions so other tests' rows never interfere.
         found: set[int] = set()
         for inst in (province["uni"], province["corp"]):
@@ -114,7 +177,9 @@ class TestFilters:
     async def test_chain_by_id(self, client: httpx.AsyncClient, province: dict) -> None:  # type: ignore[type-arg]
         chains = (await client.get("/api/v1/instrument-chains")).json()
         chain_id = next(c["id"] for c in chains if c["name"] == "先进材料")
-        assert ids(await search(client, chain=chain_id, institution=province["corp"].id)) == {province["nmr"].id}  # type: ignore[attr-defined]
+        assert ids(await search(client, chain=chain_id, institution=province["corp"].id)) == {
+            province["nmr"].id
+        }  # type: ignore[attr-defined]
 
     async def test_institution(self, client: httpx.AsyncClient, province: dict) -> None:  # type: ignore[type-arg]
         body = await search(client, institution=province["uni"].id)  # type: ignore[attr-defined]
@@ -137,11 +202,16 @@ class TestItems:
             assert key in item
         assert "contact_phone" not in item
 
-    @pytest.mark.parametrize(("sort", "first", "last"), [
-        ("value_desc", "nmr", "sem"),
-        ("value_asc", "sem", "nmr"),
-    ])
-    async def test_sort(self, client: httpx.AsyncClient, province: dict, sort: str, first: str, last: str) -> None:  # type: ignore[type-arg]
+    @pytest.mark.parametrize(
+        ("sort", "first", "last"),
+        [
+            ("value_desc", "nmr", "sem"),
+            ("value_asc", "sem", "nmr"),
+        ],
+    )
+    async def test_sort(
+        self, client: httpx.AsyncClient, province: dict, sort: str, first: str, last: str
+    ) -> None:  # type: ignore[type-arg]
         body = await search(client, q="搜索测试", sort=sort)
         body2 = await search(client, q="绵阳搜索", sort=sort)
         both = [*body["items"], *body2["items"]]
@@ -159,7 +229,9 @@ class TestItems:
 
 
 class TestFacets:
-    async def test_counts_respect_other_filters_not_their_own(self, client: httpx.AsyncClient, province: dict) -> None:  # type: ignore[type-arg]
+    async def test_counts_respect_other_filters_not_their_own(
+        self, client: httpx.AsyncClient, province: dict
+    ) -> None:  # type: ignore[type-arg]
         body = await search(client, q="质谱", city="510700")
         facets = body["facets"]
         assert body["total"] == 1  # only ms2 is in 绵阳
@@ -185,9 +257,16 @@ class TestRestricted:
         in_search = province["secret"].id in ids(body)  # type: ignore[attr-defined]
         counted = sum(f["count"] for f in body["facets"]["city"])
         detail = await client.get(f"/api/v1/instruments/{province['secret'].id}", headers=headers)  # type: ignore[attr-defined]
-        export = await client.get("/api/v1/instruments/export.json", params={"q": "军工质谱"}, headers=headers)
-        assert in_search == (body["total"] == 1) == (counted == 1) == (detail.status_code == 200) == \
-            (len(export.json()) == 1)
+        export = await client.get(
+            "/api/v1/instruments/export.json", params={"q": "军工质谱"}, headers=headers
+        )
+        assert (
+            in_search
+            == (body["total"] == 1)
+            == (counted == 1)
+            == (detail.status_code == 200)
+            == (len(export.json()) == 1)
+        )
         if not in_search:
             assert detail.status_code == 404
         return in_search
@@ -195,50 +274,63 @@ class TestRestricted:
     async def test_anonymous_cannot_see(self, client: httpx.AsyncClient, province: dict) -> None:  # type: ignore[type-arg]
         assert not await self._seen(client, province, None)
 
-    async def test_researcher_cannot_see(self, client: httpx.AsyncClient, session: AsyncSession,
-                                         province: dict) -> None:  # type: ignore[type-arg]
+    async def test_researcher_cannot_see(
+        self, client: httpx.AsyncClient, session: AsyncSession, province: dict
+    ) -> None:  # type: ignore[type-arg]
         user = await make_user(session)
         assert not await self._seen(client, province, await bearer_headers(session, user))
 
-    async def test_manager_of_other_institution_cannot_see(self, client: httpx.AsyncClient, session: AsyncSession,
-                                                           province: dict) -> None:  # type: ignore[type-arg]
+    async def test_manager_of_other_institution_cannot_see(
+        self, client: httpx.AsyncClient, session: AsyncSession, province: dict
+    ) -> None:  # type: ignore[type-arg]
         user = await make_user(session, role="facility_manager", grant_institution=province["uni"])  # type: ignore[arg-type]
         assert not await self._seen(client, province, await bearer_headers(session, user))
 
-    async def test_owner_manager_sees(self, client: httpx.AsyncClient, session: AsyncSession,
-                                      province: dict) -> None:  # type: ignore[type-arg]
+    async def test_owner_manager_sees(
+        self, client: httpx.AsyncClient, session: AsyncSession, province: dict
+    ) -> None:  # type: ignore[type-arg]
         facility = await make_facility(session, province["corp"])  # type: ignore[arg-type]
-        user = await make_user(session, role="facility_manager", grant_institution=province["corp"],  # type: ignore[arg-type]
-                               facility=facility)
+        user = await make_user(
+            session,
+            role="facility_manager",
+            grant_institution=province["corp"],  # type: ignore[arg-type]
+            facility=facility,
+        )
         assert await self._seen(client, province, await bearer_headers(session, user))
 
     async def test_admin_sees(self, client: httpx.AsyncClient, session: AsyncSession, province: dict) -> None:  # type: ignore[type-arg]
         admin = await make_user(session, role="platform_admin")
         assert await self._seen(client, province, await bearer_headers(session, admin))
 
-    async def test_authorised_user_sees(self, client: httpx.AsyncClient, session: AsyncSession,
-                                        province: dict) -> None:  # type: ignore[type-arg]
+    async def test_authorised_user_sees(
+        self, client: httpx.AsyncClient, session: AsyncSession, province: dict
+    ) -> None:  # type: ignore[type-arg]
         user = await make_user(session)
         await grant_instrument_access(session, province["secret"], user)  # type: ignore[arg-type]
         assert await self._seen(client, province, await bearer_headers(session, user))
 
 
 class TestBadParameters:
-    @pytest.mark.parametrize(("params", "field"), [
-        ({"city": "999999"}, "city"),
-        ({"city": "5101"}, "city"),
-        ({"category": "0"}, "category"),
-        ({"category": "01020"}, "category"),
-        ({"institution_kind": "外星机构"}, "institution_kind"),
-        ({"sharing_mode": "public"}, "sharing_mode"),
-        ({"status": "broken"}, "status"),
-        ({"chain": "不存在的链"}, "chain"),
-        ({"min_value": "-1"}, "min_value"),
-        ({"min_value": "10", "max_value": "5"}, "min_value"),
-        ({"limit": "500"}, "limit"),
-        ({"sort": "random"}, "sort"),
-    ])
-    async def test_rejected_naming_the_parameter(self, client: httpx.AsyncClient, params: dict, field: str) -> None:  # type: ignore[type-arg]
+    @pytest.mark.parametrize(
+        ("params", "field"),
+        [
+            ({"city": "999999"}, "city"),
+            ({"city": "5101"}, "city"),
+            ({"category": "0"}, "category"),
+            ({"category": "01020"}, "category"),
+            ({"institution_kind": "外星机构"}, "institution_kind"),
+            ({"sharing_mode": "public"}, "sharing_mode"),
+            ({"status": "broken"}, "status"),
+            ({"chain": "不存在的链"}, "chain"),
+            ({"min_value": "-1"}, "min_value"),
+            ({"min_value": "10", "max_value": "5"}, "min_value"),
+            ({"limit": "500"}, "limit"),
+            ({"sort": "random"}, "sort"),
+        ],
+    )
+    async def test_rejected_naming_the_parameter(
+        self, client: httpx.AsyncClient, params: dict, field: str
+    ) -> None:  # type: ignore[type-arg]
         r = await client.get("/api/v1/instruments", params=params)
         assert r.status_code == 422, r.text
         assert r.headers["content-type"].startswith("application/problem+json")

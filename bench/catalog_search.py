@@ -1,0 +1,201 @@
+"""Catalogue search benchmark: 100,000 instruments in a scratch database, the real FastAPI app in-process
+(httpx ASGITransport), and beside each API figure the raw SQL time of the very statements the API runs, executed
+directly with asyncpg in the same run.
+
+    python bench/catalog_search.py [--instruments 100000] [--runs 200] [--keep]
+
+Prints p50/p95 per query and the API/SQL ratio. Targets (issue 3): API p95 ≤ 20 ms, API ≤ 2× SQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("BOOKING_SECRET_KEY", "bench-secret-key-0123456789-abcdefghijklmnop")
+os.environ.setdefault("BOOKING_DATA_DIR", tempfile.mkdtemp(prefix="booking-bench-"))
+os.environ.setdefault("BOOKING_LOG_LEVEL", "WARNING")
+os.environ.setdefault("BOOKING_LOG_JSON", "false")
+
+QUERIES: list[tuple[str, dict[str, str]]] = [
+    ("q=质谱 (2-char CJK, facets)", {"q": "质谱"}),
+    ("q=核磁 (2-char CJK, facets)", {"q": "核磁"}),
+    ("q=电镜 (2-char CJK, no match in names)", {"q": "电镜"}),
+    (
+        "q=色谱 + 成都 + 外部共享 + 大型 + sort",
+        {"q": "色谱", "city": "510100", "sharing_mode": "external", "large": "true", "sort": "value_desc"},
+    ),
+    (
+        "facets: category=01 + 绵阳 + 科研院所",
+        {"category": "01", "city": "510700", "institution_kind": "科研院所"},
+    ),
+    ("q=液相色谱-质谱 (6 chars)", {"q": "液相色谱-质谱"}),
+    ("browse, no filter (facets over all)", {}),
+]
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+async def build(url: str, count: int) -> None:
+    from booking.core.clock import to_local, utcnow
+    from booking.core.db import dispose_engine, init_engine, unit_of_work
+    from instruments.seed import seed_province
+
+    init_engine(url)
+    started = time.perf_counter()
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if time.perf_counter() - last[0] > 2 or done == total:
+            last[0] = time.perf_counter()
+            print(f"  seeding {stage}: {done}/{total}", flush=True)
+
+    async with unit_of_work() as session:
+        counts = await seed_province(
+            session, today=to_local(utcnow()).date(), progress=progress, target=count
+        )
+    await dispose_engine()
+    print(
+        f"built {counts['instruments']} instruments in {counts['institutions']} institutions "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
+
+
+async def sql_for(params: dict[str, str]) -> list[str]:
+    """The statements the API runs for these parameters, compiled to plain SQL (values inlined)."""
+    from decimal import Decimal
+
+    from sqlalchemy.dialects import postgresql
+
+    from instruments import repository as repo
+    from instruments.repository import SearchFilters, Viewer
+    from instruments.rules import category_prefix
+
+    f = SearchFilters(
+        q=params.get("q"),
+        city=params.get("city"),
+        institution_kind=params.get("institution_kind"),
+        category=category_prefix(params.get("category")),
+        sharing_mode=params.get("sharing_mode"),
+        large=True if params.get("large") == "true" else None,
+        threshold=Decimal("500000"),
+    )
+    stmts = [
+        repo.items_statement(f, Viewer(), sort=params.get("sort", "relevance"), limit=20, offset=0),
+        repo.facets_statement(f, Viewer()),
+    ]
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    return [str(s.compile(dialect=dialect, compile_kwargs={"literal_binds": True})) for s in stmts]
+
+
+async def measure(dsn: str, runs: int) -> list[dict[str, Any]]:
+    import asyncpg
+    import httpx
+
+    from booking.app import create_app
+
+    app = create_app()
+    transport = httpx.ASGITransport(app=app)
+    conn = await asyncpg.connect(dsn)
+    out = []
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        for label, params in QUERIES:
+            statements = await sql_for(params)
+            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {statements[0]}")
+            uses_bigrams = "ix_instruments_search_bigrams" in json.dumps(plan)
+            total = None
+            for _ in range(20):  # warm up both paths (caches, prepared statements, generic-plan switch)
+                r = await client.get("/api/v1/instruments", params=params)
+                assert r.status_code == 200, r.text
+                total = r.json()["total"]
+                for sql in statements:
+                    await conn.fetch(sql)
+            api: list[float] = []
+            raw: list[float] = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                r = await client.get("/api/v1/instruments", params=params)
+                t1 = time.perf_counter()
+                async with conn.transaction():
+                    for sql in statements:
+                        await conn.fetch(sql)
+                t2 = time.perf_counter()
+                api.append((t1 - t0) * 1000)
+                raw.append((t2 - t1) * 1000)
+            out.append(
+                {
+                    "query": label,
+                    "total": total,
+                    "bigram_index": uses_bigrams,
+                    "api_p50": statistics.median(api),
+                    "api_p95": pct(api, 0.95),
+                    "sql_p50": statistics.median(raw),
+                    "sql_p95": pct(raw, 0.95),
+                }
+            )
+    await conn.close()
+    from booking.core.db import dispose_engine
+
+    await dispose_engine()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--instruments", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    args = parser.parse_args()
+
+    from booking.core import migrations
+    from tests.db import TestDatabase, _create, _drop, _with_database
+
+    server = TestDatabase()
+    name = "booking_bench_catalog"
+    asyncio.run(_create(server.admin_dsn, name))
+    dsn = _with_database(server.admin_dsn, name)
+    url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        migrations.upgrade(url)
+        os.environ["DATABASE_URL"] = url
+        from booking.core.settings import get_settings
+
+        get_settings.cache_clear()
+        asyncio.run(build(url, args.instruments))
+        results = asyncio.run(measure(dsn, args.runs))
+    finally:
+        if not args.keep:
+            asyncio.run(_drop(server.admin_dsn, name))
+    print()
+    print(
+        f"{'query':46} {'hits':>6} {'bigram':>6} {'API p50':>8} {'API p95':>8} {'SQL p50':>8} {'SQL p95':>8} "
+        f"{'ratio50':>7} {'ratio95':>7}"
+    )
+    for r in results:
+        print(
+            f"{r['query']:46} {r['total']:>6} {'yes' if r['bigram_index'] else 'no':>6} {r['api_p50']:8.2f} "
+            f"{r['api_p95']:8.2f} {r['sql_p50']:8.2f} {r['sql_p95']:8.2f} {r['api_p50'] / r['sql_p50']:7.2f} "
+            f"{r['api_p95'] / r['sql_p95']:7.2f}"
+        )
+    print(
+        "(ms; API = full request through the FastAPI app in-process; SQL = the same two statements via asyncpg)"
+    )
+
+
+if __name__ == "__main__":
+    main()

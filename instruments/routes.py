@@ -1,0 +1,623 @@
+"""HTML pages of the catalogue: search, detail, create/edit/retire, import, classification codes and chain tags."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from starlette.datastructures import FormData, UploadFile
+
+from booking.accounts import repository as accounts_repo
+from booking.accounts.models import Facility, Institution, InstitutionKind
+from booking.auth.deps import CsrfDep, WebAdmin, WebManager, WebPrincipal, load_web_principal
+from booking.auth.principal import Principal
+from booking.core.db import SessionDep
+from booking.core.errors import DomainError, Problem, RuleViolation
+from booking.core.forms import errors_by_field
+from booking.core.regions import CITIES
+from booking.core.validation import problems_from_errors
+from booking.core.web import redirect, render
+from instruments import importer, service
+from instruments import repository as repo
+from instruments.api import facets_of, item_of
+from instruments.columns import WAN
+from instruments.models import (
+    CUSTOMS_LABELS,
+    FEE_UNIT_LABELS,
+    FUNDING_LABELS,
+    SHARING_MODE_LABELS,
+    SOURCE_LABELS,
+    STATUS_LABELS,
+    USAGE_KIND_LABELS,
+    Instrument,
+)
+from instruments.reference import COUNTRIES, SUBJECTS
+from instruments.schemas import CategoryCreate, ChainCreate, InstrumentCreate, InstrumentUpdate
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(load_web_principal), CsrfDep])
+
+PAGE_SIZE = 20
+SORT_LABELS = {
+    "relevance": "相关度",
+    "newest": "最新发布",
+    "name": "名称",
+    "value_desc": "原值从高到低",
+    "value_asc": "原值从低到高",
+}
+FIELD_LABELS: dict[str, str] = {
+    "institution_id": "所属单位",
+    "facility_id": "所属实验室/平台",
+    "asset_number": "所在单位仪器内部编码",
+    "name": "中文名称",
+    "name_en": "英文名称",
+    "category_code": "设备分类编码",
+    "source": "仪器来源",
+    "usage_kind": "仪器类别",
+    "original_value": "原值（元）",
+    "country_code": "产地国别",
+    "model": "规格型号",
+    "manufacturer": "生产制造商",
+    "start_date": "启用日期",
+    "specs": "主要技术指标",
+    "functions": "主要功能",
+    "subjects": "主要学科领域",
+    "service_content": "服务内容",
+    "achievements": "典型成果",
+    "sharing_rules": "对外开放共享规定",
+    "fee_text": "参考收费标准",
+    "city_code": "所在市州",
+    "county_code": "所在区县代码",
+    "street": "安放地址",
+    "contact_name": "联系人",
+    "contact_phone": "联系电话",
+    "contact_email": "电子邮箱",
+    "sharing_mode": "共享模式",
+    "status": "运行状态",
+    "funding_source": "主要购置经费来源",
+    "department": "所属单位内部门",
+    "customs_status": "海关监管情况",
+    "fee_unit": "收费方式",
+    "fee_internal": "内部单价（元）",
+    "fee_external": "外部单价（元）",
+    "fee_minimum": "最低收费（元）",
+    "photo_url": "照片网址",
+    "qualification_required": "需培训取得资质",
+    "accepts_vouchers": "接受创新券",
+    "restricted": "限制公开（军民融合）",
+    "chains": "产业链",
+    "reason": "退役原因",
+    "code": "分类编码",
+}
+LABELS = {
+    "sharing_mode": SHARING_MODE_LABELS,
+    "status": STATUS_LABELS,
+    "source": SOURCE_LABELS,
+    "usage_kind": USAGE_KIND_LABELS,
+    "funding_source": FUNDING_LABELS,
+    "customs_status": CUSTOMS_LABELS,
+    "fee_unit": FEE_UNIT_LABELS,
+}
+BOOL_FIELDS = ("qualification_required", "accepts_vouchers", "restricted")
+
+
+def _common() -> dict[str, Any]:
+    return {"labels": LABELS, "field_labels": FIELD_LABELS, "countries": COUNTRIES, "subjects_ref": SUBJECTS}
+
+
+# ---- search -----------------------------------------------------------------------------------------------------
+
+
+def _wan_to_cny(text: str | None) -> Decimal | None:
+    if not text:
+        return None
+    try:
+        value = Decimal(text.strip()) * WAN
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() and value >= 0 else None
+
+
+@router.get("/instruments")
+async def catalogue(
+    request: Request,
+    session: SessionDep,
+    principal: WebPrincipal,
+    q: Annotated[str | None, Query(max_length=100)] = None,
+    city: Annotated[str | None, Query(max_length=6)] = None,
+    institution_kind: Annotated[str | None, Query(max_length=10)] = None,
+    institution: Annotated[str | None, Query(max_length=12)] = None,
+    category: Annotated[str | None, Query(max_length=6)] = None,
+    sharing_mode: Annotated[str | None, Query(max_length=10)] = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    chain: Annotated[str | None, Query(max_length=12)] = None,
+    min_wan: Annotated[str | None, Query(max_length=20)] = None,
+    max_wan: Annotated[str | None, Query(max_length=20)] = None,
+    large: Annotated[str | None, Query(max_length=5)] = None,
+    vouchers: Annotated[str | None, Query(max_length=5)] = None,
+    sort: Annotated[str | None, Query(max_length=12)] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Response:
+    # A page forgives what the API refuses: unknown values are dropped, not reported.
+    chains = await repo.chains(session)
+    params: dict[str, Any] = {
+        "q": (q or "").strip() or None,
+        "city": city if city in CITIES else None,
+        "institution_kind": institution_kind
+        if institution_kind in {k.value for k in InstitutionKind}
+        else None,
+        "institution": institution if institution and institution.isdigit() else None,
+        "category": category if category and category.isdigit() and len(category) in (2, 4, 6) else None,
+        "sharing_mode": sharing_mode if sharing_mode in SHARING_MODE_LABELS else None,
+        "status": status if status in STATUS_LABELS else None,
+        "chain": chain if chain and chain.isdigit() and int(chain) in {c.id for c in chains} else None,
+        "min_wan": min_wan if _wan_to_cny(min_wan) is not None else None,
+        "max_wan": max_wan if _wan_to_cny(max_wan) is not None else None,
+        "large": "1" if large in ("1", "true", "on") else None,
+        "vouchers": "1" if vouchers in ("1", "true", "on") else None,
+        "sort": sort if sort in SORT_LABELS else None,
+    }
+    filters = await service.build_filters(
+        session,
+        q=params["q"],
+        city=params["city"],
+        institution_kind=params["institution_kind"],
+        institution=int(params["institution"]) if params["institution"] else None,
+        category=params["category"],
+        sharing_mode=params["sharing_mode"],
+        status=params["status"],
+        chain=params["chain"],
+        min_value=_wan_to_cny(params["min_wan"]),
+        max_value=_wan_to_cny(params["max_wan"]),
+        large=True if params["large"] else None,
+        vouchers=True if params["vouchers"] else None,
+    )
+    page = await service.search(
+        session, principal, filters, sort=params["sort"] or "relevance", limit=PAGE_SIZE, offset=offset
+    )
+    institution_name = None
+    if params["institution"]:
+        inst = await session.get(Institution, int(params["institution"]))
+        institution_name = inst.name if inst else None
+    majors = await repo.children(session, None)
+    api_params = {
+        k: params[k]
+        for k in (
+            "q",
+            "city",
+            "institution_kind",
+            "institution",
+            "category",
+            "sharing_mode",
+            "status",
+            "chain",
+            "sort",
+        )
+    }
+    api_params.update(
+        min_value=filters.min_value,
+        max_value=filters.max_value,
+        large="true" if params["large"] else None,
+        vouchers="true" if params["vouchers"] else None,
+    )
+    ctx = {
+        "params": params,
+        "items": [item_of(r) for r in page.rows],
+        "total": page.total,
+        "facets": facets_of(page),
+        "offset": offset,
+        "page_size": PAGE_SIZE,
+        "chains": chains,
+        "majors": majors,
+        "sort_labels": SORT_LABELS,
+        "kinds": [k.value for k in InstitutionKind],
+        "institution_name": institution_name,
+        "export_query": urlencode({k: v for k, v in api_params.items() if v is not None}),
+        "can_import": principal is not None
+        and (principal.is_admin or bool(principal.managed_institution_ids)),
+        **_common(),
+    }
+    return render(request, "instruments/search.html", ctx, block="results")
+
+
+# ---- the form ---------------------------------------------------------------------------------------------------
+
+
+async def _form_options(session: SessionDep, principal: Principal, values: dict[str, Any]) -> dict[str, Any]:
+    if principal.is_admin:
+        institutions, _ = await accounts_repo.list_institutions(
+            session, q=None, city_code=None, kind=None, limit=5000, offset=0
+        )
+    else:
+        institutions = [
+            i
+            for i in [
+                await session.get(Institution, iid) for iid in sorted(principal.managed_institution_ids)
+            ]
+            if i is not None
+        ]
+    inst_ids = [i.id for i in institutions if i.id is not None]
+    facilities: list[Facility] = (
+        await repo.facilities_of(session, inst_ids)
+        if len(inst_ids) <= 50
+        else (
+            await repo.facilities_of(session, [int(values["institution_id"])])
+            if values.get("institution_id")
+            else []
+        )
+    )
+    names = {i.id: i.name for i in institutions}
+    facility_options = [
+        (f.id, f"{names.get(f.institution_id, '')} / {f.name}")
+        for f in facilities
+        if principal.manages_facility(f.institution_id, f.id)
+    ]
+    return {
+        "institutions": institutions,
+        "facility_options": facility_options,
+        "chains": await repo.chains(session),
+        **await _picker_context(session, values.get("category_code") or ""),
+    }
+
+
+async def _picker_context(session: SessionDep, code: str, cat1: str = "", cat2: str = "") -> dict[str, Any]:
+    """The cascading 大类 → 中类 → 小类 choice for a code (or for the levels chosen so far)."""
+    if code and len(code) == 6:
+        cat1 = code[:2] + "0000"
+        cat2 = code[:4] + "00" if code[2:4] != "00" else ""
+    majors = await repo.children(session, None)
+    mids = await repo.children(session, cat1) if cat1 else []
+    smalls = await repo.children(session, cat2) if cat2 else []
+    cat3 = code if code and code[4:] != "00" else ""
+    return {
+        "picker": {"majors": majors, "mids": mids, "smalls": smalls, "cat1": cat1, "cat2": cat2, "cat3": cat3}
+    }
+
+
+def _form_data(form: FormData, *, update: bool) -> dict[str, Any]:
+    """Form fields → the API input model's fields. A blank optional field clears it on edit."""
+    data: dict[str, Any] = {}
+    for key in FIELD_LABELS:
+        if key in ("chains", "reason", "code", "category_code", "subjects", *BOOL_FIELDS):
+            continue
+        if key in form:
+            value = str(form.get(key) or "").strip()
+            if value:
+                data[key] = value
+            elif update:
+                data[key] = None
+    cat = next((str(form.get(k)) for k in ("cat3", "cat2", "cat1") if form.get(k)), "")
+    if cat:
+        data["category_code"] = cat
+    subjects = str(form.get("subjects") or "").replace("；", ";").replace("，", ";").replace(",", ";")
+    if "subjects" in form:
+        data["subjects"] = [s.strip() for s in subjects.split(";") if s.strip()]
+    data["chains"] = [str(c) for c in form.getlist("chains")]
+    for key in BOOL_FIELDS:
+        data[key] = key in form
+    if data.get("country_code"):
+        data["country_code"] = str(data["country_code"]).upper()
+    return data
+
+
+def _validate(model: type[InstrumentCreate] | type[InstrumentUpdate], data: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = problems_from_errors(exc.errors())
+        raise RuleViolation(
+            "输入有误",
+            problems=[
+                Problem(p.field.split(".")[0] if p.field else None, p.code, p.message) for p in problems
+            ],
+        ) from None
+
+
+def _values_of(inst: Instrument) -> dict[str, Any]:
+    values = inst.model_dump()
+    values["subjects"] = "；".join(inst.subjects or [])
+    return values
+
+
+async def _render_form(
+    request: Request,
+    session: SessionDep,
+    principal: Principal,
+    *,
+    values: dict[str, Any],
+    instrument: Instrument | None,
+    errors: dict[str, str] | None = None,
+    problems: list[Problem] | None = None,
+    chain_values: list[str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    ctx = {
+        "values": values,
+        "instrument": instrument,
+        "errors": errors or {},
+        "problems": problems or [],
+        "chain_values": chain_values or [],
+        **_common(),
+        **await _form_options(session, principal, values),
+    }
+    return render(request, "instruments/form.html", ctx, status_code=status_code)
+
+
+@router.get("/instruments/new")
+async def new_form(request: Request, session: SessionDep, principal: WebManager) -> Response:
+    values: dict[str, Any] = {"status": "normal", "sharing_mode": "external"}
+    if len(principal.managed_institution_ids) == 1:
+        values["institution_id"] = next(iter(principal.managed_institution_ids))
+    return await _render_form(request, session, principal, values=values, instrument=None)
+
+
+@router.post("/instruments/new")
+async def create(request: Request, session: SessionDep, principal: WebManager) -> Response:
+    form = await request.form()
+    data = _form_data(form, update=False)
+    if form.get("_refresh"):  # no-JS refresh of the category picker: show the form again, save nothing
+        values = {
+            **{k: v for k, v in form.items() if isinstance(v, str)},
+            "category_code": data.get("category_code"),
+        }
+        return await _render_form(
+            request, session, principal, values=values, instrument=None, chain_values=data["chains"]
+        )
+    try:
+        inst = await service.create_instrument(session, principal, _validate(InstrumentCreate, data))
+    except DomainError as exc:
+        values = {
+            **{k: v for k, v in form.items() if isinstance(v, str)},
+            "category_code": data.get("category_code"),
+        }
+        return await _render_form(
+            request,
+            session,
+            principal,
+            values=values,
+            instrument=None,
+            errors=errors_by_field(exc.problems) or {"_form": exc.detail},
+            problems=exc.problems,
+            chain_values=data["chains"],
+            status_code=exc.status,
+        )
+    return redirect(request, f"/instruments/{inst.id}?created=1")
+
+
+@router.get("/instruments/category-picker")
+async def category_picker(
+    request: Request,
+    session: SessionDep,
+    cat1: Annotated[str, Query(max_length=6)] = "",
+    cat2: Annotated[str, Query(max_length=6)] = "",
+    cat3: Annotated[str, Query(max_length=6)] = "",
+) -> Response:
+    if cat2 and cat2[:2] + "0000" != cat1:
+        cat2 = ""
+    ctx = await _picker_context(session, "", cat1, cat2)
+    ctx["picker"]["cat3"] = cat3 if cat2 and cat3[:4] + "00" == cat2 else ""
+    return render(request, "instruments/_category_picker.html", {**ctx, "errors": {}})
+
+
+# ---- import -----------------------------------------------------------------------------------------------------
+
+
+@router.get("/instruments/import")
+async def import_page(request: Request, session: SessionDep, principal: WebManager) -> Response:
+    return render(request, "instruments/import.html", await _import_context(session, principal))
+
+
+async def _import_context(session: SessionDep, principal: Principal) -> dict[str, Any]:
+    if principal.is_admin:
+        institutions, _ = await accounts_repo.list_institutions(
+            session, q=None, city_code=None, kind=None, limit=5000, offset=0
+        )
+    else:
+        institutions = [
+            i
+            for i in [
+                await session.get(Institution, iid) for iid in sorted(principal.managed_institution_ids)
+            ]
+            if i is not None
+        ]
+    return {"institutions": institutions, "result": None, "errors": [], "error_count": 0, "selected": None}
+
+
+@router.post("/instruments/import")
+async def import_upload(request: Request, session: SessionDep, principal: WebManager) -> Response:
+    form = await request.form()
+    upload = form.get("file")
+    raw_inst = str(form.get("institution_id") or "")
+    institution_id = int(raw_inst) if raw_inst.isdigit() else None
+    ctx = await _import_context(session, principal)
+    ctx["selected"] = institution_id
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        await form.close()
+        ctx["errors"] = [importer.RowError(0, None, "请选择要导入的 CSV 或 XLSX 文件")]
+        return render(request, "instruments/import.html", ctx, status_code=422)
+    try:
+        content = await upload.read(importer.MAX_BYTES + 1)
+    finally:
+        await form.close()  # manual form parsing leaves closing the spooled upload to us
+    try:
+        result = await importer.import_file(
+            session, principal, filename=upload.filename, content=content, institution_id=institution_id
+        )
+    except importer.ImportRejected as exc:
+        ctx.update(errors=exc.row_errors, error_count=exc.error_count, filename=upload.filename)
+        return render(request, "instruments/import.html", ctx, status_code=422)
+    ctx.update(result=result, filename=upload.filename)
+    return render(request, "instruments/import.html", ctx)
+
+
+# ---- classification codes and chains (admins) -------------------------------------------------------------------
+
+
+async def _codes_context(session: SessionDep) -> dict[str, Any]:
+    return {
+        "categories": await repo.categories(session),
+        "chains": await repo.chains(session),
+        "errors": {},
+        "values": {},
+        "field_labels": FIELD_LABELS,
+    }
+
+
+@router.get("/instruments/codes")
+async def codes_page(request: Request, session: SessionDep, principal: WebAdmin) -> Response:
+    return render(request, "instruments/codes.html", await _codes_context(session))
+
+
+@router.post("/instruments/codes/categories")
+async def add_category(request: Request, session: SessionDep, principal: WebAdmin) -> Response:
+    form = await request.form()
+    data = {"code": str(form.get("code") or "").strip(), "name": str(form.get("name") or "").strip()}
+    try:
+        from pydantic import ValidationError
+
+        try:
+            payload = CategoryCreate.model_validate(data)
+        except ValidationError as exc:
+            raise RuleViolation("输入有误", problems=problems_from_errors(exc.errors())) from None
+        await service.add_category(session, principal, payload)
+    except DomainError as exc:
+        ctx = await _codes_context(session)
+        ctx.update(
+            errors={"category": errors_by_field(exc.problems) or {"_form": exc.detail}},
+            values={"category": data},
+            flash=exc.detail,
+            flash_kind="error",
+        )
+        return render(request, "instruments/codes.html", ctx, status_code=exc.status)
+    return redirect(request, "/instruments/codes#categories")
+
+
+@router.post("/instruments/codes/chains")
+async def add_chain(request: Request, session: SessionDep, principal: WebAdmin) -> Response:
+    form = await request.form()
+    data = {"name": str(form.get("name") or "").strip()}
+    try:
+        from pydantic import ValidationError
+
+        try:
+            payload = ChainCreate.model_validate(data)
+        except ValidationError as exc:
+            raise RuleViolation("输入有误", problems=problems_from_errors(exc.errors())) from None
+        await service.add_chain(session, principal, payload)
+    except DomainError as exc:
+        ctx = await _codes_context(session)
+        ctx.update(
+            errors={"chain": errors_by_field(exc.problems) or {"_form": exc.detail}},
+            values={"chain": data},
+            flash=exc.detail,
+            flash_kind="error",
+        )
+        return render(request, "instruments/codes.html", ctx, status_code=exc.status)
+    return redirect(request, "/instruments/codes#chains")
+
+
+# ---- one instrument ---------------------------------------------------------------------------------------------
+
+
+@router.get("/instruments/{instrument_id:int}")
+async def detail(
+    request: Request, session: SessionDep, principal: WebPrincipal, instrument_id: int, created: int = 0
+) -> Response:
+    view = await service.view(session, principal, instrument_id)
+    ctx = {
+        "v": view,
+        "i": view.instrument,
+        "url": service.public_url(instrument_id),
+        "large": view.instrument.original_value >= service.threshold(),
+        "errors": {},
+        **_common(),
+    }
+    if created:
+        ctx["flash"] = "仪器已发布"
+    return render(request, "instruments/detail.html", ctx)
+
+
+@router.get("/instruments/{instrument_id:int}/edit")
+async def edit_form(
+    request: Request, session: SessionDep, principal: WebManager, instrument_id: int
+) -> Response:
+    view = await service.view(session, principal, instrument_id)
+    if not view.can_manage:
+        from booking.core.errors import Forbidden
+
+        raise Forbidden("只有该仪器所属单位（实验室/平台）的管理员可以修改")
+    return await _render_form(
+        request,
+        session,
+        principal,
+        values=_values_of(view.instrument),
+        instrument=view.instrument,
+        chain_values=view.chains,
+    )
+
+
+@router.post("/instruments/{instrument_id:int}/edit")
+async def update(
+    request: Request, session: SessionDep, principal: WebManager, instrument_id: int
+) -> Response:
+    form = await request.form()
+    data = _form_data(form, update=True)
+    if form.get("_refresh"):
+        inst = await service.get_visible(session, principal, instrument_id)
+        values = {
+            **{k: v for k, v in form.items() if isinstance(v, str)},
+            "category_code": data.get("category_code"),
+        }
+        return await _render_form(
+            request, session, principal, values=values, instrument=inst, chain_values=data["chains"]
+        )
+    try:
+        await service.update_instrument(session, principal, instrument_id, _validate(InstrumentUpdate, data))
+    except DomainError as exc:
+        if exc.status in (403, 404):
+            raise
+        inst = await service.get_visible(session, principal, instrument_id)
+        values = {
+            **{k: v for k, v in form.items() if isinstance(v, str)},
+            "category_code": data.get("category_code"),
+        }
+        return await _render_form(
+            request,
+            session,
+            principal,
+            values=values,
+            instrument=inst,
+            errors=errors_by_field(exc.problems) or {"_form": exc.detail},
+            problems=exc.problems,
+            chain_values=data["chains"],
+            status_code=exc.status,
+        )
+    return redirect(request, f"/instruments/{instrument_id}")
+
+
+@router.post("/instruments/{instrument_id:int}/retire")
+async def retire(
+    request: Request, session: SessionDep, principal: WebManager, instrument_id: int
+) -> Response:
+    form = await request.form()
+    reason = str(form.get("reason") or "")
+    try:
+        await service.retire_instrument(session, principal, instrument_id, reason)
+    except RuleViolation as exc:
+        view = await service.view(session, principal, instrument_id)
+        ctx = {
+            "v": view,
+            "i": view.instrument,
+            "url": service.public_url(instrument_id),
+            "large": view.instrument.original_value >= service.threshold(),
+            "errors": errors_by_field(exc.problems),
+            "flash": exc.detail,
+            "flash_kind": "error",
+            **_common(),
+        }
+        return render(request, "instruments/detail.html", ctx, status_code=422)
+    return redirect(request, f"/instruments/{instrument_id}")

@@ -1,0 +1,217 @@
+"""HTML pages: search (full page and htmx fragment), detail, manager forms with inline errors, retire, import."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import httpx
+import pytest
+from openpyxl import Workbook
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from instruments.models import Instrument
+from tests.factories import login_web, make_institution, make_instrument, make_user
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def scu(session: AsyncSession) -> Any:
+    return await make_institution(session, name="页面测试大学", city_code="510100")
+
+
+@pytest.fixture
+async def manager_client(client: httpx.AsyncClient, session: AsyncSession, scu: Any) -> httpx.AsyncClient:
+    user = await make_user(session, role="facility_manager", grant_institution=scu)
+    return await login_web(session, client, user)
+
+
+FORM = {
+    "institution_id": "",
+    "asset_number": "P-001",
+    "name": "透射电子显微镜",
+    "cat1": "010000",
+    "cat2": "010100",
+    "cat3": "010101",
+    "original_value": "8800000",
+    "sharing_mode": "external",
+    "status": "normal",
+    "model": "Talos F200X",
+    "manufacturer": "赛默飞",
+    "contact_phone": "028-85412345",
+    "chains": "先进材料",
+}
+
+
+class TestSearchPage:
+    async def test_full_page_with_filters_and_facets(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        mianyang = await make_institution(session, name="绵阳页面研究所", city_code="510700", kind="科研院所")
+        await make_instrument(session, mianyang, name="页面测试质谱仪", city_code="510700")
+        await make_instrument(session, scu, name="页面测试质谱仪二号")
+        r = await client.get("/instruments", params={"q": "页面测试质谱", "city": "510700"})
+        assert r.status_code == 200
+        assert "<html" in r.text and "仪器目录" in r.text
+        assert "页面测试质谱仪</a>" in r.text and "页面测试质谱仪二号" not in r.text
+        assert 'data-facet="city" data-value="510100"' in r.text  # other cities stay selectable, with counts
+        assert '<option value="510700" selected>绵阳市</option>' in r.text
+        assert 'name="q"' in r.text and 'hx-push-url="true"' in r.text
+        assert '<label for="f-q">' in r.text
+
+    async def test_htmx_request_gets_only_the_results(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        await make_instrument(session, scu, name="片段测试核磁共振仪")
+        r = await client.get("/instruments", params={"q": "核磁共振仪"}, headers={"HX-Request": "true"})
+        assert r.status_code == 200
+        assert "<html" not in r.text
+        assert r.text.lstrip().startswith('<div id="results"')
+        assert "片段测试核磁共振仪" in r.text
+        assert r.headers["vary"] == "HX-Request"
+
+    async def test_bad_parameters_are_ignored_on_the_page(self, client: httpx.AsyncClient) -> None:
+        r = await client.get("/instruments", params={"city": "999999", "category": "x", "min_wan": "abc"})
+        assert r.status_code == 200
+
+    async def test_nav_entries(self, client: httpx.AsyncClient, manager_client: httpx.AsyncClient) -> None:
+        r = await manager_client.get("/instruments")
+        assert 'data-nav="instruments"' in r.text and 'data-nav="instrument-import"' in r.text
+
+
+class TestDetailPage:
+    async def test_contact_only_when_signed_in(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        inst = await make_instrument(session, scu, contact_phone="13912345678", specs="分辨率 0.1 nm")
+        anonymous = await client.get(f"/instruments/{inst.id}")
+        assert anonymous.status_code == 200
+        assert "13912345678" not in anonymous.text and "登录</a>后可见" in anonymous.text
+        assert "分辨率 0.1 nm" in anonymous.text and "预约服务网址" in anonymous.text
+        assert "可预约时段" not in anonymous.text  # availability belongs to the booking issue
+        await login_web(session, client, await make_user(session))
+        assert "13912345678" in (await client.get(f"/instruments/{inst.id}")).text
+
+    async def test_restricted_is_404_page(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        inst = await make_instrument(session, scu, restricted=True)
+        r = await client.get(f"/instruments/{inst.id}")
+        assert (r.status_code == 404 and "页面不存在" in r.text) or "未找到" in r.text
+
+
+class TestManagerForms:
+    async def test_create_redirects_to_detail(
+        self, manager_client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        form = {**FORM, "institution_id": str(scu.id)}
+        r = await manager_client.post("/instruments/new", data=form)
+        assert r.status_code == 303, r.text
+        inst = (await session.scalars(select(Instrument).where(Instrument.asset_number == "P-001"))).one()
+        assert r.headers["location"] == f"/instruments/{inst.id}?created=1"
+        assert inst.category_code == "010101" and inst.institution_id == scu.id
+
+    async def test_invalid_form_rerenders_with_field_errors(
+        self, manager_client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        form = {
+            **FORM,
+            "institution_id": str(scu.id),
+            "original_value": "-5",
+            "specs": "指" * 501,
+            "name": "<b>坏</b>",
+        }
+        r = await manager_client.post("/instruments/new", data=form)
+        assert r.status_code == 422
+        assert 'id="e-original_value"' in r.text and 'id="e-specs"' in r.text
+        assert 'value="&lt;b&gt;坏&lt;/b&gt;"' in r.text  # the typed value comes back, escaped
+        form = {**FORM, "institution_id": str(scu.id), "cat1": "", "cat2": "", "cat3": ""}
+        r = await manager_client.post("/instruments/new", data=form)
+        assert r.status_code == 422 and 'id="e-category_code"' in r.text
+        form = {**FORM, "institution_id": str(scu.id), "contact_phone": "abc", "start_date": "2999-01-01"}
+        r = await manager_client.post("/instruments/new", data=form)
+        assert r.status_code == 422
+        assert 'id="e-contact_phone"' in r.text and 'id="e-start_date"' in r.text
+        assert (
+            await session.scalar(
+                select(func.count()).select_from(Instrument).where(Instrument.institution_id == scu.id)
+            )
+            == 0
+        )
+
+    async def test_new_form_requires_manager(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        await login_web(session, client, await make_user(session))
+        assert (await client.get("/instruments/new")).status_code == 403
+
+    async def test_edit_and_retire(
+        self, manager_client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        inst = await make_instrument(session, scu, category_code="010200")
+        page = await manager_client.get(f"/instruments/{inst.id}/edit")
+        assert page.status_code == 200 and 'value="010200" selected' in page.text
+        form = {
+            **FORM,
+            "institution_id": str(scu.id),
+            "asset_number": inst.asset_number,
+            "name": "改过的名字",
+            "cat1": "010000",
+            "cat2": "010200",
+            "cat3": "",
+        }
+        r = await manager_client.post(f"/instruments/{inst.id}/edit", data=form)
+        assert r.status_code == 303, r.text
+        await session.refresh(inst)
+        assert inst.name == "改过的名字" and inst.category_code == "010200"
+        bad = await manager_client.post(f"/instruments/{inst.id}/retire", data={"reason": ""})
+        assert bad.status_code == 422 and 'id="e-reason"' in bad.text
+        ok = await manager_client.post(f"/instruments/{inst.id}/retire", data={"reason": "报废处置"})
+        assert ok.status_code == 303
+        await session.refresh(inst)
+        assert inst.retired_reason == "报废处置"
+
+    async def test_csrf_required(self, client: httpx.AsyncClient, session: AsyncSession, scu: Any) -> None:
+        user = await make_user(session, role="facility_manager", grant_institution=scu)
+        await login_web(session, client, user)
+        del client.headers["X-CSRF-Token"]
+        r = await client.post("/instruments/new", data={**FORM, "institution_id": str(scu.id)})
+        assert r.status_code == 403
+
+    async def test_category_picker_fragment(self, client: httpx.AsyncClient) -> None:
+        r = await client.get(
+            "/instruments/category-picker", params={"cat1": "010000"}, headers={"HX-Request": "true"}
+        )
+        assert r.status_code == 200
+        assert 'value="010200"' in r.text and "质谱仪器" in r.text
+
+
+class TestImportPage:
+    async def test_error_table_then_counts(
+        self, manager_client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        wb = Workbook()
+        ws = wb.active
+        assert ws is not None
+        ws.append(["所在单位仪器内部编码", "中文名称", "设备分类编码", "原值（万元）", "共享模式"])
+        ws.append(["W-1", "页面导入仪", "010200", 60, "外部共享"])
+        ws.append(["W-2", "页面导入仪二", "010200", "六十", "外部共享"])
+        buffer = io.BytesIO()
+        wb.save(buffer)
+        r = await manager_client.post(
+            "/instruments/import",
+            files={"file": ("a.xlsx", buffer.getvalue())},
+            data={"institution_id": str(scu.id)},
+        )
+        assert r.status_code == 422
+        assert 'id="import-errors"' in r.text and '<td class="num">3</td><td>原值（万元）</td>' in r.text
+        ws.cell(row=3, column=4).value = 61
+        buffer = io.BytesIO()
+        wb.save(buffer)
+        r = await manager_client.post(
+            "/instruments/import",
+            files={"file": ("a.xlsx", buffer.getvalue())},
+            data={"institution_id": str(scu.id)},
+        )
+        assert r.status_code == 200
+        assert '<dd data-count="created">2</dd>' in r.text
