@@ -46,9 +46,24 @@ class Filters:
     chain_id: int | None = None  # 0: instruments without any chain tag
     band: Band | None = None
     instrument_id: int | None = None
+    # Restricted (military-civil) instruments are counted like any other, but their name, model and asset number
+    # are shown only to platform admins and the owning institution's managers.
+    reveal_all: bool = True
+    reveal_institutions: tuple[int, ...] = ()
+
+
+_HIDDEN = "'受限仪器'"
+
+
+def _reveal(p: dict[str, Any], reveal_all: bool, institutions: Sequence[int], owner: str) -> str:
+    """SQL true when the viewer may see a restricted instrument's identifying fields."""
+    p["reveal_all"] = reveal_all
+    p["reveal_insts"] = list(institutions)
+    return f"(NOT i.restricted OR CAST(:reveal_all AS boolean) OR {owner} = ANY(CAST(:reveal_insts AS int[])))"
 
 
 def _state_cte(f: Filters, d: Definitions, p: dict[str, Any]) -> str:
+    shown = _reveal(p, f.reveal_all, f.reveal_institutions, "h.institution_id")
     conds = ["h.valid_from < :t", "(h.valid_to IS NULL OR h.valid_to >= :t)", "h.original_value >= :threshold",
              "(i.retired_at IS NULL OR i.retired_at >= :t)"]
     p["threshold"] = d.threshold
@@ -88,7 +103,9 @@ def _state_cte(f: Filters, d: Definitions, p: dict[str, Any]) -> str:
     return f"""
 st AS (
   SELECT h.instrument_id AS id, h.sharing_mode, h.status, h.original_value, h.institution_id, h.city_code,
-         i.category_code, coalesce(i.usage_kind, 'general') AS usage_kind, i.name, i.model, i.asset_number,
+         i.category_code, coalesce(i.usage_kind, 'general') AS usage_kind,
+         CASE WHEN {shown} THEN i.name ELSE {_HIDDEN} END AS name,
+         CASE WHEN {shown} THEN i.model END AS model, CASE WHEN {shown} THEN i.asset_number END AS asset_number,
          inst.kind AS institution_kind, inst.name AS institution_name
   FROM instrument_history h
   JOIN instruments i ON i.id = h.instrument_id
@@ -433,16 +450,18 @@ SELECT g.*, du.users, du.external_institutions FROM g, du
 
 # ---- one instrument's records ------------------------------------------------------------------------------------
 
-_RECORD_COLUMNS = """r.id, r.instrument_id, i.name AS instrument_name, i.asset_number, r.started_at, r.ended_at,
+_RECORD_COLUMNS = """r.id, r.instrument_id,
+       CASE WHEN {shown} THEN i.name ELSE '受限仪器' END AS instrument_name,
+       CASE WHEN {shown} THEN i.asset_number END AS asset_number, r.started_at, r.ended_at,
        r.hours, r.samples, r.is_external, r.service_mode, r.service_type, r.project_name, r.funding_source,
        r.applicant_name, r.amount, r.fee_basis, r.rating, r.rating_comment, r.user_institution_id,
        ui.name AS user_institution_name, r.provider_institution_id, pi.name AS provider_institution_name,
        r.created_at"""
 
 
-def _records_sql(where: str) -> str:
+def _records_sql(where: str, shown: str) -> str:
     return f"""
-SELECT {_RECORD_COLUMNS}
+SELECT {_RECORD_COLUMNS.format(shown=shown)}
 FROM service_records r
 JOIN instruments i ON i.id = r.instrument_id
 JOIN institutions pi ON pi.id = r.provider_institution_id
@@ -451,15 +470,16 @@ WHERE {where}"""
 
 
 async def instrument_records(session: AsyncSession, asof: AsOf, instrument_id: int, *, year: int | None,
-                             limit: int, offset: int) -> tuple[list[RowMapping], int]:
+                             limit: int, offset: int, f: Filters) -> tuple[list[RowMapping], int]:
     p: dict[str, Any] = {"t": asof.end, "iid": instrument_id, "limit": limit, "offset": offset}
+    shown = _reveal(p, f.reveal_all, f.reveal_institutions, "r.provider_institution_id")
     where = f"r.instrument_id = :iid AND {_KNOWN} < :t"
     if year is not None:
         p["y_lo"], p["y_hi"] = local_midnight(date(year, 1, 1)), local_midnight(date(year + 1, 1, 1))
         where += " AND r.ended_at >= :y_lo AND r.ended_at < :y_hi"
     total = int((await session.execute(
         text(f"SELECT count(*) FROM service_records r WHERE {where}"), p)).scalar_one())
-    rows = await session.execute(text(_records_sql(where) + " ORDER BY r.ended_at DESC, r.id DESC"
+    rows = await session.execute(text(_records_sql(where, shown) + " ORDER BY r.ended_at DESC, r.id DESC"
                                       " LIMIT :limit OFFSET :offset"), p)
     return list(rows.mappings()), total
 
@@ -471,7 +491,8 @@ async def stream_records(session: AsyncSession, asof: AsOf, d: Definitions, f: F
     _window_params(w, "u", p)
     where = (f"r.instrument_id IN (SELECT id FROM st) AND r.ended_at >= :u_lo AND r.ended_at < :u_hi"
              f" AND {_KNOWN} < :t")
-    sql = f"WITH {_state_cte(f, d, p)}" + _records_sql(where) + " ORDER BY r.ended_at, r.id"
+    shown = _reveal(p, f.reveal_all, f.reveal_institutions, "r.provider_institution_id")
+    sql = f"WITH {_state_cte(f, d, p)}" + _records_sql(where, shown) + " ORDER BY r.ended_at, r.id"
     result = await session.stream(text(sql), p)
     async for row in result.mappings():
         yield row
@@ -485,17 +506,21 @@ async def count_records(session: AsyncSession, asof: AsOf, d: Definitions, f: Fi
     return int((await session.execute(text(sql), p)).scalar_one())
 
 
-async def instrument_state(session: AsyncSession, asof: AsOf, instrument_id: int) -> RowMapping | None:
+async def instrument_state(session: AsyncSession, asof: AsOf, instrument_id: int,
+                           f: Filters) -> RowMapping | None:
     """The effective-dated state of one instrument at the end of D (whatever its value), or None."""
-    sql = """
+    p: dict[str, Any] = {"iid": instrument_id, "t": asof.end}
+    shown = _reveal(p, f.reveal_all, f.reveal_institutions, "h.institution_id")
+    sql = f"""
 SELECT h.instrument_id AS id, h.sharing_mode, h.status, h.original_value, h.institution_id, h.city_code,
-       i.name, i.model, i.asset_number, i.category_code, coalesce(i.usage_kind, 'general') AS usage_kind,
+       CASE WHEN {shown} THEN i.name ELSE {_HIDDEN} END AS name, CASE WHEN {shown} THEN i.model END AS model,
+       CASE WHEN {shown} THEN i.asset_number END AS asset_number, i.restricted, i.category_code, coalesce(i.usage_kind, 'general') AS usage_kind,
        inst.name AS institution_name, inst.kind AS institution_kind, h.valid_from, h.valid_to
 FROM instrument_history h JOIN instruments i ON i.id = h.instrument_id
 JOIN institutions inst ON inst.id = h.institution_id
 WHERE h.instrument_id = :iid AND h.valid_from < :t AND (h.valid_to IS NULL OR h.valid_to >= :t)
 """
-    return (await session.execute(text(sql), {"iid": instrument_id, "t": asof.end})).mappings().one_or_none()
+    return (await session.execute(text(sql), p)).mappings().one_or_none()
 
 
 async def instrument_current_owner(session: AsyncSession, instrument_id: int) -> RowMapping | None:

@@ -63,13 +63,16 @@ class Scope:
     kind: str  # province | city | institution
     cities: tuple[str, ...] = ()
     institutions: tuple[int, ...] = ()
+    reveal_all: bool = False  # restricted instruments' names: platform admins
+    reveal_institutions: tuple[int, ...] = ()  # ...and the managers of the owning institution
 
     @property
     def province(self) -> bool:
         return self.kind == "province"
 
     def filters(self, **kw: Any) -> Filters:
-        return Filters(province=self.province, scope_cities=self.cities, scope_institutions=self.institutions, **kw)
+        return Filters(province=self.province, scope_cities=self.cities, scope_institutions=self.institutions,
+                       reveal_all=self.reveal_all, reveal_institutions=self.reveal_institutions, **kw)
 
     def may_city(self, code: str) -> bool:
         return self.province or code in self.cities
@@ -82,14 +85,16 @@ class Scope:
 
 
 def scope_of(principal: Principal) -> Scope:
+    reveal = {"reveal_all": principal.is_admin,
+              "reveal_institutions": tuple(sorted(principal.managed_institution_ids))}
     if principal.is_admin or principal.is_provincial_auditor:
-        return Scope("province")
+        return Scope("province", **reveal)  # type: ignore[arg-type]
     cities = tuple(sorted(principal.auditor_city_codes))
     insts = tuple(sorted(principal.admin_institution_ids))
     if cities:
-        return Scope("city", cities, insts)
+        return Scope("city", cities, insts, **reveal)  # type: ignore[arg-type]
     if insts:
-        return Scope("institution", (), insts)
+        return Scope("institution", (), insts, **reveal)  # type: ignore[arg-type]
     raise Forbidden("只有科技厅、市州科技局审计人员和单位管理员可以查看共享统计")
 
 
@@ -394,7 +399,7 @@ async def institution_figures(session: AsyncSession, principal: Principal, insti
 async def instrument_scope(session: AsyncSession, principal: Principal, instrument_id: int,
                            asof: AsOf) -> tuple[Scope, RowMapping]:
     scope = scope_of(principal)
-    state = await repo.instrument_state(session, asof, instrument_id)
+    state = await repo.instrument_state(session, asof, instrument_id, scope.filters())
     if state is None:
         current = await repo.instrument_current_owner(session, instrument_id)
         if current is None:
@@ -438,10 +443,11 @@ async def instrument_figures(session: AsyncSession, principal: Principal, instru
 
 async def instrument_records(session: AsyncSession, principal: Principal, instrument_id: int, asof: AsOf,
                              year: int | None, limit: int, offset: int) -> dict[str, Any]:
-    _scope, state = await instrument_scope(session, principal, instrument_id, asof)
+    scope, state = await instrument_scope(session, principal, instrument_id, asof)
     if year is not None:
         resolve_year(year, asof)
-    rows, total = await repo.instrument_records(session, asof, instrument_id, year=year, limit=limit, offset=offset)
+    rows, total = await repo.instrument_records(session, asof, instrument_id, year=year, limit=limit, offset=offset,
+                                                f=scope.filters())
     return {"instrument": {"id": state["id"], "name": state["name"], "institution_id": state["institution_id"],
                            "institution_name": state["institution_name"], "city_code": state["city_code"]},
             "as_of": asof.day.isoformat(), "year": year, "items": [dict(r) for r in rows], "total": total,

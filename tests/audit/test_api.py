@@ -214,3 +214,37 @@ class TestBadInput:
     async def test_unknown_sharing_dimension(self, client: httpx.AsyncClient, headers: dict[str, str]) -> None:
         r = await client.get("/api/v1/stats/sharing/by-planet", headers=headers)
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "dim"
+
+
+class TestRestricted:
+    async def test_counted_but_named_only_for_admins_and_owners(self, client: httpx.AsyncClient,
+                                                               session: AsyncSession, data: w.World) -> None:
+        from sqlalchemy import text
+
+        from booking.accounts.models import Role
+        from tests.factories import make_user
+
+        await session.execute(text("UPDATE instruments SET restricted = true WHERE id = :i"), {"i": data.ids["A2"]})
+        params = {"as_of": "2026-06-14", "measure": "registered", "sort": "id"}
+        viewers = {"auditor": await w.auditor(session),
+                   "admin": await make_user(session, role=Role.platform_admin, institution_id=None),
+                   "owner": await make_user(session, role=Role.institution_admin, grant_institution=data.a)}
+        names = {}
+        for who, user in viewers.items():
+            headers = await bearer_headers(session, user)
+            query = params if who != "owner" else {**params, "institution": data.a.id}
+            body = (await client.get("/api/v1/stats/instruments", params=query, headers=headers)).json()
+            names[who] = {i["id"]: i["name"] for i in body["items"]}
+            one = (await client.get(f"/api/v1/stats/instruments/{data.ids['A2']}",
+                                    params={"as_of": "2026-06-14"}, headers=headers)).json()
+            assert one["registered"] is True and one["years"][0]["hours"] == 30.0  # figures are never hidden
+            records = (await client.get(f"/api/v1/stats/instruments/{data.ids['A2']}/service-records",
+                                        params={"as_of": "2026-06-14"}, headers=headers)).json()
+            assert {r["instrument_name"] for r in records["items"]} == {names[who][data.ids["A2"]]}
+        assert names["auditor"][data.ids["A2"]] == "受限仪器"
+        assert names["admin"][data.ids["A2"]] == "专用测试系统A2" == names["owner"][data.ids["A2"]]
+        assert names["auditor"][data.ids["A1"]] == "扫描电子显微镜A1"
+        headers = await bearer_headers(session, viewers["auditor"])
+        csv_text = (await client.get("/api/v1/stats/service-records.csv", params={"as_of": "2026-06-14"},
+                                     headers=headers)).content.decode("utf-8-sig")
+        assert "专用测试系统A2" not in csv_text and "受限仪器" in csv_text
