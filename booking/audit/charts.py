@@ -30,7 +30,7 @@ def bars(rows: list[dict[str, Any]], *, width: float = 560, row_h: float = 22,
          label_w: float = 150) -> dict[str, Any]:
     """Horizontal bars per row: registered (light), open (middle), shared (dark), on one scale."""
     top = max([int(r["registered"]) for r in rows] + [1])
-    scale = (width - label_w - 60) / top
+    scale = (width - label_w - 110) / top  # room for the numbers after the longest bar
     out = []
     for i, r in enumerate(rows):
         y = 24 + i * row_h
