@@ -43,6 +43,15 @@ async def _seed_catalogue(session: AsyncSession, console: Console) -> None:
                   f"{counts['instruments']} instruments[/]")
 
 
+async def _seed_bookings(session: AsyncSession, console: Console) -> None:
+    from booking.core.clock import utcnow
+    from booking.reservations.seed import seed_bookings
+
+    counts = await seed_bookings(session, utcnow())
+    console.print(f"[green]demo bookings: opening hours for {counts['rules']} instruments, "
+                  f"{counts['bookings']} bookings[/]")
+
+
 async def seed_if_empty(console: Console) -> bool:
     init_engine()
     try:
@@ -71,6 +80,7 @@ async def seed_if_empty(console: Console) -> bool:
                     email=email, password=DEMO_PASSWORD, name=name, institution_id=inst_id), grants=grants)
             console.print("[green]demo accounts created[/]")
             await _seed_catalogue(session, console)
+            await _seed_bookings(session, console)
             return True
     finally:
         await dispose_engine()
