@@ -1,5 +1,4 @@
 # The SQL below is fixed text with bound parameters only.
-# ruff: noqa: S608
 """Demo booking data for `booking demo`: opening hours and rules for most instruments, upcoming requests in the
 manager's queue, and a booking history for the demo researcher. Set-based where it can be, and deterministic."""
 

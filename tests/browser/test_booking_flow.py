@@ -31,7 +31,7 @@ def _instrument(url: str) -> dict[str, object]:
 
 
 def test_book_approve_ics_check_in_out(page, live: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
-    base, url = live
+    _, url = live
     inst = _instrument(url)
     tomorrow = (datetime.now(SHANGHAI) + timedelta(days=1)).date()
     slot_start = datetime.combine(tomorrow, datetime.min.time(), SHANGHAI).replace(hour=19)
