@@ -43,6 +43,15 @@ async def _seed_catalogue(session: AsyncSession, console: Console) -> None:
                   f"{counts['instruments']} instruments[/]")
 
 
+async def _seed_bookings(session: AsyncSession, console: Console) -> None:
+    from booking.core.clock import utcnow
+    from booking.reservations.seed import seed_bookings
+
+    counts = await seed_bookings(session, utcnow())
+    console.print(f"[green]demo bookings: opening hours for {counts['rules']} instruments, "
+                  f"{counts['bookings']} bookings[/]")
+
+
 async def seed_if_empty(console: Console) -> bool:
     init_engine()
     try:
@@ -71,7 +80,8 @@ async def seed_if_empty(console: Console) -> bool:
                     email=email, password=DEMO_PASSWORD, name=name, institution_id=inst_id), grants=grants)
             console.print("[green]demo accounts created[/]")
             await _seed_catalogue(session, console)
-        # Audit demo data goes after the catalogue's: a year of service records for the demo instruments.
+            await _seed_bookings(session, console)
+        # Audit demo data goes after the catalogue's and the bookings': a year of past service records.
         from booking.audit.seed import seed_usage
 
         async with unit_of_work() as session:

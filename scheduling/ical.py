@@ -40,6 +40,8 @@ ICAL_STATUS: dict[str, str] = {
     "rejected": "CANCELLED",
     "no_show": "CANCELLED",
     "expired": "CANCELLED",
+    # A waitlist offer held for one user: not yet theirs.
+    "held": "TENTATIVE",
 }
 _ICAL_VALUES = frozenset(ICAL_STATUS.values())
 

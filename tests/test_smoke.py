@@ -48,3 +48,13 @@ async def test_forms_carry_the_csrf_cookie_value(client: httpx.AsyncClient) -> N
     r = await client.get("/login")
     cookie = client.cookies.get("bk_csrf")
     assert cookie and f'name="csrf_token" value="{cookie}"' in r.text
+
+
+def test_every_macro_import_has_the_template_context() -> None:
+    """The csrf() macro reads csrf_token from the page context; an import without context renders an empty token."""
+    from booking.core.paths import TEMPLATES_DIR
+
+    for path in TEMPLATES_DIR.rglob("*.html"):
+        for line in path.read_text().splitlines():
+            if 'from "macros/forms.html" import' in line:
+                assert "with context" in line, f"{path}: {line.strip()}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from booking.accounts import repository as repo
 from booking.accounts import service
 from booking.accounts.deps import WebAdministeredInstitution
-from booking.accounts.models import InstitutionKind, Role
+from booking.accounts.models import InstitutionKind
 from booking.accounts.schemas import (
     FacilityCreate,
     InstitutionUpdate,
@@ -123,54 +123,48 @@ async def institutions(
     return render(request, "accounts/institutions.html", ctx, block="results")
 
 
+async def _institution_page(request: Request, session: SessionDep, principal: WebPrincipal, institution_id: int,
+                            *, error: DomainError | None = None, form: dict[str, Any] | None = None) -> Response:
+    """The institution page, or the same page re-rendered with a failed form's errors (status of the error)."""
+    inst = await service.get_institution(session, institution_id)
+    ctx: dict[str, Any] = {
+        "inst": inst, "facilities": await repo.facilities_of(session, institution_id),
+        "can_admin": principal is not None and principal.administers_institution(institution_id),
+        "errors": {}, "values": {}, "kinds": [k.value for k in InstitutionKind],
+    }
+    if error is not None:
+        ctx.update(errors=errors_by_field(error.problems), values=form_values(form or {}), flash=error.detail,
+                   flash_kind="error")
+    return render(request, "accounts/institution.html", ctx, status_code=error.status if error else 200)
+
+
 @router.get("/institutions/{institution_id}")
 async def institution_detail(request: Request, session: SessionDep, principal: WebPrincipal,
                              institution_id: int) -> Response:
-    inst = await service.get_institution(session, institution_id)
-    facilities = await repo.facilities_of(session, institution_id)
-    can_admin = principal is not None and principal.administers_institution(institution_id)
-    return render(request, "accounts/institution.html",
-                  {"inst": inst, "facilities": facilities, "can_admin": can_admin, "errors": {}, "values": {},
-                   "kinds": [k.value for k in InstitutionKind]})
+    return await _institution_page(request, session, principal, institution_id)
 
 
 @router.post("/institutions/{institution_id}/facilities")
 async def add_facility(request: Request, session: SessionDep, principal: WebUser, institution_id: int,
                        inst: WebAdministeredInstitution) -> Response:
-    form = await request.form()
+    form = dict(await request.form())
     try:
-        data = parse_form(FacilityCreate, dict(form))
-        await service.create_facility(session, principal, institution_id, data)
+        await service.create_facility(session, principal, institution_id, parse_form(FacilityCreate, form))
     except DomainError as exc:
-        inst = await service.get_institution(session, institution_id)
-        facilities = await repo.facilities_of(session, institution_id)
-        return render(request, "accounts/institution.html",
-                      {"inst": inst, "facilities": facilities,
-                       "can_admin": principal.administers_institution(institution_id),
-                       "errors": errors_by_field(exc.problems), "values": form_values(form),
-                       "flash": exc.detail, "flash_kind": "error", "kinds": [k.value for k in InstitutionKind]},
-                      status_code=exc.status)
+        return await _institution_page(request, session, principal, institution_id, error=exc, form=form)
     return redirect(request, f"/institutions/{institution_id}")
 
 
 @router.post("/institutions/{institution_id}")
 async def edit_institution(request: Request, session: SessionDep, principal: WebUser,
                            institution_id: int, inst: WebAdministeredInstitution) -> Response:
-    form = await request.form()
+    form = dict(await request.form())
     try:
+        # The 市州 of an institution is changed by platform admins through the API only.
         data = parse_form(InstitutionUpdate, {k: v for k, v in form.items() if k != "city_code"})
         await service.update_institution(session, principal, institution_id, data)
     except DomainError as exc:
-        inst = await service.get_institution(session, institution_id)
-        facilities = await repo.facilities_of(session, institution_id)
-        return render(request, "accounts/institution.html",
-                      {"inst": inst, "facilities": facilities,
-                       "can_admin": principal.administers_institution(institution_id),
-                       "errors": errors_by_field(exc.problems), "values": form_values(form),
-                       "flash": exc.detail, "flash_kind": "error", "kinds": [k.value for k in InstitutionKind]},
-                      status_code=exc.status)
+        return await _institution_page(request, session, principal, institution_id, error=exc, form=form)
     return redirect(request, f"/institutions/{institution_id}")
 
 
-ROLE_CHOICES = [(Role.facility_manager.value, "仪器管理员"), (Role.institution_admin.value, "单位管理员"),
-                (Role.auditor.value, "审计（科技厅/市州科技局）")]

@@ -177,6 +177,7 @@ FROM instrument_history h
 WHERE h.valid_to IS NULL AND h.sharing_mode = 'external' AND random() < 0.4
   AND NOT EXISTS (SELECT 1 FROM instrument_history x WHERE x.instrument_id = h.instrument_id AND x.id <> h.id)
   AND h.valid_from < CAST(:now AS timestamptz) - interval '30 days'
+  AND NOT EXISTS (SELECT 1 FROM service_records r WHERE r.instrument_id = h.instrument_id)
 """
 _SWITCH_OLD = """
 INSERT INTO instrument_history (instrument_id, valid_from, valid_to, sharing_mode, status, original_value,
@@ -204,12 +205,13 @@ WHERE i.retired_at IS NULL AND i.sharing_mode = 'external' AND i.status = ANY(:u
   AND NOT EXISTS (SELECT 1 FROM opening_windows w WHERE w.instrument_id = i.id)
 """
 
-# Published since the instrument became external (recorded spans stand in for the daily job's past runs).
+# Availability published since the instrument was registered (recorded spans stand in for the daily job's past
+# runs).
 _SPANS = """
 INSERT INTO audit_published_spans (instrument_id, valid_from)
 SELECT w.instrument_id, (min(h.valid_from) AT TIME ZONE 'Asia/Shanghai')::date
 FROM (SELECT DISTINCT instrument_id FROM opening_windows) w
-JOIN instrument_history h ON h.instrument_id = w.instrument_id AND h.sharing_mode = 'external'
+JOIN instrument_history h ON h.instrument_id = w.instrument_id
 WHERE NOT EXISTS (SELECT 1 FROM audit_published_spans s WHERE s.instrument_id = w.instrument_id)
 GROUP BY w.instrument_id
 """
@@ -289,9 +291,10 @@ LEFT JOIN LATERAL (SELECT CASE WHEN NOT r.external THEN own.id
 
 async def seed_usage(session: AsyncSession, rng_seed: int = 20271231) -> SeedResult:
     """Insert a year of past service records for the demo instruments (and what they need). Idempotent: does
-    nothing when service records already exist."""
-    existing = int((await session.execute(text("SELECT count(*) FROM service_records"))).scalar_one())
-    if existing:
+    nothing when it has run before."""
+    # Its own demo users mark a database this already ran on (the booking demo adds a few records of its own).
+    done = (await session.execute(text(f"SELECT 1 FROM users WHERE email LIKE '%@{DEMO_USER_DOMAIN}' LIMIT 1"))).first()
+    if done:
         return SeedResult(0, 0, 0)
     rng = random.Random(rng_seed)
     scale = demo_scale()

@@ -200,6 +200,16 @@ async def my_bookings(request: Request, session: SessionDep, principal: WebUser,
                   _ctx(rows=await _rows(session, list(rows)), total=total, past=past, flash=flash, now=utcnow()))
 
 
+@router.get("/bookings/{booking_id:int}.ics")
+async def booking_ics(session: SessionDep, principal: WebUser, booking_id: int) -> Response:
+    """The same calendar file as the API's, for a signed-in browser (the API takes bearer tokens only)."""
+    from booking.reservations import calendars
+
+    booking, inst = await service.get_booking(session, principal, booking_id)
+    return Response(await calendars.booking_ics(session, booking, inst), media_type="text/calendar; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="booking-{booking_id}.ics"'})
+
+
 @router.get("/bookings/{booking_id:int}")
 async def booking_detail(request: Request, session: SessionDep, principal: WebUser, booking_id: int,
                          created: int = 0) -> Response:

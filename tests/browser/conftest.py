@@ -42,13 +42,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def live_server(test_database: TestDatabase) -> Iterator[str]:
+def live(test_database: TestDatabase) -> Iterator[tuple[str, str]]:
+    """(base URL, database URL) of a server running `booking demo` on a committed database of its own."""
     name = f"booking_live_{os.getpid()}"
     _in_thread(_create, test_database.admin_dsn, name)
     url = _with_database(test_database.admin_dsn, name).replace("postgresql://", "postgresql+asyncpg://", 1)
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": url, "BOOKING_LOG_LEVEL": "WARNING",
-           "BOOKING_DEMO_SCALE": os.environ.get("BOOKING_DEMO_SCALE", "0.1")}
+           "BOOKING_DEMO_SCALE": os.environ.get("BOOKING_DEMO_SCALE", "0.1"),
+           # The booking walk-through books a slot for tomorrow and then checks in: allow check-in a week early
+           # (a setting, so the flow runs without waiting for the slot's real start).
+           "BOOKING_CHECK_IN_EARLY_MIN": "10080"}
     log = open(ARTIFACTS.mkdir(exist_ok=True) or ARTIFACTS / "live-server.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "booking.cli", "demo", "--port", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -66,7 +70,7 @@ def live_server(test_database: TestDatabase) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not become healthy in 180 s")
             time.sleep(0.3)
-        yield base
+        yield base, url
     finally:
         proc.terminate()
         try:
@@ -75,6 +79,28 @@ def live_server(test_database: TestDatabase) -> Iterator[str]:
             proc.kill()
         log.close()
         _in_thread(_drop, test_database.admin_dsn, name)
+
+
+@pytest.fixture(scope="session")
+def live_server(live: tuple[str, str]) -> str:
+    return live[0]
+
+
+def query(url: str, sql: str, *args: object) -> list[dict[str, object]]:
+    """Read the live server's database (from a thread: Playwright keeps this thread's event loop busy)."""
+    import asyncpg
+
+    async def run() -> list[dict[str, object]]:
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+        try:
+            return [dict(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    async def go() -> list[dict[str, object]]:
+        return await run()
+
+    return _in_thread(go)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +136,8 @@ def screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def logout(page) -> None:  # type: ignore[no-untyped-def]
+    page.get_by_role("button", name="退出").click()
+    page.wait_for_url("**/login")
