@@ -173,14 +173,17 @@ async def city_page(request: Request, session: SessionDep, principal: WebUser, c
 @router.get("/audit/institutions/{institution_id}")
 @guarded
 async def institution_page(request: Request, session: SessionDep, principal: WebUser, institution_id: int,
-                           as_of: Str = None, year: Str = None, sort: Str = None, order: Str = None) -> Response:
+                           as_of: Str = None, year: Str = None, sort: Str = None, order: Str = None,
+                           offset: Str = None) -> Response:
     asof = _asof(as_of)
+    off = _int(offset, "offset") or 0
     sort_key = _choice(sort, ("hours", "external_hours", "share_rate", "amount", "users", "utilisation", "name",
                               "rating"), "hours", "sort")
     direction = _choice(order, ("asc", "desc"), "desc", "order")
     data = await service.institution_figures(session, principal, institution_id, asof, _int(year, "year"),
-                                             sort=sort_key, descending=direction == "desc")
-    return render(request, "audit/institution.html", _base(asof, data=data, sort=sort_key, order=direction))
+                                             sort=sort_key, descending=direction == "desc", limit=PAGE, offset=off)
+    return render(request, "audit/institution.html", _base(asof, data=data, sort=sort_key, order=direction,
+                                                           offset=off, page_size=PAGE))
 
 
 @router.get("/audit/instruments/{instrument_id}")

@@ -381,19 +381,21 @@ async def institution_scope(session: AsyncSession, principal: Principal,
 
 
 async def institution_figures(session: AsyncSession, principal: Principal, institution_id: int, asof: AsOf,
-                              year: int | None, *, sort: str = "hours", descending: bool = True) -> dict[str, Any]:
+                              year: int | None, *, sort: str = "hours", descending: bool = True,
+                              limit: int | None = None, offset: int = 0) -> dict[str, Any]:
     scope, inst = await institution_scope(session, principal, institution_id)
     d = definitions()
     f = scope.filters(institution_id=institution_id)
     counts = _counts((await repo.sharing_counts(session, asof, today(), d, f, None))[0])
     use = await usage_table(session, principal, asof, group="instrument", year=year, institution_id=institution_id,
-                            sort=sort, descending=descending, scope=scope)
+                            sort=sort, descending=descending, scope=scope, limit=limit, offset=offset)
     return {"institution": {"id": inst["id"], "name": inst["name"], "kind": inst["kind"],
                             "city_code": inst["city_code"], "city_name": city_name(inst["city_code"])},
             "as_of": asof.day.isoformat(), "year": use["year"], **counts,
             "evaluated": counts["registered"] >= d.evaluation_min_large,
             "links": _cell_links(asof, institution=institution_id),
-            "usage": use["totals"], "instruments": use["items"], "definitions": d.as_dict()}
+            "usage": use["totals"], "instruments": use["items"], "instruments_total": use["total"],
+            "limit": limit, "offset": offset, "definitions": d.as_dict()}
 
 
 async def instrument_scope(session: AsyncSession, principal: Principal, instrument_id: int,
