@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -24,6 +24,36 @@ async def user_by_session_digest(session: AsyncSession, digest: str, now: dateti
         .where(WebSession.digest == digest, col(WebSession.expires_at) > now, col(User.is_active).is_(True))
     )
     return (await session.scalars(stmt)).first()
+
+
+_GRANTS_JSON = (
+    select(func.coalesce(func.json_agg(func.json_build_object(
+        "id", col(RoleGrant.id), "user_id", col(RoleGrant.user_id), "role", col(RoleGrant.role),
+        "institution_id", col(RoleGrant.institution_id), "facility_id", col(RoleGrant.facility_id),
+        "city_code", col(RoleGrant.city_code))), text("'[]'::json")))
+    .where(col(RoleGrant.user_id) == col(User.id))
+    .scalar_subquery()
+)
+
+
+async def token_user_grants(session: AsyncSession, digest: str, now: datetime
+                            ) -> tuple[ApiToken, User, list[RoleGrant]] | None:
+    """A valid bearer token with its user and the user's grants, in one round trip (every API request needs it)."""
+    stmt = (
+        select(ApiToken, User, _GRANTS_JSON)
+        .join(User, col(User.id) == col(ApiToken.user_id))
+        .where(
+            col(ApiToken.digest) == digest,
+            col(ApiToken.revoked_at).is_(None),
+            (col(ApiToken.expires_at).is_(None)) | (col(ApiToken.expires_at) > now),
+            col(User.is_active).is_(True),
+        )
+    )
+    row = (await session.execute(stmt)).first()
+    if row is None:
+        return None
+    grants = [RoleGrant(**g) for g in row[2]]
+    return row[0], row[1], grants
 
 
 async def token_with_user(session: AsyncSession, digest: str, now: datetime) -> tuple[ApiToken, User] | None:

@@ -59,8 +59,7 @@ def make_engine(url: str, settings: Settings | None = None, **overrides: Any) ->
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_pre_ping": True,
-        # A short pool timeout so a database outage becomes a quick 503, not a hang.
-        "pool_timeout": settings.db_connect_timeout_s,
+        "pool_timeout": settings.db_pool_timeout_s,
         "connect_args": {
             "timeout": settings.db_connect_timeout_s,
             "command_timeout": settings.db_command_timeout_s,

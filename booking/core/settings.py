@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     db_max_overflow: int = 20
     db_connect_timeout_s: float = 3.0
+    # Waiting for a free pooled connection is load, not an outage (an unreachable database fails at connect, within
+    # db_connect_timeout_s), so a burst may queue longer before it is answered 503.
+    db_pool_timeout_s: float = 30.0
     db_command_timeout_s: float = 30.0
 
     secret_key: str = ""

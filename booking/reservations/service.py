@@ -68,13 +68,12 @@ def _is_external(user: User, instrument: Instrument) -> bool:
 
 async def instrument_context(session: AsyncSession, instrument: Instrument, start: datetime, end: datetime
                              ) -> InstrumentContext:
-    row = await schedule_repo.rules_row(session, instrument.id)  # type: ignore[arg-type]
+    row, availability = await schedule_repo.load_schedule(session, instrument.id, start, end)  # type: ignore[arg-type]
     rules = schedule_repo.rules_from_row(
         row, qualification_required=instrument.qualification_required,
         # 内部共享 instruments take only their own institution's users; 不共享 takes none from outside either.
         external_allowed=instrument.sharing_mode == SharingMode.external,
     )
-    availability = await schedule_repo.load_availability(session, instrument.id, start, end, row)  # type: ignore[arg-type]
     return InstrumentContext(instrument, rules, row.no_show_grace_min if row else 60, availability)
 
 
