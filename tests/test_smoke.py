@@ -58,3 +58,14 @@ def test_every_macro_import_has_the_template_context() -> None:
         for line in path.read_text().splitlines():
             if 'from "macros/forms.html" import' in line:
                 assert "with context" in line, f"{path}: {line.strip()}"
+
+
+async def test_domain_error_page_keeps_the_signed_in_user(client: httpx.AsyncClient, session) -> None:  # type: ignore[no-untyped-def]
+    """After the request's transaction rolls back, the error page still renders the full layout with the user."""
+    from tests.factories import login_web, make_user
+
+    user = await make_user(session, name="页面测试用户")
+    await login_web(session, client, user)
+    r = await client.get("/manage/bookings")
+    assert r.status_code == 403
+    assert "<html" in r.text and "页面测试用户" in r.text and "没有权限" in r.text

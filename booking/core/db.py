@@ -127,11 +127,18 @@ async def _request_session() -> AsyncIterator[AsyncSession]:
             if exc.commit_anyway:
                 await session.commit()
             else:
-                await session.rollback()
+                await _rollback_keeping_loaded(session)
             raise
         except BaseException:
-            await session.rollback()
+            await _rollback_keeping_loaded(session)
             raise
+
+
+async def _rollback_keeping_loaded(session: AsyncSession) -> None:
+    # A rollback expires every object in the session, and the error page still shows the signed-in user (loaded
+    # by this session): detach them first so they keep the values they were loaded with.
+    session.expunge_all()
+    await session.rollback()
 
 
 SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]
