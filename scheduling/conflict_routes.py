@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from booking.auth.deps import CsrfDep, WebManager, WebUser, load_web_principal
+from booking.auth.deps import CsrfDep, WebManager, WebPrincipal, WebUser, load_web_principal
 from booking.core.clock import LOCAL_TZ, to_local, utcnow
 from booking.core.db import SessionDep
 from booking.core.errors import DomainError, Problem, RuleViolation
@@ -413,6 +413,25 @@ async def round_preview(request: Request, session: SessionDep, principal: WebMan
 async def round_publish(request: Request, session: SessionDep, principal: WebManager, round_id: int) -> Response:
     return await _round_act(request, session, principal, round_id, rounds.publish,
                             "已发布：获批的申请已预约，结果已通知每位申请人")
+
+
+# ---- explain ------------------------------------------------------------------------------------------------------
+
+@router.get("/instruments/{instrument_id:int}/explain")
+async def explain_page(request: Request, session: SessionDep, principal: WebPrincipal, instrument_id: int,
+                       start: Annotated[str, Query(max_length=40)], end: Annotated[str, Query(max_length=40)]
+                       ) -> Response:
+    """Why a slot can or cannot be booked; htmx loads just the explanation into the booking form's check."""
+    try:
+        start_at, end_at = datetime.fromisoformat(start), datetime.fromisoformat(end)
+        if start_at.tzinfo is None or end_at.tzinfo is None:
+            raise ValueError
+    except ValueError:
+        raise RuleViolation("时间格式不正确", problems=[Problem("start", "datetime_parsing",
+                                                            "时间格式不正确（应为带时区的 ISO 8601）")]) from None
+    inst = await get_visible(session, principal, instrument_id)
+    result = await explain.explain_slot(session, principal, instrument_id, start_at, end_at)
+    return render(request, "scheduling/explain.html", _ctx(inst=inst, x=result), block="explain")
 
 
 # ---- simulate -----------------------------------------------------------------------------------------------------

@@ -200,6 +200,13 @@ async def managed_group(session: AsyncSession, principal: Principal, group_id: i
     return row, instruments
 
 
+def _snapshot(row: EquivalenceGroup) -> dict[str, Any]:
+    """The group for the activity record (the log stores JSON: the cutoff time as "HH:MM")."""
+    data = snapshot(row, exclude={"created_at", "updated_at"})
+    data["round_time"] = row.round_time.strftime("%H:%M")
+    return data
+
+
 def _clean_tags(tags: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(t.strip() for t in tags if t.strip()))
 
@@ -273,7 +280,7 @@ async def create_group(session: AsyncSession, principal: Principal, data: GroupI
         session.add(EquivalenceMember(instrument_id=inst.id, group_id=row.id, added_by=principal.id, added_at=now))  # type: ignore[arg-type]
     await session.flush()
     record(session, actor_id=principal.id, action="equivalence_group.created", target_type="equivalence_group",
-           target_id=row.id, after={**snapshot(row, exclude={"created_at", "updated_at"}),
+           target_id=row.id, after={**_snapshot(row),
                                     "instrument_ids": [i.id for i in instruments]})
     return await get_group(session, principal, row.id)  # type: ignore[arg-type]
 
@@ -297,7 +304,7 @@ async def update_group(session: AsyncSession, principal: Principal, group_id: in
                                 "本组仍有未发布轮次中的申请，请先发布该轮次再改回即时预约"))
     if problems:
         raise RuleViolation("等效仪器组有误", problems=problems)
-    before = snapshot(row, exclude={"created_at", "updated_at"})
+    before = _snapshot(row)
     for key, value in changes.items():
         if key == "capability_tags":
             value = _clean_tags(value or [])
@@ -306,7 +313,7 @@ async def update_group(session: AsyncSession, principal: Principal, group_id: in
         setattr(row, key, value)
     row.updated_at = utcnow()
     await session.flush()
-    after = snapshot(row, exclude={"created_at", "updated_at"})
+    after = _snapshot(row)
     record(session, actor_id=principal.id, action="equivalence_group.updated", target_type="equivalence_group",
            target_id=row.id, before={k: before.get(k) for k in changes}, after={k: after.get(k) for k in changes})
     return await get_group(session, principal, group_id)

@@ -278,7 +278,11 @@ async def create_booking(session: AsyncSession, actor: Principal, data: BookingC
     if booking is None:
         conflict = await _conflict(session, ctx, user, start, end, tuple(data.preferred_cities))
         if data.any_equivalent:
-            booking = await _book_equivalent(session, actor, data, conflict, inst.id)  # type: ignore[arg-type]
+            # Every equivalent's own nearest slot is the same time when that is free there, but the k shown in
+            # the 409 may all be shifted slots: ask for enough to see each instrument's same-time slot.
+            same_time = await conflict_alternatives(session, ctx, user, start, end,
+                                                    preferred_cities=tuple(data.preferred_cities), k=100)
+            booking = await _book_equivalent(session, actor, data, same_time, inst.id)  # type: ignore[arg-type]
             if booking is not None:
                 return booking
         raise conflict
@@ -316,11 +320,12 @@ async def create_hold(session: AsyncSession, user: User, inst: Instrument, start
     return booking, []
 
 
-async def _book_equivalent(session: AsyncSession, actor: Principal, data: BookingCreate, conflict: Conflict,
-                           requested_id: int) -> Booking | None:
-    """"This instrument or an equivalent": the same time on the best-ranked other instrument the conflict answer
-    proposes, each attempt checked and inserted like any request (in a savepoint, so a refusal leaves nothing)."""
-    for alt in conflict.extra.get("alternatives", []):
+async def _book_equivalent(session: AsyncSession, actor: Principal, data: BookingCreate,
+                           alternatives: list[dict[str, Any]], requested_id: int) -> Booking | None:
+    """"This instrument or an equivalent": the same time on the best-ranked other instrument among the
+    alternatives, each attempt checked and inserted like any request (in a savepoint, so a refusal leaves
+    nothing)."""
+    for alt in alternatives:
         if alt["instrument_id"] == requested_id or datetime.fromisoformat(alt["start"]) != data.start \
                 or datetime.fromisoformat(alt["end"]) != data.end:
             continue
