@@ -458,6 +458,20 @@ def _parse_windows(text: str) -> list[dict[str, str]]:
     return out
 
 
+def _windows_in(rows: list[dict[str, str]]) -> list[WindowIn]:
+    """Each parsed line through the API's schema; problems name `windows[i].field` like the API's."""
+    out: list[WindowIn] = []
+    problems: list[Problem] = []
+    for index, row in enumerate(rows):
+        try:
+            out.append(parse_form(WindowIn, row))
+        except RuleViolation as exc:
+            problems += [Problem(f"windows[{index}].{p.field}", p.code, p.message) for p in exc.problems]
+    if problems:
+        raise RuleViolation("开放时段有误", problems=problems)
+    return out
+
+
 async def _simulate_page(request: Request, session: SessionDep, principal: WebManager, instrument_id: int, *,
                          status_code: int = 200, **extra: Any) -> Response:
     schedule = await editor.get_schedule(session, principal, instrument_id)
@@ -479,7 +493,7 @@ async def simulate(request: Request, session: SessionDep, principal: WebManager,
     try:
         rules = {k: form.get(k, "") for k in RulesIn.model_fields}
         rules.update({k: "true" if _checked(form, k) else "false" for k in ("approval_required", "follow_holidays")})
-        raw = {"windows": [WindowIn.model_validate(w) for w in _parse_windows(form.get("windows", ""))]
+        raw = {"windows": _windows_in(_parse_windows(form.get("windows", "")))
                if form.get("windows", "").strip() else None,
                "rules": parse_form(RulesIn, rules), "days": form.get("days") or "31"}
         data = parse_form(SimulationIn, raw)
@@ -490,10 +504,6 @@ async def simulate(request: Request, session: SessionDep, principal: WebManager,
         return await _simulate_page(request, session, principal, instrument_id, status_code=exc.status,
                                     problems=exc.problems, errors=errors_by_field(exc.problems),
                                     values=form_values(form))
-    except ValueError as exc:  # a window line whose times do not parse
-        problem = Problem("windows", "invalid_format", f"开放时段格式不正确：{exc}"[:200])
-        return await _simulate_page(request, session, principal, instrument_id, status_code=422,
-                                    problems=[problem], errors=errors_by_field([problem]), values=form_values(form))
     return await _simulate_page(request, session, principal, instrument_id, result=result, values=form_values(form))
 
 
