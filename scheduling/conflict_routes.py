@@ -317,6 +317,7 @@ async def _group_act(request: Request, session: SessionDep, principal: WebManage
 
 @router.post("/equivalence/{group_id:int}")
 async def group_update(request: Request, session: SessionDep, principal: WebManager, group_id: int) -> Response:
+    await equivalence.managed_group(session, principal, group_id)  # 403/404 before looking at the form
     form = await _form(request)
     raw: dict[str, Any] = {"name": form.get("name", ""), "description": form.get("description") or None,
                            "capability_tags": _tags(form.get("capability_tags", "")),
@@ -338,6 +339,7 @@ async def group_update(request: Request, session: SessionDep, principal: WebMana
 @router.post("/equivalence/{group_id:int}/members")
 async def group_add_member(request: Request, session: SessionDep, principal: WebManager, group_id: int
                            ) -> Response:
+    await equivalence.managed_group(session, principal, group_id)  # 403/404 before looking at the form
     form = await _form(request)
 
     async def action() -> str:
