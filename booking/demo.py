@@ -71,6 +71,7 @@ async def seed_if_empty(console: Console) -> bool:
                     email=email, password=DEMO_PASSWORD, name=name, institution_id=inst_id), grants=grants)
             console.print("[green]demo accounts created[/]")
             await _seed_catalogue(session, console)
+            await __import__("scheduling.seed", fromlist=["seed_demo"]).seed_demo(session, console)  # scheduler's demo data
             return True
     finally:
         await dispose_engine()
