@@ -504,9 +504,11 @@ async def provide_alternatives(session: AsyncSession, query: hooks.AlternativesQ
         if same:
             penalty, where = 0, "同一仪器"
         elif r.city_code == home_city:
-            penalty, where = settings.alternatives_same_city_penalty_min, f"等效仪器「{r.name}」（同在{CITIES.get(r.city_code, r.city_code)}）"
+            penalty = settings.alternatives_same_city_penalty_min
+            where = f"等效仪器，同在{CITIES.get(r.city_code, r.city_code)}"
         else:
-            penalty, where = settings.alternatives_other_city_penalty_min, f"等效仪器「{r.name}」（{CITIES.get(r.city_code, r.city_code)}）"
+            penalty = settings.alternatives_other_city_penalty_min
+            where = f"等效仪器，位于{CITIES.get(r.city_code, r.city_code)}"
         item = {"instrument_id": r.instrument_id, "start": r.start.isoformat(), "end": r.end.isoformat(),
                 "reason": f"{where}，{_shift_text(shift)}", "instrument_name": r.name, "city_code": r.city_code,
                 "city": CITIES.get(r.city_code, r.city_code), "shift_minutes": shift,
