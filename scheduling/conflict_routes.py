@@ -17,7 +17,6 @@ from booking.core.clock import LOCAL_TZ, to_local, utcnow
 from booking.core.db import SessionDep
 from booking.core.errors import DomainError, Problem, RuleViolation
 from booking.core.forms import errors_by_field, form_values, parse_form
-from booking.core.regions import CITIES
 from booking.core.web import redirect, render
 from booking.reservations.models import SERVICE_MODE_LABELS, STATUS_LABELS
 from booking.reservations.queue import managed_instrument_ids
@@ -508,8 +507,3 @@ async def simulate(request: Request, session: SessionDep, principal: WebManager,
                                     values=form_values(form))
     return await _simulate_page(request, session, principal, instrument_id, result=result, values=form_values(form))
 
-
-# ---- helpers for other pages --------------------------------------------------------------------------------------
-
-def city_name(code: str) -> str:
-    return CITIES.get(code, code)

@@ -444,15 +444,22 @@ async def _raw_alternatives(session: AsyncSession, ctx: reservations.InstrumentC
     if pending is not None:
         try:
             return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            if not pending.cancelled():
+                raise  # this request itself was cancelled
+            return await _compute_raw(session, ctx, start, end, k)
         except Exception:  # the first caller failed: compute on our own session
             return await _compute_raw(session, ctx, start, end, k)
     future: asyncio.Future[list[_Raw]] = asyncio.get_running_loop().create_future()
     _inflight[key] = future
     try:
         raw = await _compute_raw(session, ctx, start, end, k)
+    except asyncio.CancelledError:
+        future.cancel()  # the waiters compute on their own
+        raise
     except BaseException as exc:
         future.set_exception(exc)
-        future.exception()  # retrieved: nobody else may be waiting
+        future.exception()  # marked as retrieved: there may be nobody waiting
         raise
     finally:
         _inflight.pop(key, None)
@@ -483,12 +490,15 @@ async def provide_alternatives(session: AsyncSession, query: hooks.AlternativesQ
     ctx = query.ctx
     inst = ctx.instrument
     raw = await _raw_alternatives(session, ctx, query.start, query.end, query.k)
-    principal = await principal_of(session, query.user)
     other_ids = list({r.instrument_id for r in raw if r.instrument_id != inst.id})
-    others = await repo.instruments(session, other_ids)
-    problems = await eligibility_problems(session, principal, list(others.values()))
+    problems: dict[int, list[Problem]] = {}
+    if other_ids:
+        # Who may book the equivalents is the user's own business: checked per request, never cached.
+        others = await repo.instruments(session, other_ids)
+        problems = await eligibility_problems(session, await principal_of(session, query.user),
+                                              list(others.values()))
     home_city = inst.city_code
-    if query.user.institution_id is not None:
+    if other_ids and query.user.institution_id is not None:
         from booking.accounts.models import Institution
 
         institution = await session.get(Institution, query.user.institution_id)

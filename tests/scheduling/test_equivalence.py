@@ -238,6 +238,27 @@ class TestAlternativesCache:
         await equivalence._raw_alternatives(session, ctx, at(10), at(12), 3)
         assert calls == 2
 
+    async def test_waiters_recover_when_the_first_computation_fails(self, session: AsyncSession, clock: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+        w = await make_world(session)
+        calls: list[int] = []
+
+        async def flaky(*args: Any) -> list[Any]:
+            calls.append(1)
+            await asyncio.sleep(0.02)
+            if len(calls) == 1:
+                raise RuntimeError("database hiccup")
+            return []
+
+        monkeypatch.setattr(equivalence, "_compute_raw", flaky)
+        from booking.reservations import service as reservations
+
+        ctx = await reservations.instrument_context(session, w.x, at(10), at(12))
+        results = await asyncio.gather(*(equivalence._raw_alternatives(session, ctx, at(10), at(12), 3)
+                                         for _ in range(4)), return_exceptions=True)
+        assert isinstance(results[0], RuntimeError) and results[1:] == [[], [], []]
+        assert len(calls) == 4
+
     async def test_without_the_scheduler_reservations_fall_back(self, client: httpx.AsyncClient,
                                                                 session: AsyncSession, clock: Any) -> None:
         w = await make_world(session)
