@@ -61,6 +61,10 @@ def _register_nav() -> None:
     nav.register_nav("my-bookings", "我的预约", "/bookings", nav.signed_in, order=20)
     nav.register_nav("booking-queue", "预约管理", "/manage/bookings", nav.managers, order=30)
     nav.register_nav("schedule", "排期管理", "/schedule", nav.managers, order=87)
+    nav.register_nav("waitlist", "候补", "/waitlist", nav.signed_in, order=21)
+    nav.register_nav("flexible", "灵活预约", "/requests/flexible", nav.signed_in, order=22)
+    nav.register_nav("equivalence", "等效仪器组", "/equivalence", nav.managers, order=88)
+    nav.register_nav("rounds", "分配轮次", "/rounds", nav.managers, order=89)
     nav.register_nav("holidays", "节假日", "/admin/holidays", nav.admins, order=93)
     nav.register_nav("notifications", "通知", "/notifications", nav.signed_in, order=97, badge="/notifications/badge")
     nav.register_nav("calendar", "日历订阅", "/calendar", nav.signed_in, order=98)
@@ -103,11 +107,14 @@ def create_app() -> FastAPI:
     from booking.reservations import api as reservations_api
     from instruments import api as instruments_api
     from scheduling import api as scheduling_api
+    from scheduling import conflict_api, conflict_routes, wiring
     from scheduling import routes as scheduling_routes
 
+    # The scheduler's alternatives provider and freed-time listeners (see booking.reservations.hooks).
+    wiring.install()
     for router in (auth_api.router, accounts_api.router, admin_api.router, instruments_api.router,
                    reservations_api.router, notify_api.router, calendars_api.router, scheduling_api.router,
-                   calendars_routes.feeds, audit_api.router):
+                   calendars_routes.feeds, audit_api.router, conflict_api.router):
         app.include_router(router)
     from booking import home
     from booking.reservations import routes as reservations_routes
@@ -115,6 +122,7 @@ def create_app() -> FastAPI:
 
     for router in (home.router, auth_routes.router, accounts_routes.router, admin_routes.router,
                    instruments_routes.router, reservations_routes.router, notify_routes.router,
-                   calendars_routes.router, scheduling_routes.router, audit_routes.router):
+                   calendars_routes.router, scheduling_routes.router, audit_routes.router,
+                   conflict_routes.router):
         app.include_router(router)
     return app

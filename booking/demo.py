@@ -81,6 +81,9 @@ async def seed_if_empty(console: Console) -> bool:
             console.print("[green]demo accounts created[/]")
             await _seed_catalogue(session, console)
             await _seed_bookings(session, console)
+            from scheduling.seed import seed_demo
+
+            await seed_demo(session, console)
         # Audit demo data goes after the catalogue's and the bookings': a year of past service records.
         from booking.audit.seed import seed_usage
 

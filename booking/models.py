@@ -8,10 +8,19 @@ from booking.notify.models import Notification, OutboxEmail
 from booking.reservations.models import Booking, BookingBlock, BookingSeries, CalendarToken
 from booking.usage.models import ServiceRecord
 from instruments.models import Category, Chain, Instrument, InstrumentAccess, InstrumentChain, InstrumentHistory
+from scheduling.conflict_models import (
+    AllocationRound,
+    EquivalenceGroup,
+    EquivalenceMember,
+    FlexibleBooking,
+    WaitlistEntry,
+    WaitlistOffer,
+)
 from scheduling.models import Blackout, HolidayOverride, InstrumentRules, OpeningWindow, Qualification, ScheduleOverride
 
 __all__ = [
     "ActivityEntry",
+    "AllocationRound",
     "ApiToken",
     "Blackout",
     "Booking",
@@ -21,7 +30,10 @@ __all__ = [
     "Category",
     "Chain",
     "City",
+    "EquivalenceGroup",
+    "EquivalenceMember",
     "Facility",
+    "FlexibleBooking",
     "HolidayOverride",
     "Institution",
     "Instrument",
@@ -42,5 +54,7 @@ __all__ = [
     "ServiceRecord",
     "UsageMonthly",
     "User",
+    "WaitlistEntry",
+    "WaitlistOffer",
     "WebSession",
 ]

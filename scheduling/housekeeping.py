@@ -5,8 +5,7 @@ with `FOR UPDATE SKIP LOCKED`, and changes it so that it is no longer due: runni
 running it after downtime processes everything missed, and two processes never process the same row (the
 runner's advisory lock already keeps a second process out; the row locks keep the guarantee on their own).
 
-Status changes go through `booking.reservations.service.transition` with no principal (the system actor),
-except the release of waitlist holds, which that lifecycle does not know yet (see `release_expired_holds`).
+Status changes go through `booking.reservations.service.transition` with no principal (the system actor).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from booking.core.clock import to_local
 from booking.core.settings import get_settings
 from booking.notify.service import notify
 from booking.reservations import repository as booking_repo
-from booking.reservations.models import Booking, BookingStatus
+from booking.reservations.models import Booking
 from booking.reservations.service import transition
 from instruments.models import Instrument
 from scheduling import queries
@@ -103,30 +102,14 @@ async def expire_qualifications(session: AsyncSession, now: datetime) -> int:
 
 
 async def release_expired_holds(session: AsyncSession, now: datetime) -> int:
-    """Waitlist offers (`held`) not taken up by `hold_expires_at` become `expired`, freeing the slot.
-
-    A direct status update rather than `transition`: holds are created by the waitlist (a later issue) and the
-    lifecycle table has no `held` transitions yet. It does what `transition` does otherwise: raises the
-    calendar SEQUENCE, records the activity with the system actor and tells the user. The database requires
-    `hold_expires_at` to be empty outside `held`, so the deadline moves into the activity record."""
+    """Waitlist offers (`held`) not taken up by `hold_expires_at` become `expired` through `transition`
+    ("expire_hold", the system actor), which frees the slot: the waitlist's freed-time listener then offers it to
+    the next user in line in this same transaction (scheduling.waitlist)."""
     done = 0
     while True:
         batch = await queries.due_holds(session, now, limit=BATCH)
         for booking in batch:
-            deadline = booking.hold_expires_at
-            booking.status = BookingStatus.expired.value
-            booking.hold_expires_at = None
-            booking.updated_at = now
-            booking.sequence += 1
-            record(session, actor_id=None, action="booking.hold_expired", target_type="booking",
-                   target_id=booking.id, before={"status": BookingStatus.held.value, "hold_expires_at": deadline},
-                   after={"status": booking.status, "actor": "system"})
-            inst = await session.get(Instrument, booking.instrument_id)
-            name = inst.name if inst else f"仪器 {booking.instrument_id}"
-            await notify(session, booking.user_id, kind="booking.hold_expired", title=f"候补保留已过期：{name}",
-                         body=f"为您保留的 {name} {_when(booking)} 时段未在期限内确认，已释放给其他用户。",
-                         link=f"/bookings/{booking.id}")
-        await session.flush()
+            await transition(session, None, booking.id, "expire_hold", booking=booking, now=now)  # type: ignore[arg-type]
         done += len(batch)
         if len(batch) < BATCH:
             return done

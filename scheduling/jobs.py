@@ -8,8 +8,11 @@ not what is processed: a late run catches up.
 from __future__ import annotations
 
 from booking.notify.mailer import flush_outbox
-from scheduling import housekeeping
+from scheduling import flexible, housekeeping, waitlist, wiring
 from scheduling.runner import register_job
+
+# The runner changes bookings (expiries, no-shows, released holds): freed time must reach the waitlist here too.
+wiring.install()
 
 register_job("expire_pending", housekeeping.expire_overdue_requests, 60,
              "expire pending requests not decided before their start")
@@ -20,5 +23,9 @@ register_job("send_reminders", housekeeping.send_reminders, 300,
 register_job("expire_qualifications", housekeeping.expire_qualifications, 3600,
              "notify users once when their qualification has expired")
 register_job("release_holds", housekeeping.release_expired_holds, 60,
-             "expire waitlist holds not taken up in time")
+             "expire waitlist holds not taken up in time; the slot is offered to the next user in line")
+register_job("waitlist_catch_up", waitlist.catch_up, 60,
+             "close waitlist entries whose window passed; offer time freed without a booking transition")
+register_job("place_flexible", flexible.place_due, 60,
+             "place waiting flexible requests as capacity appears; expire those past their deadline")
 register_job("email_outbox", flush_outbox, 30, "send the email outbox through SMTP")

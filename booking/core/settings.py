@@ -49,6 +49,18 @@ class Settings(BaseSettings):
     check_in_early_min: int = 30
     reminder_before_h: int = 24
     alternatives_count: int = 3
+    # Conflict-resolving scheduler (scheduling.equivalence / waitlist / flexible).
+    # Ranking of alternatives: minutes of time shift a move to another instrument is worth (same 市州 / other).
+    alternatives_same_city_penalty_min: int = 60
+    alternatives_other_city_penalty_min: int = 240
+    alternatives_max_equivalents: int = 20
+    # A conflict storm (hundreds of losers for one slot) computes the alternatives once per this many seconds.
+    alternatives_cache_s: float = 2.0
+    # How long a freed slot is held for the next user on the waitlist before it passes on.
+    waitlist_hold_minutes: int = 30
+    # Offers that would expire sooner than this (the slot starts too soon) are not made.
+    waitlist_min_hold_minutes: int = 5
+    flexible_max_window_days: int = 92
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_from: str = "noreply@instruments.sc.local"

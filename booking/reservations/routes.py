@@ -34,7 +34,8 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(load_web_princ
 FIELD_LABELS = {"start": "开始时间", "end": "结束时间", "date": "日期", "purpose": "用途", "user": "用户",
                 "instrument_id": "仪器", "project_name": "项目名称", "funding_source": "经费来源",
                 "service_mode": "服务方式", "sample_notes": "样品说明", "repeat_weekly": "重复周数",
-                "override_reason": "越过规则的理由", "on_behalf_of": "预约用户", "status": "状态"}
+                "override_reason": "越过规则的理由", "on_behalf_of": "预约用户", "status": "状态",
+                "any_equivalent": "可用等效仪器", "preferred_cities": "优先市州"}
 
 
 def _ctx(**kw: Any) -> dict[str, Any]:
@@ -89,6 +90,10 @@ def _booking_data(instrument_id: int, form: dict[str, str]) -> tuple[BookingCrea
         raw.pop("repeat_weekly")
     if "repeat_weekly" in raw:
         raw["on_conflict"] = form.get("on_conflict", "skip")
+    if form.get("any_equivalent") in ("on", "true", "1"):
+        raw["any_equivalent"] = True
+    if form.get("preferred_city", "").strip():
+        raw["preferred_cities"] = [form["preferred_city"].strip()]
     try:
         data = BookingCreate.model_validate(raw)
     except ValidationError as exc:
@@ -104,7 +109,7 @@ async def _form_context(session: SessionDep, principal: WebUser, inst: Instrumen
     grid = await week(session, principal, inst.id, monday_of(date.fromisoformat(day)))  # type: ignore[arg-type]
     is_manager = may_manage(principal, inst.institution_id, inst.facility_id)
     return _ctx(inst=inst, institution=institution, week=grid, values={"date": day, **values},
-                is_manager=is_manager, errors={}, problems=[], alternatives=[])
+                is_manager=is_manager, errors={}, problems=[], alternatives=[], taken={})
 
 
 @router.get("/instruments/{instrument_id:int}/book")
@@ -140,9 +145,12 @@ async def book_check(request: Request, session: SessionDep, principal: WebUser, 
             free_ivs = await service.free_intervals(session, ctx, start - timedelta(hours=1), end + timedelta(hours=1))
             free = any(iv.start <= start and iv.end >= end for iv in free_ivs)
             if not free:
-                alternatives = await service.alternatives(session, ctx, start, end)
+                city = form.get("preferred_city", "").strip()
+                alternatives = await service.conflict_alternatives(session, ctx, principal.user, start, end,
+                                                                   preferred_cities=(city,) if city else ())
     return render(request, "reservations/_check.html",
-                  _ctx(inst=inst, problems=problems, free=free, alternatives=alternatives, checked=not problems))
+                  _ctx(inst=inst, problems=problems, free=free, alternatives=alternatives, checked=not problems,
+                       slot=times if not problems or free is False else {}))
 
 
 @router.post("/instruments/{instrument_id:int}/book")
@@ -153,6 +161,7 @@ async def book(request: Request, session: SessionDep, principal: WebUser, instru
     data, problems = _booking_data(instrument_id, form)
     status = 422
     alternatives: list[dict[str, Any]] = []
+    taken: dict[str, str] = {}
     if data is not None and not problems:
         try:
             if data.repeat_weekly:
@@ -164,10 +173,11 @@ async def book(request: Request, session: SessionDep, principal: WebUser, instru
         except Conflict as exc:
             problems, status = exc.problems, 409
             alternatives = list(exc.extra.get("alternatives", []))
+            taken = {"start": data.start.isoformat(), "end": data.end.isoformat()}
         except RuleViolation as exc:
             problems, status = exc.problems, 422
     ctx = await _form_context(session, principal, inst, values)
-    ctx.update(errors=errors_by_field(problems), problems=problems, alternatives=alternatives)
+    ctx.update(errors=errors_by_field(problems), problems=problems, alternatives=alternatives, taken=taken)
     return render(request, "reservations/book.html", ctx, status_code=status)
 
 

@@ -34,6 +34,12 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
     _T("record_service", frozenset({S.confirmed}), S.completed, frozenset({Actor.manager}), "登记服务"),
     _T("no_show", frozenset({S.confirmed}), S.no_show, frozenset({Actor.manager, Actor.system}), "记为爽约"),
     _T("expire", frozenset({S.pending}), S.expired, frozenset({Actor.system}), "过期"),
+    # Waitlist offers (scheduling.waitlist): the user takes a held slot (confirmed, or pending where the
+    # instrument requires approval), lets it go, or the hold runs out and the slot passes to the next in line.
+    _T("accept", frozenset({S.held}), S.confirmed, frozenset({Actor.owner}), "接受保留的时段"),
+    _T("accept_pending", frozenset({S.held}), S.pending, frozenset({Actor.owner}), "接受保留的时段"),
+    _T("decline", frozenset({S.held}), S.cancelled, frozenset({Actor.owner, Actor.manager}), "放弃保留的时段"),
+    _T("expire_hold", frozenset({S.held}), S.expired, frozenset({Actor.system}), "释放过期的保留"),
 )}
 
 

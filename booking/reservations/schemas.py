@@ -6,7 +6,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from booking.reservations.models import ServiceMode
 
@@ -28,6 +28,22 @@ class BookingCreate(BaseModel):
     repeat_until: date | None = Field(default=None, description="recurring: last date (inclusive)")
     on_conflict: Literal["skip", "fail"] = Field(
         default="fail", description="recurring: skip conflicting instances, or drop the whole series")
+    any_equivalent: bool = Field(
+        default=False, description="this instrument or an equivalent: when the slot is taken, book the same time "
+                                   "on the nearest equivalent instrument the user may book")
+    preferred_cities: list[str] = Field(
+        default_factory=list, max_length=21,
+        description="市州 codes (GB/T 2260) that alternatives on equivalent instruments must lie in; empty = any")
+
+    @field_validator("preferred_cities")
+    @classmethod
+    def _known_cities(cls, value: list[str]) -> list[str]:
+        from booking.core.regions import CITIES
+
+        unknown = [code for code in value if code not in CITIES]
+        if unknown:
+            raise ValueError(f"未知的市州代码：{'、'.join(unknown)}")
+        return list(dict.fromkeys(value))
 
     @model_validator(mode="after")
     def _one_repeat(self) -> BookingCreate:

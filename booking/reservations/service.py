@@ -6,6 +6,7 @@ Python checks give friendly, complete answers (every rule problem at once); the 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -21,8 +22,10 @@ from booking.core.clock import utcnow
 from booking.core.errors import Conflict, Forbidden, NotFound, Problem, RuleViolation
 from booking.core.settings import get_settings
 from booking.notify.service import notify
+from booking.reservations import hooks
 from booking.reservations import repository as repo
 from booking.reservations.models import (
+    ACTIVE_STATUSES,
     STATUS_LABELS,
     Booking,
     BookingBlock,
@@ -50,6 +53,8 @@ from scheduling.rules import (
     week_range,
 )
 from scheduling.slots import bookable_slots, nearest_alternatives
+
+log = logging.getLogger("booking.reservations")
 
 
 @dataclass
@@ -174,6 +179,18 @@ async def alternatives(session: AsyncSession, ctx: InstrumentContext, start: dat
              "reason": "同一仪器最近的空闲时段"} for iv in found]
 
 
+async def conflict_alternatives(session: AsyncSession, ctx: InstrumentContext, user: User, start: datetime,
+                                end: datetime, *, preferred_cities: tuple[str, ...] = (), k: int | None = None
+                                ) -> list[dict[str, Any]]:
+    """What to propose when [start, end) is taken: the installed provider's answer (the scheduler adds equivalent
+    instruments the user may book, see `hooks`), else the nearest slots on the same instrument."""
+    k = k or get_settings().alternatives_count
+    provider = hooks.alternatives_provider()
+    if provider is None:
+        return await alternatives(session, ctx, start, end, k)
+    return await provider(session, hooks.AlternativesQuery(ctx, user, start, end, k, preferred_cities))
+
+
 def _blocked(rules: BookingRules, start: datetime, end: datetime) -> Range[datetime]:
     return Range(start - timedelta(minutes=rules.buffer_before_minutes),
                  end + timedelta(minutes=rules.buffer_after_minutes), bounds="[)")
@@ -192,7 +209,8 @@ async def _resolve_user(session: AsyncSession, actor: Principal, inst: Instrumen
     return user
 
 
-async def _conflict(session: AsyncSession, ctx: InstrumentContext, start: datetime, end: datetime) -> Conflict:
+async def _conflict(session: AsyncSession, ctx: InstrumentContext, user: User, start: datetime, end: datetime,
+                    preferred_cities: tuple[str, ...] = ()) -> Conflict:
     blocked = _blocked(ctx.rules, start, end)
     clashes = await repo.conflicting(session, ctx.instrument.id, blocked.lower, blocked.upper)  # type: ignore[arg-type]
     conflicts = [{"start": b.start_at.isoformat(), "end": b.end_at.isoformat(),
@@ -201,7 +219,9 @@ async def _conflict(session: AsyncSession, ctx: InstrumentContext, start: dateti
     return Conflict(
         "该时段已被预约（含仪器准备/冷却时间）",
         problems=[Problem("start", "slot_taken", "该时段已被预约，请选择其他时间")],
-        extra={"conflicts": conflicts, "alternatives": await alternatives(session, ctx, start, end)},
+        extra={"conflicts": conflicts,
+               "alternatives": await conflict_alternatives(session, ctx, user, start, end,
+                                                           preferred_cities=preferred_cities)},
     )
 
 
@@ -243,7 +263,8 @@ async def _check_or_override(session: AsyncSession, actor: Principal, ctx: Instr
     raise RuleViolation("预约不符合规则", problems=problems)
 
 
-async def create_booking(session: AsyncSession, actor: Principal, data: BookingCreate) -> Booking:
+async def create_booking(session: AsyncSession, actor: Principal, data: BookingCreate, *,
+                         requested_instrument_id: int | None = None) -> Booking:
     if data.repeat_weekly or data.repeat_until:
         raise RuleViolation("请使用周期预约", problems=[Problem("repeat_weekly", "use_series", "周期预约请调用 create_series")])
     start, end = data.start, data.end
@@ -254,12 +275,66 @@ async def create_booking(session: AsyncSession, actor: Principal, data: BookingC
     status = _initial_status(ctx, actor)
     booking = await _insert(session, actor, user, ctx, data, start, end, status, override)
     if booking is None:
-        raise await _conflict(session, ctx, start, end)
+        conflict = await _conflict(session, ctx, user, start, end, tuple(data.preferred_cities))
+        if data.any_equivalent:
+            # Every equivalent's own nearest slot is the same time when that is free there, but the k shown in
+            # the 409 may all be shifted slots: ask for enough to see each instrument's same-time slot.
+            same_time = await conflict_alternatives(session, ctx, user, start, end,
+                                                    preferred_cities=tuple(data.preferred_cities), k=100)
+            booking = await _book_equivalent(session, actor, data, same_time, inst.id)  # type: ignore[arg-type]
+            if booking is not None:
+                return booking
+        raise conflict
     record(session, actor_id=actor.id, action="booking.created", target_type="booking", target_id=booking.id,
            after={"instrument_id": inst.id, "user_id": user.id, "status": status.value, "start": start,
-                  "end": end, "override_reason": override})
+                  "end": end, "override_reason": override, "requested_instrument_id": requested_instrument_id})
     await _notify_created(session, booking, inst, user, actor)
     return booking
+
+
+async def create_hold(session: AsyncSession, user: User, inst: Instrument, start: datetime, end: datetime,
+                      expires_at: datetime, *, purpose: str, project_name: str | None = None,
+                      funding_source: str | None = None, service_mode: str = "occupancy",
+                      sample_notes: str | None = None) -> tuple[Booking | None, list[Problem]]:
+    """A waitlist offer: [start, end) held for `user` until `expires_at` (status `held`, inside the exclusion
+    constraint, so nobody else can take it meanwhile). Checked against every rule for that user like a request.
+
+    Returns the stored row, or None with the rule problems (an empty list when the slot was taken)."""
+    ctx = await instrument_context(session, inst, start - timedelta(days=1), end + timedelta(days=1))
+    problems = await rule_problems(session, ctx, user, start, end)
+    if problems:
+        return None, problems
+    now = utcnow()
+    booking = await repo.insert_if_free(session, {
+        "instrument_id": inst.id, "user_id": user.id, "created_by": user.id, "status": BookingStatus.held.value,
+        "start_at": start, "end_at": end, "blocked": _blocked(ctx.rules, start, end), "purpose": purpose.strip(),
+        "project_name": project_name, "funding_source": funding_source, "service_mode": service_mode,
+        "sample_notes": sample_notes, "hold_expires_at": expires_at, "created_at": now, "updated_at": now,
+    })
+    if booking is None:
+        return None, []
+    record(session, actor_id=None, action="booking.held", target_type="booking", target_id=booking.id,
+           after={"instrument_id": inst.id, "user_id": user.id, "start": start, "end": end,
+                  "hold_expires_at": expires_at, "actor": "system"})
+    return booking, []
+
+
+async def _book_equivalent(session: AsyncSession, actor: Principal, data: BookingCreate,
+                           alternatives: list[dict[str, Any]], requested_id: int) -> Booking | None:
+    """"This instrument or an equivalent": the same time on the best-ranked other instrument among the
+    alternatives, each attempt checked and inserted like any request (in a savepoint, so a refusal leaves
+    nothing)."""
+    for alt in alternatives:
+        if alt["instrument_id"] == requested_id or datetime.fromisoformat(alt["start"]) != data.start \
+                or datetime.fromisoformat(alt["end"]) != data.end:
+            continue
+        attempt = data.model_copy(update={"instrument_id": alt["instrument_id"], "any_equivalent": False})
+        try:
+            async with session.begin_nested():
+                return await create_booking(session, actor, attempt, requested_instrument_id=requested_id)
+        except (Conflict, RuleViolation, Forbidden, NotFound):
+            continue
+    return None
 
 
 def occurrences(start: datetime, end: datetime, *, count: int | None, until: date | None) -> list[tuple[datetime, datetime]]:
@@ -283,6 +358,9 @@ async def create_series(session: AsyncSession, actor: Principal, data: BookingCr
                         ) -> tuple[BookingSeries, list[Booking], list[dict[str, Any]]]:
     """A weekly series: each instance is checked on its own; conflicting or rule-breaking instances are either
     skipped (on_conflict=skip) or drop the whole series (on_conflict=fail, nothing stored)."""
+    if data.any_equivalent:
+        raise RuleViolation("周期预约不支持等效仪器", problems=[Problem(
+            "any_equivalent", "not_for_series", "周期预约只能预约同一台仪器，请取消“可用等效仪器”")])
     inst = await get_visible(session, actor, data.instrument_id)
     user = await _resolve_user(session, actor, inst, data.on_behalf_of)
     times = occurrences(data.start, data.end, count=data.repeat_weekly, until=data.repeat_until)
@@ -384,7 +462,8 @@ async def transition(session: AsyncSession, principal: Principal | None, booking
         code = "forbidden_action" if "无权" in problem else "invalid_transition"
         err = Forbidden if code == "forbidden_action" else Conflict
         raise err(problem, problems=[Problem("status", code, problem)])
-    before = {"status": booking.status}
+    before: dict[str, Any] = {"status": booking.status}
+    was_active = booking.status in {s.value for s in ACTIVE_STATUSES}
     t = TRANSITIONS[action]
     if action == "cancel" and actor == Actor.owner:
         rules = (await instrument_context(session, inst, booking.start_at, booking.end_at)).rules
@@ -397,6 +476,10 @@ async def transition(session: AsyncSession, principal: Principal | None, booking
             raise RuleViolation("不在签到时间内", problems=[Problem(
                 "status", "outside_check_in", f"只能在开始前 {get_settings().check_in_early_min} 分钟至结束前签到")])
         booking.checked_in_at = now
+    if booking.status == BookingStatus.held:
+        # The database allows a hold deadline only on held rows; the deadline moves into the activity record.
+        before["hold_expires_at"] = booking.hold_expires_at
+        booking.hold_expires_at = None
     booking.status = t.target.value
     booking.updated_at = now
     booking.sequence += 1
@@ -424,7 +507,29 @@ async def transition(session: AsyncSession, principal: Principal | None, booking
     await _notify_transition(session, booking, inst, action, note)
     if action == "no_show":
         await _maybe_block(session, booking.user_id, now)
+    if was_active and t.target not in ACTIVE_STATUSES:
+        await _time_freed(session, booking, action, now)
     return booking
+
+
+async def _time_freed(session: AsyncSession, booking: Booking, action: str, now: datetime) -> None:
+    """Tell the installed listeners (the waitlist, flexible placement) about the time this booking no longer
+    holds, in this transaction, so the next person in line gets it at once.
+
+    Each listener runs in a savepoint and its failure is logged, never raised: freeing a slot must not fail
+    because an offer could not be made (the scheduler's catch-up job retries those)."""
+    start = max(booking.start_at, now)
+    if start >= booking.end_at:
+        return
+    freed = hooks.FreedTime(booking.id, booking.instrument_id, booking.user_id, start, booking.end_at,  # type: ignore[arg-type]
+                            action, now)
+    for listener in hooks.freed_listeners():
+        try:
+            async with session.begin_nested():
+                await listener(session, freed)
+        except Exception:
+            log.exception("freed-time listener %s failed for booking %s", getattr(listener, "__name__", listener),
+                          booking.id)
 
 
 async def _notify_transition(session: AsyncSession, booking: Booking, inst: Instrument, action: str,
@@ -437,10 +542,16 @@ async def _notify_transition(session: AsyncSession, booking: Booking, inst: Inst
         "cancel": f"预约已取消：{inst.name}", "no_show": f"预约记为爽约：{inst.name}",
         "expire": f"预约申请已过期：{inst.name}", "check_out": f"服务已完成，请评价：{inst.name}",
         "record_service": f"服务已登记，请评价：{inst.name}",
+        "accept": f"已接受候补时段，预约已确认：{inst.name}",
+        "accept_pending": f"已接受候补时段，等待审批：{inst.name}",
+        "decline": f"已放弃候补保留的时段：{inst.name}",
+        "expire_hold": f"候补保留已过期：{inst.name}",
     }
     if action not in titles:
         return
     body = f"{inst.name} {when} 的预约状态：{STATUS_LABELS[booking.status]}。" + (f"说明：{note}" if note else "")
+    if action == "expire_hold":
+        body = f"为您保留的 {inst.name} {when} 时段未在期限内确认，已释放给其他用户。"
     await notify(session, booking.user_id, kind=f"booking.{action}", title=titles[action], body=body,
                  link=f"/bookings/{booking.id}")
 

@@ -95,6 +95,49 @@ CASES = [
     Case("POST", "/instruments/{instrument_a}/rules", _INSTRUMENT_A_MANAGERS, web=True),
     Case("GET", "/admin/holidays", frozenset({"admin"}), web=True),
     Case("POST", "/admin/holidays", frozenset({"admin"}), web=True),
+    # The conflict-resolving scheduler: equivalence groups, alternatives, waitlist, flexible requests, rounds,
+    # explain and simulate. Groups and rounds are managed by whoever manages every member instrument.
+    Case("GET", "/api/v1/equivalence-groups", frozenset(SIGNED_IN)),
+    Case("POST", "/api/v1/equivalence-groups", _INSTRUMENT_A_MANAGERS,
+         json={"name": "新等效组", "instrument_ids": ["{instrument_a3}", "{instrument_a}"]}),
+    Case("GET", "/api/v1/equivalence-groups/{group_a}", frozenset(SIGNED_IN)),
+    Case("PATCH", "/api/v1/equivalence-groups/{group_a}", _INSTRUMENT_A_MANAGERS, json={"description": "说明"}),
+    Case("POST", "/api/v1/equivalence-groups/{group_a}/members", _INSTRUMENT_A_MANAGERS,
+         json={"instrument_id": "{instrument_a3}"}),
+    Case("DELETE", "/api/v1/equivalence-groups/{group_a}/members/{instrument_a2}", _INSTRUMENT_A_MANAGERS),
+    Case("GET", "/api/v1/instruments/{instrument_a}/equivalents", frozenset(SIGNED_IN)),
+    Case("GET", "/api/v1/instruments/{instrument_a}/alternatives?start=2030-01-02T09:00:00%2B08:00"
+                "&end=2030-01-02T10:00:00%2B08:00", frozenset(SIGNED_IN)),
+    Case("POST", "/api/v1/waitlist", frozenset(SIGNED_IN),
+         json={"instrument_id": "{instrument_a}", "start": "2030-01-02T09:00:00+08:00",
+               "end": "2030-01-02T10:00:00+08:00", "purpose": "候补"}),
+    Case("GET", "/api/v1/waitlist", frozenset(SIGNED_IN)),
+    Case("PUT", "/api/v1/waitlist/{entry_a}/priority", _INSTRUMENT_A_MANAGERS, json={"priority": 2}),
+    Case("GET", "/api/v1/instruments/{instrument_a}/waitlist", _INSTRUMENT_A_MANAGERS),
+    Case("POST", "/api/v1/requests/flexible", frozenset(SIGNED_IN),
+         json={"instrument_id": "{instrument_a}", "duration_minutes": 60, "purpose": "灵活预约",
+               "window_start": "2030-01-02T09:00:00+08:00", "window_end": "2030-01-02T18:00:00+08:00"}),
+    Case("GET", "/api/v1/requests/flexible", frozenset(SIGNED_IN)),
+    Case("PUT", "/api/v1/requests/flexible/{flexible_a}/weight", _INSTRUMENT_A_MANAGERS, json={"weight": 3}),
+    Case("GET", "/api/v1/rounds", frozenset({"manager_a", "manager_b", "inst_admin_a", "inst_admin_b", "admin"})),
+    Case("GET", "/api/v1/rounds/{round_a}", _INSTRUMENT_A_MANAGERS),
+    Case("POST", "/api/v1/rounds/{round_a}/close", _INSTRUMENT_A_MANAGERS),
+    Case("POST", "/api/v1/rounds/{round_a}/preview", _INSTRUMENT_A_MANAGERS),
+    Case("POST", "/api/v1/rounds/{round_a}/publish", _INSTRUMENT_A_MANAGERS),
+    Case("GET", "/api/v1/instruments/{instrument_a}/explain?start=2030-01-02T09:00:00%2B08:00"
+                "&end=2030-01-02T10:00:00%2B08:00", frozenset(ROLES)),
+    Case("POST", "/api/v1/instruments/{instrument_a}/schedule/simulate", _INSTRUMENT_A_MANAGERS,
+         json={"rules": {"granularity_min": 30}}),
+    Case("GET", "/waitlist", frozenset(SIGNED_IN), web=True),
+    Case("GET", "/requests/flexible", frozenset(SIGNED_IN), web=True),
+    Case("GET", "/requests/flexible/new", frozenset(SIGNED_IN), web=True),
+    Case("GET", "/equivalence", frozenset({"manager_a", "manager_b", "inst_admin_a", "inst_admin_b", "admin"}),
+         web=True),
+    Case("POST", "/equivalence/{group_a}", _INSTRUMENT_A_MANAGERS, web=True),
+    Case("GET", "/rounds", frozenset({"manager_a", "manager_b", "inst_admin_a", "inst_admin_b", "admin"}), web=True),
+    Case("GET", "/rounds/{round_a}", _INSTRUMENT_A_MANAGERS, web=True),
+    Case("POST", "/rounds/{round_a}/preview", _INSTRUMENT_A_MANAGERS, web=True),
+    Case("GET", "/instruments/{instrument_a}/simulate", _INSTRUMENT_A_MANAGERS, web=True),
 ]
 
 
@@ -118,7 +161,54 @@ async def _world(session: AsyncSession) -> dict[str, Any]:
     facility_a = await make_facility(session, inst_a)
     instrument_a = await make_instrument(session, inst_a, facility_id=facility_a.id)
     return {"users": users, "inst_a": inst_a.id, "inst_b": inst_b.id, "request_id": req.id,
-            "facility_a": facility_a.id, "instrument_a": instrument_a.id, "researcher_id": users["researcher"].id}
+            "facility_a": facility_a.id, "instrument_a": instrument_a.id, "researcher_id": users["researcher"].id,
+            **await _scheduler_world(session, inst_a, facility_a.id, instrument_a.id, users["researcher"].id)}
+
+
+async def _scheduler_world(session: AsyncSession, inst_a: Any, facility_id: int, instrument_a: int, user_id: int
+                           ) -> dict[str, Any]:
+    """Institution A's equivalence group (instrument_a, instrument_a2), its open round, a waitlist entry and a
+    flexible request of the researcher's on instrument_a, and a third A instrument in no group."""
+    from datetime import timedelta
+
+    from booking.core.clock import utcnow
+    from scheduling.conflict_models import (
+        AllocationRound,
+        EquivalenceGroup,
+        EquivalenceMember,
+        FlexibleBooking,
+        WaitlistEntry,
+    )
+
+    a2 = await make_instrument(session, inst_a, facility_id=facility_id)
+    a3 = await make_instrument(session, inst_a, facility_id=facility_id)
+    group = EquivalenceGroup(name=f"矩阵测试组 {instrument_a}", category_code=a2.category_code)
+    session.add(group)
+    await session.flush()
+    session.add_all([EquivalenceMember(instrument_id=instrument_a, group_id=group.id),
+                     EquivalenceMember(instrument_id=a2.id, group_id=group.id)])
+    start = utcnow() + timedelta(days=30)
+    round_ = AllocationRound(group_id=group.id, cutoff_at=utcnow() + timedelta(days=7), status="open")
+    entry = WaitlistEntry(user_id=user_id, instrument_id=instrument_a, kind="slot", window_start=start,
+                          window_end=start + timedelta(hours=1), duration_minutes=60, purpose="候补", status="waiting")
+    flexible = FlexibleBooking(user_id=user_id, instrument_id=instrument_a, duration_minutes=60, window_start=start,
+                               window_end=start + timedelta(hours=8), deadline=start, purpose="灵活预约",
+                               status="waiting")
+    session.add_all([round_, entry, flexible])
+    await session.flush()
+    return {"group_a": group.id, "round_a": round_.id, "entry_a": entry.id, "flexible_a": flexible.id,
+            "instrument_a2": a2.id, "instrument_a3": a3.id}
+
+
+def _fill(value: Any, world: dict[str, Any]) -> Any:
+    """Ids of the world in a JSON body: "{instrument_a}" becomes that instrument's id."""
+    if isinstance(value, dict):
+        return {k: _fill(v, world) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, world) for v in value]
+    if isinstance(value, str) and value.startswith("{") and value.endswith("}") and value[1:-1] in world:
+        return world[value[1:-1]]
+    return value
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -138,7 +228,7 @@ async def test_matrix(client: httpx.AsyncClient, session: AsyncSession, case: Ca
         headers["X-CSRF-Token"] = client.cookies.get("bk_csrf") or ""
     kwargs: dict[str, Any] = {"headers": headers}
     if case.json is not None:
-        kwargs["json"] = case.json
+        kwargs["json"] = _fill(case.json, world)
     r = await client.request(case.method, path, **kwargs)
     if role in case.allowed:
         assert r.status_code not in (401, 403), f"{role} should be allowed: {r.status_code} {r.text[:300]}"

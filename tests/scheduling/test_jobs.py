@@ -149,9 +149,9 @@ class TestReleaseHolds:
         for b in lapsed:
             row = await fresh(session, Booking, b.id)
             assert (row.status, row.hold_expires_at, row.sequence) == ("expired", None, 1)
-            assert ("booking.hold_expired", None) in await _actions(session, b.id)
+            assert ("booking.expire_hold", None) in await _actions(session, b.id)
         assert (await fresh(session, Booking, live.id)).status == "held"
-        assert len(await notifications_of(session, w["user"].id, "booking.hold_expired")) == 2
+        assert len(await notifications_of(session, w["user"].id, "booking.expire_hold")) == 2
         assert await run_job_once(job("release_holds"), NOW) == 0
         # The freed slot can be booked again: the exclusion constraint no longer holds it.
         await make_booking(session, w["inst"], w["other"], lapsed[0].start_at)
