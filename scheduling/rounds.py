@@ -294,3 +294,25 @@ def figures(view: RoundView) -> dict[str, Any]:
     bound = p.get("upper_bound_hours") or 0
     return {**{k: v for k, v in p.items() if k != "decisions"},
             "of_bound": f"{Decimal(str(p.get('granted_hours', 0))) / Decimal(str(bound)) * 100:.1f}%" if bound else "—"}
+
+
+async def booking_policy(session: AsyncSession, ctx: Any, user: Any, actor_manages: bool) -> list[Problem]:
+    """Researchers cannot book directly an instrument whose equivalence group is allocated by rounds: the
+    round's optimiser shares its time fairly, and a direct booking would jump the queue. Managers still can
+    (maintenance, on-behalf bookings, publishing a round)."""
+    if actor_manages:
+        return []
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    from scheduling.conflict_models import EquivalenceGroup, EquivalenceMember
+
+    stmt = (select(col(EquivalenceGroup.name))
+            .join(EquivalenceMember, col(EquivalenceMember.group_id) == col(EquivalenceGroup.id))
+            .where(col(EquivalenceMember.instrument_id) == ctx.instrument.id,
+                   col(EquivalenceGroup.allocation_mode) == "rounds"))
+    group = (await session.scalars(stmt)).first()
+    if group is None:
+        return []
+    return [Problem("instrument_id", "allocated_by_rounds",
+                    f"该仪器属于按轮次分配的等效仪器组「{group}」，请提交灵活预约申请，截止后由管理员统一分配")]

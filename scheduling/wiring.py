@@ -11,9 +11,10 @@ from booking.reservations import hooks
 
 
 def install() -> None:
-    from scheduling import equivalence, flexible, waitlist
+    from scheduling import equivalence, flexible, rounds, waitlist
 
     hooks.set_alternatives_provider(equivalence.provide_alternatives)
+    hooks.set_booking_policy(rounds.booking_policy)
     hooks.add_freed_listener(waitlist.on_time_freed)
     hooks.add_freed_listener(flexible.on_time_freed)
 
@@ -23,5 +24,6 @@ def uninstall() -> None:
     from scheduling import flexible, waitlist
 
     hooks.set_alternatives_provider(None)
+    hooks.set_booking_policy(None)
     hooks.remove_freed_listener(waitlist.on_time_freed)
     hooks.remove_freed_listener(flexible.on_time_freed)

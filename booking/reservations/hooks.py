@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from booking.core.errors import Problem
+
 if TYPE_CHECKING:
     from booking.accounts.models import User
     from booking.reservations.service import InstrumentContext
@@ -55,9 +57,13 @@ class FreedTime:
 
 
 AlternativesProvider = Callable[[AsyncSession, AlternativesQuery], Awaitable[list[dict[str, Any]]]]
+# Extra booking rules owned by the layer above (e.g. "this instrument is allocated by rounds"): given the
+# instrument, the user booked for, and whether the actor manages the instrument, every problem found.
+BookingPolicy = Callable[[AsyncSession, "InstrumentContext", "User", bool], Awaitable[list[Problem]]]
 FreedTimeListener = Callable[[AsyncSession, FreedTime], Awaitable[None]]
 
 _alternatives_provider: AlternativesProvider | None = None
+_booking_policy: BookingPolicy | None = None
 _freed_listeners: list[FreedTimeListener] = []
 
 
@@ -69,6 +75,16 @@ def set_alternatives_provider(provider: AlternativesProvider | None) -> None:
 
 def alternatives_provider() -> AlternativesProvider | None:
     return _alternatives_provider
+
+
+def set_booking_policy(policy: BookingPolicy | None) -> None:
+    """Install (or remove) the upper layer's extra booking rules, checked with the instrument's own rules."""
+    global _booking_policy
+    _booking_policy = policy
+
+
+def booking_policy() -> BookingPolicy | None:
+    return _booking_policy
 
 
 def add_freed_listener(listener: FreedTimeListener) -> None:

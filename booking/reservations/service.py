@@ -252,6 +252,10 @@ def _initial_status(ctx: InstrumentContext, actor: Principal) -> BookingStatus:
 async def _check_or_override(session: AsyncSession, actor: Principal, ctx: InstrumentContext, user: User,
                              start: datetime, end: datetime, override_reason: str | None) -> str | None:
     problems = await rule_problems(session, ctx, user, start, end)
+    policy = hooks.booking_policy()
+    if policy is not None:
+        problems += await policy(session, ctx, user,
+                                 may_manage(actor, ctx.instrument.institution_id, ctx.instrument.facility_id))
     if not problems:
         return None
     hard = {"end_not_after_start", "naive_datetime", "instrument_retired"}

@@ -111,11 +111,13 @@ class TestRound:
         again = (await client.post(f"/api/v1/rounds/{rid}/preview", headers=admin)).json()["preview"]["decisions"]
         assert again == decisions
 
-        # Someone takes a granted slot between preview and publish: that request is refused, saying so.
+        # A manager books a granted slot directly between preview and publish (researchers cannot book an
+        # instrument allocated by rounds): that request is refused, saying so.
         victim = granted[0]
         outsider = await make_user(session, institution=w.guest)
-        r = await book(client, session, outsider, await _inst(session, victim["instrument_id"]),
-                       datetime.fromisoformat(victim["start"]), datetime.fromisoformat(victim["end"]))
+        r = await book(client, session, w.manager, await _inst(session, victim["instrument_id"]),
+                       datetime.fromisoformat(victim["start"]), datetime.fromisoformat(victim["end"]),
+                       on_behalf_of=outsider.id)
         assert r.status_code == 201
         r = await client.post(f"/api/v1/rounds/{rid}/publish", headers=admin)
         assert r.status_code == 200, r.text
@@ -172,3 +174,25 @@ async def _inst(session: AsyncSession, instrument_id: int) -> Any:
     from instruments.models import Instrument
 
     return await session.get(Instrument, instrument_id)
+
+
+class TestDirectBookingInRoundsMode:
+    async def test_researchers_must_go_through_the_round(self, client: httpx.AsyncClient, session: AsyncSession,
+                                                         clock: Clock) -> None:
+        w = await make_world(session)
+        assert w.group is not None
+        w.group.allocation_mode = "rounds"
+        w.group.round_weekday, w.group.round_time = 4, datetime.min.time().replace(hour=17)
+        await session.flush()
+        before = len(await bookings_of_user(session, w.researcher))
+        r = await book(client, session, w.researcher, w.x, at(9), at(10))
+        assert r.status_code == 422
+        assert "allocated_by_rounds" in {e["code"] for e in r.json()["errors"]}
+        assert len(await bookings_of_user(session, w.researcher)) == before
+        # The instrument's manager may still book directly (maintenance, on-behalf bookings, publishing).
+        r = await book(client, session, w.manager, w.x, at(9), at(10), on_behalf_of=w.researcher.id)
+        assert r.status_code == 201, r.text
+
+
+async def bookings_of_user(session: AsyncSession, user: User) -> list[Booking]:
+    return list(await session.scalars(select(Booking).where(Booking.user_id == user.id)))
