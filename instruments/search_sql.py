@@ -7,8 +7,8 @@ Two shapes, by what the query asks:
   the count of every combination of facet values; each facet reads the few rows of the cuboid made of itself and
   the other filtered facets.
 - **Counted live** (a text query or any other filter): the matching rows of instrument_search (through the bigram
-  GIN index when there is a term of two or more characters) are gathered once; the page is the top of them, and one
-  grouping-sets pass counts every facet under every filter but its own.
+  GIN index when there is a term of two or more characters); the page is the top of them, and one grouping-sets
+  pass over them counts every facet under every filter but its own.
 
 Facet semantics are the same in both: each facet counts the results of every other filter but not its own, and
 lists only values with at least one result; `_total` is the count under all filters.
@@ -135,6 +135,15 @@ class SearchSQL:
     counted_from_cube: bool
 
 
+_CASELESS = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff0-9!-/:-@\[-`{-~\u3000-\u303f\uff01-\uff0f]+$")
+
+
+def _caseless(term: str) -> bool:
+    """Only characters that have no case (CJK ideographs, digits, punctuation): lower() leaves them and every
+    character around them alone, so LIKE and ILIKE find the same."""
+    return bool(_CASELESS.match(term))
+
+
 def _prefix_range(column: str, prefix: str) -> str:
     # A range rather than LIKE 'p%' so a plain btree index serves it under any collation.
     if not prefix.isascii() or not prefix.isdigit():
@@ -227,25 +236,35 @@ def countable_from_cube(f: SearchFilters) -> bool:
 @dataclass(frozen=True)
 class _Sort:
     keys: tuple[tuple[str, str], ...]  # (expression over instrument_search s, its name in the page)
-    order: tuple[tuple[str, bool], ...]  # (key name or instrument_id, descending)
+    order: tuple[tuple[str, bool], ...]  # (key name, descending)
 
     def by(self, qualifier: str = "") -> str:
         return ", ".join(f"{qualifier}{name}{' DESC' if desc else ''}" for name, desc in self.order)
 
 
-def _sort(sort: str, f: SearchFilters, params: Params) -> _Sort:
+def _sort(sort: str, f: SearchFilters, params: Params, *, indexable: bool) -> _Sort:
+    """The page's order. With a text query the statement has parameters, and a generic plan cannot tell a rare term
+    from a common one: ordered by a bare column it may walk that column's index and test row after row against the
+    term (all 100,000 of them for a term nothing matches). Unless `indexable`, the keys are therefore expressions
+    that no index provides, and the matches are always gathered through the bigram index first."""
+
+    def key(column: str, zero: str = " + 0") -> str:
+        return column if indexable else f"({column}{zero})"
+
+    newest = (key("s.instrument_id"), "k_id")
     if sort == "name":
-        return _Sort((("s.name", "k_name"),), (("k_name", False), ("instrument_id", False)))
-    if sort == "value_desc":
-        return _Sort((("s.original_value", "k_value"),), (("k_value", True), ("instrument_id", True)))
-    if sort == "value_asc":
-        return _Sort((("s.original_value", "k_value"),), (("k_value", False), ("instrument_id", False)))
+        return _Sort(((key("s.name", " || ''"), "k_name"), newest), (("k_name", False), ("k_id", False)))
+    if sort in ("value_desc", "value_asc"):
+        desc = sort == "value_desc"
+        return _Sort(((key("s.original_value"), "k_value"), newest), (("k_value", desc), ("k_id", desc)))
     terms = search_terms(f.q)
     if sort == "relevance" and terms:
-        # Name matches first, then the rest; newest first within each group.
-        hit = f"s.name ILIKE CAST({params(like_pattern(terms[0]))} AS text) ESCAPE '\\'"
-        return _Sort(((hit, "k_hit"),), (("k_hit", True), ("instrument_id", True)))
-    return _Sort((), (("instrument_id", True),))
+        # Name matches first, then the rest; newest first within each group. ILIKE lowercases every name it
+        # compares; a term of caseless characters (Chinese, digits, punctuation) matches the same with LIKE.
+        like = "LIKE" if _caseless(terms[0]) else "ILIKE"
+        hit = f"s.name {like} CAST({params(like_pattern(terms[0]))} AS text) ESCAPE '\\'"
+        return _Sort(((hit, "k_hit"), newest), (("k_hit", True), ("k_id", True)))
+    return _Sort((newest,), (("k_id", True),))
 
 
 def _items_and_counts(page: str, counts: str) -> str:
@@ -323,7 +342,7 @@ def _live(
 ) -> str:
     common = common_conditions(f, viewer, params)
     fconds = facet_conditions(f, "s")
-    order = _sort(sort, f, params)
+    order = _sort(sort, f, params, indexable=not params.values)
     keys = "".join(f", {expr} AS {name}" for expr, name in order.keys)
     if with_facets:
         flags, flag_cols = _flags(fconds)
@@ -337,7 +356,12 @@ def _live(
         flags, flag_cols = {}, ""
         where = common + list(fconds.values())
         columns = f"s.instrument_id{keys}"
-    base = f"base AS MATERIALIZED (SELECT {columns}{flag_cols} FROM instrument_search AS s WHERE {' AND '.join(where)})"
+    # Not materialized: the page and the counts each read the matches again (the pages are cached by then), which
+    # costs less than writing every match into a tuplestore and reading it back twice.
+    base = (
+        f"base AS NOT MATERIALIZED (SELECT {columns}{flag_cols} FROM instrument_search AS s"
+        f" WHERE {' AND '.join(where)})"
+    )
     page = _page_ctes("base", list(flags.values()), order, limit, offset, keys_from_s=False)
     return f"WITH {base}, {page} " + _items_and_counts("page", _live_counts("base", flags, with_facets=with_facets))
 
@@ -351,7 +375,7 @@ def _cube(
 ) -> str:
     fconds = facet_conditions(f, "s")
     cube_conds = facet_conditions(f, "c")
-    order = _sort(sort, f, params)
+    order = _sort(sort, f, params, indexable=True)
     ctes = _page_ctes("instrument_search", [visibility(viewer), *fconds.values()], order, limit, offset, keys_from_s=True)
     # The cube counts the live instruments by restricted. Admins count both; others count the unrestricted ones and,
     # when they may see some restricted instruments (their institution's, or granted), those few counted live.
@@ -412,7 +436,7 @@ def export_sql(f: SearchFilters, viewer: Viewer, *, sort: str = "newest") -> tup
     in the order of `sort`, for SQLAlchemy text() (named parameters)."""
     params = Params(":")
     where = common_conditions(f, viewer, params) + list(facet_conditions(f, "s").values())
-    order = _sort(sort, f, params)
+    order = _sort(sort, f, params, indexable=not params.values)
     keys = "".join(f", {expr} AS {alias}" for expr, alias in order.keys)
     sql = (
         f"SELECT i.*, n.name AS institution_name, fac.name AS facility_name,"
