@@ -249,12 +249,13 @@ instrument_search = Table(
     Column("search_text", Text, nullable=False),
     Column("bigrams", ARRAY(Integer), nullable=False),
 )
-# fastupdate off: no pending list for every search to scan (and for the planner to shun the index over).
+# A short pending list (256 kB, not 4 MB): every search scans it, and the planner shuns a GIN index with a long one;
+# merging 256 kB at a time still keeps bulk inserts about twice as fast as inserting every entry in place.
 Index(
     "ix_instrument_search_bigrams",
     instrument_search.c.bigrams,
     postgresql_using="gin",
-    postgresql_with={"fastupdate": "off"},
+    postgresql_with={"gin_pending_list_limit": "256"},
 )
 Index("ix_instrument_search_name", instrument_search.c.name, instrument_search.c.instrument_id)
 Index("ix_instrument_search_value", instrument_search.c.original_value, instrument_search.c.instrument_id)
