@@ -122,7 +122,8 @@ async def measure(dsn: str, runs: int) -> list[dict[str, Any]]:
 
     app = create_app()
     transport = httpx.ASGITransport(app=app)
-    conn = await asyncpg.connect(dsn)
+    # The session settings the application's engine gives its connections (booking.core.db.make_engine).
+    conn = await asyncpg.connect(dsn, server_settings={"jit": "off", "timezone": "UTC"})
     out = []
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
         for label, params in QUERIES:

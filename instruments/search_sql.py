@@ -358,10 +358,12 @@ def _live(
         flags, flag_cols = {}, ""
         where = common + list(fconds.values())
         columns = f"s.instrument_id{keys}"
-    # Not materialized: the page and the counts each read the matches again (the pages are cached by then), which
-    # costs less than writing every match into a tuplestore and reading it back twice.
+    # With no facet filter the page and the counts each read the matches again (their pages are cached by then),
+    # which costs less than writing every match into a tuplestore and reading it back twice; with facet filters the
+    # page takes only the rows that pass them all, and reading those back from the tuplestore is the cheaper way.
+    materialized = "MATERIALIZED" if flags else "NOT MATERIALIZED"
     base = (
-        f"base AS NOT MATERIALIZED (SELECT {columns}{flag_cols} FROM instrument_search AS s"
+        f"base AS {materialized} (SELECT {columns}{flag_cols} FROM instrument_search AS s"
         f" WHERE {' AND '.join(where)})"
     )
     page = _page_ctes("base", list(flags.values()), order, limit, offset, keys_from_s=False)
