@@ -1,8 +1,11 @@
 """Catalogue search benchmark: 100,000 instruments in a scratch database, the real FastAPI app in-process
-(httpx ASGITransport), and beside each API figure the raw SQL time of the very statements the API runs, executed
-directly with asyncpg in the same run.
+(httpx ASGITransport), and beside each API figure the raw SQL time of the very statement the API runs (one
+statement: page, total and facets), executed directly with asyncpg with the same arguments in the same run.
 
-    python bench/catalog_search.py [--instruments 100000] [--runs 200] [--keep]
+    python bench/catalog_search.py [--instruments 100000] [--runs 200] [--keep] [--reuse] [--only TEXT]
+
+--keep leaves the scratch database behind; --reuse measures an existing one (migrated to head first) instead of
+building it again; --only measures just the queries whose label contains TEXT.
 
 Prints p50/p95 per query and the API/SQL ratio. Targets (issue 3): API p95 ≤ 20 ms, API ≤ 2× SQL.
 """
@@ -41,7 +44,21 @@ QUERIES: list[tuple[str, dict[str, str]]] = [
     ),
     ("q=液相色谱-质谱 (6 chars)", {"q": "液相色谱-质谱"}),
     ("browse, no filter (facets over all)", {}),
+    ("q=分析 (2-char CJK, very common: ~44% of rows)", {"q": "分析"}),
 ]
+
+
+async def _has_instruments(dsn: str) -> bool:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(dsn)
+    except asyncpg.InvalidCatalogNameError:
+        return False
+    try:
+        return bool(await conn.fetchval("SELECT to_regclass('instruments') IS NOT NULL"))
+    finally:
+        await conn.close()
 
 
 def pct(values: list[float], p: float) -> float:
@@ -76,15 +93,13 @@ async def build(url: str, count: int) -> None:
     )
 
 
-async def sql_for(params: dict[str, str]) -> list[str]:
-    """The statements the API runs for these parameters, compiled to plain SQL (values inlined)."""
+async def sql_for(params: dict[str, str]) -> tuple[str, list[Any], bool]:
+    """The statement the API runs for these parameters (one statement: page, total and facets), its arguments, and
+    whether it counts from the facet cube."""
     from decimal import Decimal
 
-    from sqlalchemy.dialects import postgresql
-
-    from instruments import repository as repo
-    from instruments.repository import SearchFilters, Viewer
     from instruments.rules import category_prefix
+    from instruments.search_sql import SearchFilters, Viewer, search_sql
 
     f = SearchFilters(
         q=params.get("q"),
@@ -95,12 +110,8 @@ async def sql_for(params: dict[str, str]) -> list[str]:
         large=True if params.get("large") == "true" else None,
         threshold=Decimal("500000"),
     )
-    stmts = [
-        repo.items_statement(f, Viewer(), sort=params.get("sort", "relevance"), limit=20, offset=0),
-        repo.facets_statement(f, Viewer()),
-    ]
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    return [str(s.compile(dialect=dialect, compile_kwargs={"literal_binds": True})) for s in stmts]
+    query = search_sql(f, Viewer(), sort=params.get("sort", "relevance"), limit=20, offset=0)
+    return query.sql, query.args, query.counted_from_cube
 
 
 async def measure(dsn: str, runs: int) -> list[dict[str, Any]]:
@@ -111,29 +122,28 @@ async def measure(dsn: str, runs: int) -> list[dict[str, Any]]:
 
     app = create_app()
     transport = httpx.ASGITransport(app=app)
-    conn = await asyncpg.connect(dsn)
+    # The session settings the application's engine gives its connections (booking.core.db.make_engine).
+    conn = await asyncpg.connect(dsn, server_settings={"jit": "off", "timezone": "UTC"})
     out = []
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
         for label, params in QUERIES:
-            statements = await sql_for(params)
-            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {statements[0]}")
-            uses_bigrams = "ix_instruments_search_bigrams" in json.dumps(plan)
+            sql, args, from_cube = await sql_for(params)
+            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
+            index = "cube" if from_cube else "bigram" if "ix_instrument_search_bigrams" in json.dumps(plan) else "-"
             total = None
             for _ in range(20):  # warm up both paths (caches, prepared statements, generic-plan switch)
                 r = await client.get("/api/v1/instruments", params=params)
                 assert r.status_code == 200, r.text
                 total = r.json()["total"]
-                for sql in statements:
-                    await conn.fetch(sql)
+                rows = await conn.fetch(sql, *args)
+                assert next((row["n"] for row in rows if row["facet"] == "_total"), 0) == total
             api: list[float] = []
             raw: list[float] = []
             for _ in range(runs):
                 t0 = time.perf_counter()
                 r = await client.get("/api/v1/instruments", params=params)
                 t1 = time.perf_counter()
-                async with conn.transaction():
-                    for sql in statements:
-                        await conn.fetch(sql)
+                await conn.fetch(sql, *args)
                 t2 = time.perf_counter()
                 api.append((t1 - t0) * 1000)
                 raw.append((t2 - t1) * 1000)
@@ -141,7 +151,7 @@ async def measure(dsn: str, runs: int) -> list[dict[str, Any]]:
                 {
                     "query": label,
                     "total": total,
-                    "bigram_index": uses_bigrams,
+                    "index": index,
                     "api_p50": statistics.median(api),
                     "api_p95": pct(api, 0.95),
                     "sql_p50": statistics.median(raw),
@@ -160,40 +170,51 @@ def main() -> None:
     parser.add_argument("--instruments", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--reuse", action="store_true", help="measure the kept scratch database (implies --keep)")
+    parser.add_argument("--only", default=None, help="measure only the queries whose label contains this text")
     args = parser.parse_args()
+    if args.only:
+        QUERIES[:] = [(label, params) for label, params in QUERIES if args.only in label]
 
     from booking.core import migrations
     from tests.db import TestDatabase, _create, _drop, _with_database
 
     server = TestDatabase()
     name = "booking_bench_catalog"
-    asyncio.run(_create(server.admin_dsn, name))
     dsn = _with_database(server.admin_dsn, name)
     url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+    reuse = args.reuse and asyncio.run(_has_instruments(dsn))
+    if not reuse:
+        asyncio.run(_create(server.admin_dsn, name))
     try:
         migrations.upgrade(url)
         os.environ["DATABASE_URL"] = url
         from booking.core.settings import get_settings
 
         get_settings.cache_clear()
-        asyncio.run(build(url, args.instruments))
+        if reuse:
+            print(f"reusing the scratch database {name}")
+        else:
+            asyncio.run(build(url, args.instruments))
         results = asyncio.run(measure(dsn, args.runs))
     finally:
-        if not args.keep:
+        if not (args.keep or args.reuse):
             asyncio.run(_drop(server.admin_dsn, name))
     print()
     print(
-        f"{'query':46} {'hits':>6} {'bigram':>6} {'API p50':>8} {'API p95':>8} {'SQL p50':>8} {'SQL p95':>8} "
+        f"{'query':46} {'hits':>6} {'counts':>6} {'API p50':>8} {'API p95':>8} {'SQL p50':>8} {'SQL p95':>8} "
         f"{'ratio50':>7} {'ratio95':>7}"
     )
     for r in results:
         print(
-            f"{r['query']:46} {r['total']:>6} {'yes' if r['bigram_index'] else 'no':>6} {r['api_p50']:8.2f} "
+            f"{r['query']:46} {r['total']:>6} {r['index']:>6} {r['api_p50']:8.2f} "
             f"{r['api_p95']:8.2f} {r['sql_p50']:8.2f} {r['sql_p95']:8.2f} {r['api_p50'] / r['sql_p50']:7.2f} "
             f"{r['api_p95'] / r['sql_p95']:7.2f}"
         )
     print(
-        "(ms; API = full request through the FastAPI app in-process; SQL = the same two statements via asyncpg)"
+        "(ms; API = full request through the FastAPI app in-process; SQL = the same statement with the same arguments"
+        " via asyncpg; counts: bigram = matches found through the bigram GIN index and counted live, cube = total and"
+        " facets read from the facet-count cube)"
     )
 
 

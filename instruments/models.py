@@ -23,6 +23,7 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -222,15 +223,73 @@ class Instrument(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=now, sa_column=ts_column(default_now=True))
 
 
-# The search columns are maintained by a trigger (see the catalogue migration) and are added to the table only,
-# not to the mapped class: the ORM never loads or writes them, and queries reach them through the table.
-# search_text is the lowercased text searched (names, model, manufacturer, functions, institution name);
-# search_bigrams holds its overlapping two-character pieces, GIN-indexed, because a trigram index cannot serve
-# the two-character Chinese queries (质谱, 核磁) that are the common case.
-_table = Instrument.__table__  # type: ignore[attr-defined]
-_table.append_column(Column("search_text", Text, nullable=True))
-_table.append_column(Column("search_bigrams", ARRAY(Text), nullable=True))
-Index("ix_instruments_search_bigrams", _table.c.search_bigrams, postgresql_using="gin")
+# ---- the search index ------------------------------------------------------------------------------------------
+# Two tables that triggers maintain in the writing transaction (see the search migration); the application only
+# reads them, so they are plain tables rather than mapped classes.
+#
+# instrument_search: one narrow row (about 450 bytes, against about 1.3 kB in instruments) per *live* instrument
+# with what search filters, counts, facets and sorts on. Retired instruments have no row. search_text is the
+# lowercased text searched: names, model, manufacturer and functions, then the institution's name on the last
+# line. bigrams holds its overlapping two-character pieces as int4 codes (text_bigram_codes), GIN-indexed: a
+# trigram index cannot serve the two-character Chinese queries (质谱, 核磁) that are the common case.
+instrument_search = Table(
+    "instrument_search",
+    SQLModel.metadata,
+    Column("instrument_id", Integer, ForeignKey("instruments.id", ondelete="CASCADE"), primary_key=True),
+    Column("institution_id", Integer, nullable=False, index=True),
+    Column("institution_kind", Text, nullable=False),
+    Column("city_code", String(6), nullable=False, index=True),
+    Column("category_code", String(6), nullable=False, index=True),
+    Column("sharing_mode", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("original_value", Numeric(14, 2), nullable=False),
+    Column("accepts_vouchers", Boolean, nullable=False),
+    Column("restricted", Boolean, nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("search_text", Text, nullable=False),
+    Column("bigrams", ARRAY(Integer), nullable=False),
+)
+# A short pending list (256 kB, not 4 MB): every search scans it, and the planner shuns a GIN index with a long one;
+# merging 256 kB at a time still keeps bulk inserts about twice as fast as inserting every entry in place.
+Index(
+    "ix_instrument_search_bigrams",
+    instrument_search.c.bigrams,
+    postgresql_using="gin",
+    postgresql_with={"gin_pending_list_limit": "256"},
+)
+Index("ix_instrument_search_name", instrument_search.c.name, instrument_search.c.instrument_id)
+Index("ix_instrument_search_value", instrument_search.c.original_value, instrument_search.c.instrument_id)
+# The few restricted instruments, for the viewers who may see some of them.
+Index(
+    "ix_instrument_search_restricted",
+    instrument_search.c.institution_id,
+    postgresql_where=instrument_search.c.restricted,
+)
+
+# instrument_facet_counts: how many live instruments fall in each cell of the cube over the five facets, split by
+# restricted. `dims` says which facets a row is broken down by (16 city, 8 institution kind, 4 category, 2 sharing
+# mode, 1 status; the others hold ''), so every combination of facet filters reads a handful of rows: a page
+# without a text query or other filters counts its facets and total here instead of over up to 100,000 rows.
+FACET_DIMS: dict[str, int] = {
+    "city_code": 16,
+    "institution_kind": 8,
+    "category_code": 4,
+    "sharing_mode": 2,
+    "status": 1,
+}
+instrument_facet_counts = Table(
+    "instrument_facet_counts",
+    SQLModel.metadata,
+    Column("dims", SmallInteger, primary_key=True),
+    Column("restricted", Boolean, primary_key=True),
+    Column("city_code", String(6), primary_key=True),
+    Column("institution_kind", Text, primary_key=True),
+    Column("category_code", String(6), primary_key=True),
+    Column("sharing_mode", Text, primary_key=True),
+    Column("status", Text, primary_key=True),
+    Column("n", Integer, nullable=False),
+    CheckConstraint("n >= 0", name="n"),
+)
 
 
 class InstrumentChain(SQLModel, table=True):

@@ -1,5 +1,6 @@
-"""Every catalogue query. Search, facets and exports are written in SQLAlchemy Core against the tables, so a page of
-results costs two statements and no ORM object loading; single records use the ORM."""
+"""Every catalogue query. Search and export run the statements instruments.search_sql writes against the narrow,
+trigger-maintained search tables (a page of results with its total and facets is one statement); the rest is
+SQLAlchemy Core, and single records use the ORM."""
 
 from __future__ import annotations
 
@@ -10,23 +11,13 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
-    Select,
-    Text,
-    and_,
-    cast,
     delete,
-    exists,
     func,
-    literal_column,
     not_,
-    or_,
     select,
     text,
-    union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -40,7 +31,9 @@ from instruments.models import (
     InstrumentChain,
     InstrumentHistory,
 )
-from instruments.rules import has_bigram, like_pattern, search_terms
+from instruments.search_sql import FACETS, ITEM_COLUMNS, SORTS, SearchFilters, Viewer, export_sql, search_sql
+
+__all__ = ["FACETS", "SORTS", "SearchFilters", "SearchPage", "Viewer"]
 
 I = Instrument.__table__  # type: ignore[attr-defined]  # noqa: E741
 INST = Institution.__table__  # type: ignore[attr-defined]
@@ -50,247 +43,18 @@ IA = InstrumentAccess.__table__  # type: ignore[attr-defined]
 FAC = Facility.__table__  # type: ignore[attr-defined]
 CH = Chain.__table__  # type: ignore[attr-defined]
 
-FACETS = ("city", "institution_kind", "category", "sharing_mode", "status")
-SORTS = ("relevance", "newest", "name", "value_desc", "value_asc")
-
-
-@dataclass(frozen=True)
-class Viewer:
-    """Who is searching, reduced to what visibility depends on."""
-
-    user_id: int | None = None
-    is_admin: bool = False
-    managed_institution_ids: frozenset[int] = frozenset()
-    signed_in: bool = False
-
-
-@dataclass
-class SearchFilters:
-    q: str | None = None
-    city: str | None = None
-    institution_kind: str | None = None
-    institution_id: int | None = None
-    category: str | None = None  # a normalised prefix: '01', '0102' or '010201'
-    sharing_mode: str | None = None
-    status: str | None = None
-    chain_id: int | None = None
-    min_value: Decimal | None = None
-    max_value: Decimal | None = None
-    large: bool | None = None
-    vouchers: bool | None = None
-    threshold: Decimal = Decimal("500000")
-
-
 @dataclass
 class SearchPage:
-    rows: list[RowMapping]
+    rows: list[dict[str, Any]]
     total: int
     facets: dict[str, list[tuple[str, str | None, int]]] = field(default_factory=dict)
 
 
-def visibility(viewer: Viewer) -> ColumnElement[bool]:
-    """Live instruments the viewer may see at all: restricted ones only for platform admins, the owner's
-    managers and explicitly authorised users."""
-    live = I.c.retired_at.is_(None)
-    if viewer.is_admin:
-        return live
-    allowed: list[ColumnElement[bool]] = [not_(I.c.restricted)]
-    if viewer.managed_institution_ids:
-        allowed.append(I.c.institution_id.in_(sorted(viewer.managed_institution_ids)))
-    if viewer.user_id is not None:
-        allowed.append(exists().where(IA.c.instrument_id == I.c.id, IA.c.user_id == viewer.user_id))
-    return and_(live, or_(*allowed))
-
-
-def _common_conditions(f: SearchFilters, viewer: Viewer) -> list[ColumnElement[bool]]:
-    """Visibility and every filter that is not a facet."""
-    conds: list[ColumnElement[bool]] = [visibility(viewer)]
-    terms = search_terms(f.q)
-    if terms and has_bigram(terms):
-        # The GIN index answers the bigram containment; the LIKE below rechecks adjacency and order.
-        conds.append(I.c.search_bigrams.op("@>")(func.text_bigrams(" ".join(terms), type_=ARRAY(Text))))
-    for term in terms:
-        # A two-character term is exactly one bigram: containment already proves the substring, so the LIKE
-        # recheck (which reads search_text of every match) is only needed for one character or three and more.
-        if len(term) != 2:
-            conds.append(I.c.search_text.like(like_pattern(term), escape="\\"))
-    if f.institution_id is not None:
-        conds.append(I.c.institution_id == f.institution_id)
-    if f.chain_id is not None:
-        conds.append(exists().where(IC.c.instrument_id == I.c.id, IC.c.chain_id == f.chain_id))
-    if f.min_value is not None:
-        conds.append(I.c.original_value >= f.min_value)
-    if f.max_value is not None:
-        conds.append(I.c.original_value <= f.max_value)
-    if f.large is True:
-        conds.append(I.c.original_value >= f.threshold)
-    elif f.large is False:
-        conds.append(I.c.original_value < f.threshold)
-    if f.vouchers is not None:
-        conds.append(I.c.accepts_vouchers.is_(f.vouchers))
-    return conds
-
-
-def _prefix_range(column: Any, prefix: str) -> ColumnElement[bool]:
-    # A range rather than LIKE 'p%' so a plain btree index serves it under any collation.
-    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return and_(column >= prefix, column < upper)
-
-
-def _facet_conditions(f: SearchFilters, cols: dict[str, Any]) -> dict[str, ColumnElement[bool]]:
-    conds: dict[str, ColumnElement[bool]] = {}
-    if f.city:
-        conds["city"] = cols["city"] == f.city
-    if f.institution_kind:
-        conds["institution_kind"] = cols["institution_kind"] == f.institution_kind
-    if f.category:
-        conds["category"] = _prefix_range(cols["category"], f.category)
-    if f.sharing_mode:
-        conds["sharing_mode"] = cols["sharing_mode"] == f.sharing_mode
-    if f.status:
-        conds["status"] = cols["status"] == f.status
-    return conds
-
-
-def _order(sort: str, f: SearchFilters) -> list[Any]:
-    if sort == "name":
-        return [I.c.name, I.c.id]
-    if sort == "value_desc":
-        return [I.c.original_value.desc(), I.c.id.desc()]
-    if sort == "value_asc":
-        return [I.c.original_value, I.c.id]
-    terms = search_terms(f.q)
-    if sort == "relevance" and terms:
-        # Name matches first, then the rest; newest first within each group.
-        return [I.c.name.ilike(like_pattern(terms[0]), escape="\\").desc(), I.c.id.desc()]
-    return [I.c.id.desc()]
-
-
-_ITEM_COLUMNS = (
-    I.c.id,
-    I.c.name,
-    I.c.name_en,
-    I.c.model,
-    I.c.manufacturer,
-    I.c.institution_id,
-    INST.c.name.label("institution_name"),
-    INST.c.kind.label("institution_kind"),
-    I.c.city_code,
-    I.c.category_code,
-    CAT.c.name.label("category_name"),
-    I.c.sharing_mode,
-    I.c.status,
-    I.c.original_value,
-    I.c.accepts_vouchers,
-    I.c.restricted,
-)
-
-
-def items_statement(f: SearchFilters, viewer: Viewer, *, sort: str, limit: int, offset: int) -> Select[Any]:
-    table_cols = {
-        "city": I.c.city_code,
-        "institution_kind": INST.c.kind,
-        "category": I.c.category_code,
-        "sharing_mode": I.c.sharing_mode,
-        "status": I.c.status,
-    }
-    conds = _common_conditions(f, viewer) + list(_facet_conditions(f, table_cols).values())
-    return (
-        select(*_ITEM_COLUMNS)
-        .select_from(
-            I.join(INST, INST.c.id == I.c.institution_id).outerjoin(CAT, CAT.c.code == I.c.category_code)
-        )
-        .where(*conds)
-        .order_by(*_order(sort, f))
-        .limit(limit)
-        .offset(offset)
-    )
-
-
-def facets_statement(f: SearchFilters, viewer: Viewer) -> Any:
-    """One statement: the matching rows (all filters but the facets) are materialised once; each facet counts them
-    under every *other* facet filter, so a chosen 市州 still shows how many results the other 市州 would give; the
-    last part is the total under all filters."""
-    base = (
-        select(
-            I.c.city_code.label("city"),
-            INST.c.kind.label("institution_kind"),
-            I.c.category_code.label("category"),
-            I.c.sharing_mode,
-            I.c.status,
-        )
-        .select_from(I.join(INST, INST.c.id == I.c.institution_id))
-        .where(*_common_conditions(f, viewer))
-        .cte("base")
-        .prefix_with("MATERIALIZED")
-    )
-    cols = {name: base.c[name] for name in FACETS}
-    fconds = _facet_conditions(f, cols)
-    parts: list[Any] = []
-    for name in FACETS:
-        others = [c for other, c in fconds.items() if other != name]
-        if name == "category":
-            # Count per 大类 first, then label the (at most 15) groups: joining before grouping costs a hash
-            # probe for every matching row.
-            major = func.left(base.c.category, literal_column("2"))
-            counted = (
-                select(major.label("value"), func.count().label("n"))
-                .select_from(base)
-                .where(*others)
-                .group_by(literal_column("1"))
-                .subquery("majors")
-            )
-            parts.append(
-                select(
-                    literal_column("'category'").label("facet"),
-                    cast(counted.c.value, Text).label("value"),
-                    counted.c.n,
-                    CAT.c.name.label("label"),
-                ).select_from(
-                    counted.outerjoin(CAT, CAT.c.code == counted.c.value.concat(literal_column("'0000'")))
-                )
-            )
-        else:
-            parts.append(
-                select(
-                    literal_column(f"'{name}'").label("facet"),
-                    cast(cols[name], Text).label("value"),
-                    func.count().label("n"),
-                    cast(literal_column("NULL"), Text).label("label"),
-                )
-                .select_from(base)
-                .where(*others)
-                .group_by(literal_column("2"))
-            )
-    parts.append(
-        select(
-            literal_column("'_total'").label("facet"),
-            cast(literal_column("NULL"), Text).label("value"),
-            func.count().label("n"),
-            cast(literal_column("NULL"), Text).label("label"),
-        )
-        .select_from(base)
-        .where(*fconds.values())
-    )
-    return union_all(*parts)
-
-
-def count_statement(f: SearchFilters, viewer: Viewer) -> Select[Any]:
-    table_cols = {
-        "city": I.c.city_code,
-        "institution_kind": INST.c.kind,
-        "category": I.c.category_code,
-        "sharing_mode": I.c.sharing_mode,
-        "status": I.c.status,
-    }
-    conds = _common_conditions(f, viewer) + list(_facet_conditions(f, table_cols).values())
-    return select(func.count()).select_from(I.join(INST, INST.c.id == I.c.institution_id)).where(*conds)
-
-
-async def use_custom_plans(session: AsyncSession) -> None:
-    """asyncpg prepares statements; after five runs PostgreSQL may switch a prepared statement to a generic plan,
-    which for a LIKE '%质谱%' search scans the whole index. Search plans depend on their values, so plan each time."""
-    await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+async def driver_connection(session: AsyncSession) -> Any:
+    """The session's asyncpg connection, inside whatever transaction the session has."""
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
 
 
 async def search(
@@ -303,59 +67,29 @@ async def search(
     offset: int,
     with_facets: bool = True,
 ) -> SearchPage:
-    await use_custom_plans(session)
-    rows = list(
-        (await session.execute(items_statement(f, viewer, sort=sort, limit=limit, offset=offset))).mappings()
-    )
-    if not with_facets:
-        total = int(await session.scalar(count_statement(f, viewer)) or 0)
-        return SearchPage(rows=rows, total=total)
-    facets: dict[str, list[tuple[str, str | None, int]]] = {name: [] for name in FACETS}
+    """One statement, one round trip: the page, the total and the facets (see instruments.search_sql). It goes to
+    asyncpg directly: a page of 20 plain rows needs none of the ORM's or Core's result machinery."""
+    query = search_sql(f, viewer, sort=sort, limit=limit, offset=offset, with_facets=with_facets)
+    records = await (await driver_connection(session)).fetch(query.sql, *query.args)
+    items: list[tuple[int, dict[str, Any]]] = []
+    facets: dict[str, list[tuple[str, str | None, int]]] = {name: [] for name in FACETS} if with_facets else {}
     total = 0
-    for facet, value, n, label in (await session.execute(facets_statement(f, viewer))).all():
-        if facet == "_total":
-            total = int(n)
+    for r in records:
+        if r["part"] == 0:
+            items.append((r["ord"], {name: r[name] for name in ITEM_COLUMNS}))
+        elif r["facet"] == "_total":
+            total = int(r["n"])
         else:
-            facets[facet].append((value, label, int(n)))
+            facets[r["facet"]].append((r["value"], r["label"], int(r["n"])))
     for values in facets.values():
         values.sort(key=lambda v: (-v[2], v[0] or ""))
-    return SearchPage(rows=rows, total=total, facets=facets)
-
-
-def export_statement(f: SearchFilters, viewer: Viewer, *, sort: str = "newest") -> Select[Any]:
-    table_cols = {
-        "city": I.c.city_code,
-        "institution_kind": INST.c.kind,
-        "category": I.c.category_code,
-        "sharing_mode": I.c.sharing_mode,
-        "status": I.c.status,
-    }
-    conds = _common_conditions(f, viewer) + list(_facet_conditions(f, table_cols).values())
-    chains = (
-        select(func.coalesce(func.array_agg(CH.c.name), literal_column("'{}'::text[]")))
-        .select_from(IC.join(CH, CH.c.id == IC.c.chain_id))
-        .where(IC.c.instrument_id == I.c.id)
-        .scalar_subquery()
-    )
-    mapped = [c for c in I.c if c.name not in ("search_text", "search_bigrams")]
-    return (
-        select(
-            *mapped,
-            INST.c.name.label("institution_name"),
-            FAC.c.name.label("facility_name"),
-            chains.label("chain_names"),
-        )
-        .select_from(
-            I.join(INST, INST.c.id == I.c.institution_id).outerjoin(FAC, FAC.c.id == I.c.facility_id)
-        )
-        .where(*conds)
-        .order_by(*_order(sort, f))
-    )
+    items.sort(key=lambda item: item[0])
+    return SearchPage(rows=[row for _, row in items], total=total, facets=facets)
 
 
 async def stream_export(session: AsyncSession, f: SearchFilters, viewer: Viewer) -> AsyncIterator[RowMapping]:
-    await use_custom_plans(session)
-    result = await session.stream(export_statement(f, viewer).execution_options(yield_per=500))
+    sql, params = export_sql(f, viewer)
+    result = await session.stream(text(sql).bindparams(**params).execution_options(yield_per=500))
     async for row in result.mappings():
         yield row
 

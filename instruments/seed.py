@@ -1,7 +1,7 @@
 """The demo province for `booking demo`: about 300 institutions of every kind in all 21 市州 (weighted toward 成都)
 and ~12,500 instruments across the classification tree, with realistic names, models, manufacturers and values.
 
-Deterministic (a seeded RNG) and fast: rows go in with COPY, the search trigger fills the search columns, and one
+Deterministic (a seeded RNG) and fast: rows go in with COPY, the search triggers fill the search tables, and one
 `demo.seeded` activity entry summarises the lot instead of 12,500 entries.
 """
 
@@ -1334,7 +1334,9 @@ async def seed_province(
             " (SELECT 1 FROM instrument_history h WHERE h.instrument_id = i.id AND h.valid_to IS NULL)"
         )
     )
-    await session.execute(text("ANALYZE instruments"))
+    # Fresh statistics for the planner (the search tables were filled by the triggers, batch by batch).
+    for table in ("instruments", "instrument_search", "instrument_facet_counts"):
+        await session.execute(text(f"ANALYZE {table}"))
     result = {"institutions": len(specs), "instruments": done, "chain_links": len(links)}
     record(session, actor_id=None, action="demo.seeded", target_type="catalogue", after=result)
     await session.flush()

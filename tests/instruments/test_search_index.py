@@ -1,19 +1,313 @@
-"""The two-character Chinese search is served by the bigram GIN index, also for prepared statements re-run
-many times (asyncpg), and the trigger keeps the searched text current."""
+"""The search tables: instrument_search and the facet-count cube stay exactly in step with instruments and
+institutions through every kind of write (triggers in the writing transaction), and the common searches use the
+intended indexes, also as generic plans of prepared statements (asyncpg)."""
 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from booking.core.clock import utcnow
 from instruments import repository as repo
+from instruments.models import Instrument
 from instruments.repository import SearchFilters, Viewer
+from instruments.search_sql import SearchSQL, search_sql
 from tests.factories import make_institution, make_instrument
 
 pytestmark = pytest.mark.asyncio
+
+# What instrument_search must hold: one row per live instrument, computed here from scratch.
+EXPECTED_SEARCH_ROWS = r"""
+SELECT i.id AS instrument_id, i.institution_id, n.kind AS institution_kind, i.city_code, i.category_code,
+       i.sharing_mode, i.status, i.original_value, i.accepts_vouchers, i.restricted, i.name, t.search_text,
+       text_bigram_codes(t.search_text) AS bigrams
+FROM instruments AS i JOIN institutions AS n ON n.id = i.institution_id,
+     LATERAL (SELECT lower(concat_ws(E'\n', i.name, i.name_en, i.model, i.manufacturer, i.functions)) || E'\n'
+                     || lower(n.name) AS search_text) AS t
+WHERE i.retired_at IS NULL
+"""
+SEARCH_COLUMNS = (
+    "instrument_id, institution_id, institution_kind, city_code, category_code, sharing_mode, status,"
+    " original_value, accepts_vouchers, restricted, name, search_text, bigrams"
+)
+# What the cube must hold: instrument_search counted into every cell, recounted here from scratch.
+EXPECTED_CUBE = """
+SELECT 31 - GROUPING(city_code, institution_kind, category_code, sharing_mode, status) AS dims, restricted,
+       coalesce(city_code, '') AS city_code, coalesce(institution_kind, '') AS institution_kind,
+       coalesce(category_code, '') AS category_code, coalesce(sharing_mode, '') AS sharing_mode,
+       coalesce(status, '') AS status, count(*)::int AS n
+FROM instrument_search
+GROUP BY restricted, CUBE (city_code, institution_kind, category_code, sharing_mode, status)
+"""
+CUBE_COLUMNS = "dims, restricted, city_code, institution_kind, category_code, sharing_mode, status, n"
+
+
+async def _differences(session: AsyncSession, expected: str, table: str, columns: str, where: str = "TRUE") -> int:
+    stored = f"SELECT {columns} FROM {table} WHERE {where}"  # noqa: S608 (fixed fragments of this module)
+    return int(
+        await session.scalar(
+            text(f"SELECT count(*) FROM (({expected} EXCEPT {stored}) UNION ALL ({stored} EXCEPT {expected})) AS d")  # noqa: S608
+        )
+        or 0
+    )
+
+
+async def assert_in_sync(session: AsyncSession) -> None:
+    await session.flush()
+    assert await _differences(session, EXPECTED_SEARCH_ROWS, "instrument_search", SEARCH_COLUMNS) == 0
+    # Cells that dropped to zero may stay behind; every other cell must match a recount.
+    assert await _differences(session, EXPECTED_CUBE, "instrument_facet_counts", CUBE_COLUMNS, "n > 0") == 0
+
+
+async def search_row(session: AsyncSession, instrument_id: int) -> Any:
+    return (
+        await session.execute(text("SELECT * FROM instrument_search WHERE instrument_id = :id"), {"id": instrument_id})
+    ).one_or_none()
+
+
+async def found(session: AsyncSession, q: str, viewer: Viewer | None = None, **filters: Any) -> set[int]:
+    page = await repo.search(
+        session, SearchFilters(q=q, **filters), viewer or Viewer(), sort="newest", limit=200, offset=0
+    )
+    return {row["id"] for row in page.rows}
+
+
+def codes(*bigrams: str) -> set[int]:
+    """text_bigram_codes' encoding, written again: 16 bits a character, signed 32-bit result."""
+
+    def code(ch: str) -> int:
+        return ord(ch) if ord(ch) < 0x10000 else 0xD800 + ord(ch) % 0x800
+
+    out = set()
+    for b in bigrams:
+        value = (code(b[0]) << 16) | code(b[1])
+        out.add(value - (1 << 32) if value >= 1 << 31 else value)
+    return out
+
+
+async def test_bigram_codes(session: AsyncSession) -> None:
+    async def of(t: str) -> set[int]:
+        got = await session.scalar(text("SELECT text_bigram_codes(:t)"), {"t": t})
+        assert len(got) == len(set(got))  # distinct
+        return set(got)
+
+    assert await of("质谱 LC-MS") == codes("质谱", "lc", "c-", "-m", "ms")
+    # Pieces across whitespace are skipped; letters are lowercased.
+    assert await of(" a\tb  质谱仪\nX ") == codes("质谱", "谱仪")
+    assert await of("") == set() and await of("单") == set()
+    # Outside the Basic Multilingual Plane: codes in the surrogate range, which no BMP character reaches.
+    rare = "\U00020000"  # 𠀀, CJK Extension B
+    assert await of(f"{rare}谱") == codes(f"{rare}谱")
+    assert all(0xD800 <= (c >> 16) & 0xFFFF < 0xE000 for c in codes(f"{rare}谱"))
+
+
+class TestInSync:
+    async def test_insert_fills_the_row(self, session: AsyncSession) -> None:
+        uni = await make_institution(session, name="同步测试大学", kind="高校")
+        inst = await make_instrument(session, uni, name="核磁共振", model="AVANCE NEO", manufacturer="布鲁克")
+        row = await search_row(session, inst.id)  # type: ignore[arg-type]
+        assert row.search_text == "核磁共振\navance neo\n布鲁克\n同步测试大学"
+        assert (row.institution_kind, row.city_code, row.restricted) == ("高校", uni.city_code, False)
+        assert await found(session, "核磁共振") == {inst.id}
+        await assert_in_sync(session)
+
+    async def test_updates_follow(self, session: AsyncSession) -> None:
+        inst = await make_instrument(session, name="旧名称仪器")
+        await assert_in_sync(session)
+        inst.name = "拉曼光谱仪"
+        inst.functions = "晶型鉴别"
+        await assert_in_sync(session)
+        assert await found(session, "拉曼") == {inst.id}
+        assert await found(session, "旧名称") == set()
+        assert await found(session, "晶型") == {inst.id}
+        for field, value in (
+            ("status", "awaiting_repair"),
+            ("sharing_mode", "internal"),
+            ("city_code", "510700"),
+            ("category_code", "010600"),
+            ("original_value", Decimal("123.45")),
+            ("accepts_vouchers", True),
+        ):
+            setattr(inst, field, value)
+            await assert_in_sync(session)
+        row = await search_row(session, inst.id)  # type: ignore[arg-type]
+        assert (row.status, row.sharing_mode, row.city_code, row.category_code) == (
+            "awaiting_repair",
+            "internal",
+            "510700",
+            "010600",
+        )
+        assert row.original_value == Decimal("123.45") and row.accepts_vouchers is True
+
+    async def test_an_update_that_changes_nothing_searched_leaves_the_row(self, session: AsyncSession) -> None:
+        inst = await make_instrument(session)
+        where = text("SELECT ctid::text FROM instrument_search WHERE instrument_id = :id")
+        before = await session.scalar(where, {"id": inst.id})
+        inst.contact_phone = "028-12345678"
+        inst.updated_at = utcnow()
+        await session.flush()
+        # No new row version: the upsert skips rows whose searched values did not change.
+        assert await session.scalar(where, {"id": inst.id}) == before
+        await assert_in_sync(session)
+
+    async def test_restrict_and_unrestrict(self, session: AsyncSession) -> None:
+        inst = await make_instrument(session, name="军工光谱仪")
+        assert await found(session, "军工光谱") == {inst.id}
+        inst.restricted = True
+        await assert_in_sync(session)
+        assert await found(session, "军工光谱") == set()
+        assert await found(session, "军工光谱", Viewer(is_admin=True)) == {inst.id}
+        assert await found(session, "军工光谱", Viewer(managed_institution_ids=frozenset({inst.institution_id})))
+        inst.restricted = False
+        await assert_in_sync(session)
+        assert await found(session, "军工光谱") == {inst.id}
+
+    async def test_retire_removes_the_row(self, session: AsyncSession) -> None:
+        inst = await make_instrument(session, name="待退役质谱仪")
+        inst.retired_at = utcnow()
+        inst.retired_reason = "报废"
+        await assert_in_sync(session)
+        assert await search_row(session, inst.id) is None  # type: ignore[arg-type]
+        assert await found(session, "待退役", Viewer(is_admin=True)) == set()
+        # Brought back (not something the service does, but the index follows whatever the table holds).
+        inst.retired_at = None
+        inst.retired_reason = None
+        await assert_in_sync(session)
+        assert await found(session, "待退役") == {inst.id}
+
+    async def test_move_to_another_institution(self, session: AsyncSession) -> None:
+        a = await make_institution(session, name="甲搜索大学", kind="高校")
+        b = await make_institution(session, name="乙搜索研究院", kind="科研院所")
+        inst = await make_instrument(session, a, name="搬迁质谱仪")
+        inst.institution_id = b.id  # type: ignore[assignment]
+        await assert_in_sync(session)
+        row = await search_row(session, inst.id)  # type: ignore[arg-type]
+        assert row.institution_kind == "科研院所" and row.search_text.endswith("\n乙搜索研究院")
+        assert await found(session, "乙搜索") == {inst.id}
+        assert await found(session, "甲搜索") == set()
+
+    async def test_institution_rename_and_kind_change(self, session: AsyncSession) -> None:
+        inst_a = await make_institution(session, name="Old Name 研究所", kind="科研院所")
+        one = await make_instrument(session, inst_a, name="电子显微镜")
+        two = await make_instrument(session, inst_a, name="X射线衍射仪", functions="物相分析")
+        other = await make_instrument(session, name="电子天平")
+        inst_a.name = "新名字材料研究院"
+        await assert_in_sync(session)
+        row = await search_row(session, two.id)  # type: ignore[arg-type]
+        assert row.search_text == f"x射线衍射仪\n{two.model.lower()}\n测试仪器厂\n物相分析\n新名字材料研究院"  # type: ignore[union-attr]
+        assert await found(session, "新名字") == {one.id, two.id}
+        assert await found(session, "old name") == set()
+        assert other.id in await found(session, "电子")
+        inst_a.kind = "企业"
+        await assert_in_sync(session)
+        assert await found(session, "新名字", institution_kind="企业") == {one.id, two.id}
+        # A name that ends like the old one, and one with Latin capitals.
+        inst_a.name = "名字"
+        await assert_in_sync(session)
+        inst_a.name = "ABC 中心"
+        await assert_in_sync(session)
+        assert await found(session, "abc") == {one.id, two.id}
+
+    async def test_bulk_insert_update_and_delete(self, session: AsyncSession) -> None:
+        uni = await make_institution(session)
+        await session.execute(
+            text(
+                "INSERT INTO instruments (institution_id, asset_number, name, category_code, original_value,"
+                " city_code, sharing_mode, status, restricted, retired_at, retired_reason)"
+                " SELECT :inst, 'B-' || g, '批量仪器' || g, CASE WHEN g % 2 = 0 THEN '010200' ELSE '140000' END,"
+                " g * 1000, CASE WHEN g % 3 = 0 THEN '510700' ELSE '510100' END, 'external',"
+                " CASE WHEN g % 4 = 0 THEN 'standby' ELSE 'normal' END, g % 5 = 0,"
+                " CASE WHEN g % 7 = 0 THEN now() END, CASE WHEN g % 7 = 0 THEN '报废' END"
+                " FROM generate_series(1, 300) AS g"
+            ),
+            {"inst": uni.id},
+        )
+        await assert_in_sync(session)
+        await session.execute(
+            text("UPDATE instruments SET status = 'remote', restricted = NOT restricted WHERE institution_id = :i"),
+            {"i": uni.id},
+        )
+        await assert_in_sync(session)
+        await session.execute(delete(Instrument).where(Instrument.institution_id == uni.id))  # type: ignore[arg-type]
+        await assert_in_sync(session)
+        assert await found(session, "批量仪器", Viewer(is_admin=True)) == set()
+
+    async def test_api_writes_stay_in_sync(self, session: AsyncSession, client: Any) -> None:
+        from tests.factories import bearer_headers, make_user
+
+        uni = await make_institution(session, name="接口同步大学")
+        headers = await bearer_headers(session, await make_user(session, role="facility_manager", grant_institution=uni))
+        r = await client.post(
+            "/api/v1/instruments",
+            headers=headers,
+            json={
+                "asset_number": "SYNC-1",
+                "name": "同步流式细胞仪",
+                "category_code": "011000",
+                "original_value": "900000",
+                "sharing_mode": "external",
+                "status": "normal",
+            },
+        )
+        assert r.status_code == 201, r.text
+        iid = r.json()["id"]
+        await assert_in_sync(session)
+        r = await client.patch(f"/api/v1/instruments/{iid}", headers=headers, json={"status": "standby"})
+        assert r.status_code == 200, r.text
+        await assert_in_sync(session)
+        r = await client.post(f"/api/v1/instruments/{iid}/retire", headers=headers, json={"reason": "设备报废"})
+        assert r.status_code == 200, r.text
+        await assert_in_sync(session)
+        assert await search_row(session, iid) is None
+
+    async def test_truncate_clears_the_cube(self, session: AsyncSession) -> None:
+        await make_instrument(session)
+        await session.execute(text("TRUNCATE instrument_search"))
+        assert await session.scalar(text("SELECT count(*) FROM instrument_facet_counts")) == 0
+
+    async def test_the_cube_refuses_to_go_negative(self, session: AsyncSession) -> None:
+        from sqlalchemy.exc import IntegrityError
+
+        inst = await make_instrument(session, status="standby")
+        await session.execute(
+            text("UPDATE instrument_facet_counts SET n = 0 WHERE dims = 1 AND status = 'standby' AND NOT restricted")
+        )
+        nested = await session.begin_nested()
+        inst.status = "normal"
+        with pytest.raises(IntegrityError, match="ck_instrument_facet_counts_n"):
+            await session.flush()
+        await nested.rollback()
+
+
+# ---- plans --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def many(session: AsyncSession) -> None:
+    """20,000 instruments with realistic text, 100 of them 质谱, across two cities, three categories, the sharing
+    modes and two statuses; at this size the planner's own choice shows, without disabling anything."""
+    inst = await make_institution(session)
+    await session.execute(
+        text(
+            "INSERT INTO instruments (institution_id, asset_number, name, category_code, original_value, city_code,"
+            " sharing_mode, status, manufacturer, model, functions)"
+            " SELECT :inst, 'BULK-' || g, CASE WHEN g % 200 = 0 THEN '质谱仪' ELSE '高速冷冻离心机' END || g,"
+            " (ARRAY['010200', '011000', '140000'])[g % 3 + 1], 1000 * (g % 2000), "
+            " CASE WHEN g % 4 = 0 THEN '510700' ELSE '510100' END,"
+            " (ARRAY['external', 'internal', 'none'])[g % 3 + 1], CASE WHEN g % 10 = 0 THEN 'standby' ELSE 'normal' END,"
+            " '某某科学仪器有限公司', 'XK-' || g,"
+            " '用于生物样品的分离与纯化、细胞收集、蛋白沉淀、核酸提取，转速可达每分钟两万转，配备多种转头' || g"
+            " FROM generate_series(1, 20000) AS g"
+        ),
+        {"inst": inst.id},
+    )
+    await session.execute(text("ANALYZE instrument_search"))
+    await session.execute(text("ANALYZE instrument_facet_counts"))
 
 
 def _plan_nodes(plan: dict) -> list[dict]:  # type: ignore[type-arg]
@@ -23,64 +317,121 @@ def _plan_nodes(plan: dict) -> list[dict]:  # type: ignore[type-arg]
     return nodes
 
 
-async def _explain(session: AsyncSession, stmt: object) -> list[dict]:  # type: ignore[type-arg]
-    compiled = stmt.compile(session.bind, compile_kwargs={"literal_binds": True})  # type: ignore[attr-defined]
-    raw = await session.scalar(text(f"EXPLAIN (FORMAT JSON) {compiled}"))
-    plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
-    return _plan_nodes(plan)
+async def _plan(session: AsyncSession, query: SearchSQL, mode: str) -> list[dict]:  # type: ignore[type-arg]
+    """The plan the server uses for the statement prepared as asyncpg prepares it, custom or generic."""
+    pg = await repo.driver_connection(session)
+    await pg.execute(f"SET LOCAL plan_cache_mode = {mode}")
+    await pg.execute(f"PREPARE planned AS {query.sql}")
+    try:
+        # EXECUTE takes no bind parameters: the test's own values, quoted.
+        args = ", ".join("'" + str(a).replace("'", "''") + "'" for a in query.args)
+        raw = await pg.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE planned{f'({args})' if args else ''}")
+    finally:
+        await pg.execute("DEALLOCATE planned")
+        await pg.execute("RESET plan_cache_mode")
+    return _plan_nodes((json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"])
 
 
-@pytest.fixture
-async def many(session: AsyncSession) -> None:
-    """20,000 instruments with realistic text, 100 of them 质谱 (the trigger fills the search columns as in
-    production); at this size the planner's own choice shows, without disabling anything."""
-    inst = await make_institution(session)
-    await session.execute(
-        text(
-            "INSERT INTO instruments (institution_id, asset_number, name, category_code, original_value, city_code,"
-            " sharing_mode, status, manufacturer, model, functions)"
-            " SELECT :inst, 'BULK-' || g, CASE WHEN g % 200 = 0 THEN '质谱仪' ELSE '高速冷冻离心机' END || g, '010200',"
-            " 600000, '510100', 'external', 'normal', '某某科学仪器有限公司', 'XK-' || g,"
-            " '用于生物样品的分离与纯化、细胞收集、蛋白沉淀、核酸提取，转速可达每分钟两万转，配备多种转头' || g"
-            " FROM generate_series(1, 20000) AS g"
-        ),
-        {"inst": inst.id},
+def _scans(nodes: list[dict], kind: str) -> set[str]:  # type: ignore[type-arg]
+    return {n["Relation Name"] for n in nodes if n.get("Node Type") == kind and "Relation Name" in n}
+
+
+def _indexes(nodes: list[dict]) -> set[str]:  # type: ignore[type-arg]
+    return {n["Index Name"] for n in nodes if "Index Name" in n}
+
+
+# (filters, sort, whether the term is selective): 质谱 is in 0.5% of the rows and must come from the bigram index;
+# 离心 is in 99.5% of them, where reading the narrow table straight through is as good (but never `instruments`).
+TEXT_QUERIES = [
+    ({"q": "质谱"}, "relevance", True),
+    ({"q": "电镜"}, "newest", True),
+    ({"q": "质谱"}, "value_asc", True),
+    ({"q": "质谱", "city": "510100"}, "relevance", True),
+    ({"q": "质谱仪"}, "newest", True),
+    ({"q": "质谱 离心"}, "relevance", True),
+    ({"q": "质谱", "category": "0102", "status": "normal"}, "name", True),
+    ({"q": "离心", "city": "510700", "sharing_mode": "external", "large": True}, "value_desc", False),
+]
+CUBE_QUERIES = [
+    ({}, "relevance"),
+    ({"city": "510700"}, "newest"),
+    ({"category": "01", "city": "510100", "sharing_mode": "internal"}, "relevance"),
+    ({"status": "standby"}, "name"),
+    ({}, "value_desc"),
+]
+
+
+@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+async def test_common_searches_use_the_intended_indexes(session: AsyncSession, many: None, mode: str) -> None:
+    # One test per plan mode on one large fixture: building 20,000 rows takes seconds.
+    for params, sort, selective in TEXT_QUERIES:
+        f = SearchFilters(**params)  # type: ignore[arg-type]
+        query = search_sql(f, Viewer(), sort=sort, limit=20, offset=0)
+        assert not query.counted_from_cube
+        nodes = await _plan(session, query, mode)
+        assert "instruments" not in _scans(nodes, "Seq Scan"), (params, mode)
+        # Never walked in an index's order testing row after row against the term (see search_sql._sort).
+        assert not _indexes(nodes) & {"pk_instrument_search", "ix_instrument_search_name", "ix_instrument_search_value"}
+        if selective:
+            assert "ix_instrument_search_bigrams" in _indexes(nodes), (params, mode)
+            assert "instrument_search" not in _scans(nodes, "Seq Scan"), (params, mode)
+    for params, sort in CUBE_QUERIES:
+        f = SearchFilters(**params)  # type: ignore[arg-type]
+        query = search_sql(f, Viewer(), sort=sort, limit=20, offset=0)
+        assert query.counted_from_cube
+        nodes = await _plan(session, query, mode)
+        relations = {n.get("Relation Name") for n in nodes}
+        # Counted in the cube; the page read through an index, never by scanning 20,000 rows.
+        assert "instrument_facet_counts" in relations, (params, mode)
+        assert not _scans(nodes, "Seq Scan") & {"instrument_search", "instruments"}, (params, mode)
+    names = await _plan(session, search_sql(SearchFilters(), Viewer(), sort="name", limit=20, offset=0), mode)
+    assert "ix_instrument_search_name" in _indexes(names)
+    values = await _plan(session, search_sql(SearchFilters(), Viewer(), sort="value_asc", limit=20, offset=0), mode)
+    assert "ix_instrument_search_value" in _indexes(values)
+
+
+async def test_repeated_prepared_searches_stay_right(session: AsyncSession, many: None) -> None:
+    # The same prepared statement well past asyncpg's five-run threshold, with different terms: results stay right.
+    for q, total in [("质谱", 100), ("离心", 19900), ("质谱", 100), ("电镜", 0)] * 3:
+        page = await repo.search(session, SearchFilters(q=q), Viewer(), sort="newest", limit=20, offset=0)
+        assert page.total == total
+        assert all(q in row["name"] for row in page.rows)
+        assert sum(n for _, _, n in page.facets["city"]) == total
+
+
+async def test_the_page_total_and_facets_are_one_round_trip(
+    session: AsyncSession, many: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg = await repo.driver_connection(session)
+    calls: list[str] = []
+
+    class Counting:
+        async def fetch(self, query: str, *args: Any) -> Any:
+            calls.append(query)
+            return await pg.fetch(query, *args)
+
+    async def counting_connection(_: AsyncSession) -> Counting:
+        return Counting()
+
+    monkeypatch.setattr(repo, "driver_connection", counting_connection)
+    expected = await session.scalar(
+        text("SELECT count(*) FROM instruments WHERE name LIKE '%质谱%' AND city_code = '510700'")
     )
-    await session.execute(text("ANALYZE instruments"))
+    for filters in (SearchFilters(q="质谱", city="510700"), SearchFilters(city="510700")):
+        page = await repo.search(session, filters, Viewer(), sort="relevance", limit=5, offset=0)
+        assert len(page.rows) == 5 and page.facets["status"]
+    assert page.total == await session.scalar(text("SELECT count(*) FROM instruments WHERE city_code = '510700'"))
+    assert expected and len(calls) == 2
 
 
-async def test_bigrams_function(session: AsyncSession) -> None:
-    got = await session.scalar(text("SELECT text_bigrams('质谱 LC-MS')"))
-    assert sorted(got) == sorted(["质谱", "lc", "c-", "-m", "ms"])
+async def test_literals_are_checked() -> None:
+    from instruments.search_sql import literal
 
+    with pytest.raises(ValueError, match="not a code"):
+        literal("510100' OR TRUE --")
+    with pytest.raises(ValueError, match="not a code"):
+        search_sql(SearchFilters(city="x'y"), Viewer(), sort="newest", limit=20, offset=0)
+    # Free text never reaches the statement: it is a parameter.
+    query = search_sql(SearchFilters(q="质谱'; DROP TABLE instruments; --"), Viewer(), sort="newest", limit=20, offset=0)
+    assert "DROP TABLE" not in query.sql and any("DROP TABLE" in str(a) for a in query.args)
 
-async def test_trigger_maintains_search_columns(session: AsyncSession) -> None:
-    inst = await make_instrument(session, name="核磁共振", model="AVANCE NEO", manufacturer="布鲁克")
-    row = (
-        await session.execute(
-            text("SELECT search_text, search_bigrams FROM instruments WHERE id = :id"), {"id": inst.id}
-        )
-    ).one()
-    assert "核磁共振" in row.search_text and "avance neo" in row.search_text and "布鲁克" in row.search_text
-    assert {"核磁", "磁共", "共振", "av"} <= set(row.search_bigrams)
-
-
-async def test_search_uses_the_bigram_index_also_when_repeated(session: AsyncSession, many: None) -> None:
-    # One test on one large fixture: building 20,000 rows takes seconds.
-    for q in ("质谱", "核磁", "质谱仪", "质谱 离心"):
-        f = SearchFilters(q=q, city="510100")
-        for stmt in (
-            repo.items_statement(f, Viewer(), sort="relevance", limit=20, offset=0),
-            repo.facets_statement(f, Viewer()),
-        ):
-            nodes = await _explain(session, stmt)
-            assert any(n.get("Index Name") == "ix_instruments_search_bigrams" for n in nodes), (q, nodes)
-    await repo.use_custom_plans(session)
-    assert await session.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
-    # Run the same prepared search well past asyncpg's five-run threshold: results stay right.
-    for _ in range(8):
-        page = await repo.search(
-            session, SearchFilters(q="质谱"), Viewer(), sort="newest", limit=20, offset=0
-        )
-        assert page.total == 100
-        assert all("质谱" in row["name"] for row in page.rows)

@@ -1,0 +1,454 @@
+"""The catalogue search as one SQL statement: the page, the total and every facet in a single round trip.
+
+Two shapes, by what the query asks:
+
+- **Counted from the cube** (no text, no filter beyond the five facets): the page comes from the narrow
+  instrument_search table through its indexes, the total and the facets from instrument_facet_counts, which holds
+  the count of every combination of facet values; each facet reads the few rows of the cuboid made of itself and
+  the other filtered facets.
+- **Counted live** (a text query or any other filter): the matching rows of instrument_search (through the bigram
+  GIN index when there is a term of two or more characters); the page is the top of them, and one grouping-sets
+  pass over them counts every facet under every filter but its own.
+
+Facet semantics are the same in both: each facet counts the results of every other filter but not its own, and
+lists only values with at least one result; `_total` is the count under all filters.
+
+Values that steer the plan (facet values, ids, amounts, limit and offset) are checked and written into the
+statement as literals: asyncpg prepares statements and may switch one to a generic plan after five runs, and a
+generic plan cannot see them. Only the free text (the terms whose bigrams are looked up, the LIKE patterns) is passed as
+parameters: the bigram containment is served by its GIN index for any term, so no plan depends on the text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from instruments.models import FACET_DIMS
+from instruments.rules import has_bigram, like_pattern, search_terms
+
+FACETS = ("city", "institution_kind", "category", "sharing_mode", "status")
+SORTS = ("relevance", "newest", "name", "value_desc", "value_asc")
+
+# Facet name -> column of instrument_search and instrument_facet_counts.
+FACET_COLUMNS = {
+    "city": "city_code",
+    "institution_kind": "institution_kind",
+    "category": "category_code",
+    "sharing_mode": "sharing_mode",
+    "status": "status",
+}
+# GROUPING(city_code, institution_kind, major, sharing_mode, status) of the grouping set of each facet alone.
+_GROUPING_OF = {"city": 15, "institution_kind": 23, "category": 27, "sharing_mode": 29, "status": 30}
+
+# What a literal may look like: facet values are codes and enum values (Chinese letters for institution kinds).
+_SAFE_LITERAL = re.compile(r"^[0-9A-Za-z_\u4e00-\u9fff]{1,40}$")
+
+ITEM_COLUMNS = (
+    "id",
+    "name",
+    "name_en",
+    "model",
+    "manufacturer",
+    "institution_id",
+    "institution_name",
+    "institution_kind",
+    "city_code",
+    "category_code",
+    "category_name",
+    "sharing_mode",
+    "status",
+    "original_value",
+    "accepts_vouchers",
+    "restricted",
+)
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is searching, reduced to what visibility depends on."""
+
+    user_id: int | None = None
+    is_admin: bool = False
+    managed_institution_ids: frozenset[int] = frozenset()
+    signed_in: bool = False
+
+
+@dataclass
+class SearchFilters:
+    q: str | None = None
+    city: str | None = None
+    institution_kind: str | None = None
+    institution_id: int | None = None
+    category: str | None = None  # a normalised prefix: '01', '0102' or '010201'
+    sharing_mode: str | None = None
+    status: str | None = None
+    chain_id: int | None = None
+    min_value: Decimal | None = None
+    max_value: Decimal | None = None
+    large: bool | None = None
+    vouchers: bool | None = None
+    threshold: Decimal = Decimal("500000")
+
+
+def literal(value: str) -> str:
+    """A checked string literal for a code or enum value; anything else is a programming error."""
+    if not _SAFE_LITERAL.match(value):
+        raise ValueError(f"not a code or enum value: {value!r}")
+    return f"'{value}'"
+
+
+def int_literal(value: int) -> str:
+    return str(int(value))
+
+
+def numeric_literal(value: Decimal) -> str:
+    value = Decimal(value)
+    if not value.is_finite():
+        raise ValueError(f"not a finite amount: {value}")
+    return f"{value:f}::numeric"
+
+
+@dataclass
+class Params:
+    """Collects the statement's parameters: `$n` placeholders for asyncpg, `:pn` for SQLAlchemy text() (which does
+    not see `:pn::type`, so casts are written CAST(... AS type))."""
+
+    style: str = "$"
+    values: list[Any] = field(default_factory=list)
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        n = len(self.values)
+        return f"${n}" if self.style == "$" else f":p{n}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f"p{i}": v for i, v in enumerate(self.values, start=1)}
+
+
+@dataclass
+class SearchSQL:
+    sql: str
+    args: list[Any]
+    counted_from_cube: bool
+
+
+_CASELESS = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff0-9!-/:-@\[-`{-~\u3000-\u303f\uff01-\uff0f]+$")
+
+
+def _caseless(term: str) -> bool:
+    """Only characters that have no case (CJK ideographs, digits, punctuation): lower() leaves them and every
+    character around them alone, so LIKE and ILIKE find the same."""
+    return bool(_CASELESS.match(term))
+
+
+def _prefix_range(column: str, prefix: str) -> str:
+    # A range rather than LIKE 'p%' so a plain btree index serves it under any collation.
+    if not prefix.isascii() or not prefix.isdigit():
+        raise ValueError(f"not a category prefix: {prefix!r}")
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # '09' -> '0:', just above every code starting 09
+    return f"{column} >= '{prefix}' AND {column} < '{upper}'"
+
+
+def facet_conditions(f: SearchFilters, alias: str) -> dict[str, str]:
+    """The active facet filters as SQL over `alias` (instrument_search or instrument_facet_counts)."""
+    conds: dict[str, str] = {}
+    if f.city:
+        conds["city"] = f"{alias}.city_code = {literal(f.city)}"
+    if f.institution_kind:
+        conds["institution_kind"] = f"{alias}.institution_kind = {literal(f.institution_kind)}"
+    if f.category:
+        conds["category"] = _prefix_range(f"{alias}.category_code", f.category)
+    if f.sharing_mode:
+        conds["sharing_mode"] = f"{alias}.sharing_mode = {literal(f.sharing_mode)}"
+    if f.status:
+        conds["status"] = f"{alias}.status = {literal(f.status)}"
+    return conds
+
+
+def visibility(viewer: Viewer, alias: str = "s") -> str:
+    """Which rows of instrument_search (live instruments only) the viewer may see: restricted ones only for
+    platform admins, the owner's managers and explicitly authorised users."""
+    if viewer.is_admin:
+        return "TRUE"
+    return f"(NOT {alias}.restricted OR {_restricted_visible(viewer, alias)})"
+
+
+def _restricted_visible(viewer: Viewer, alias: str) -> str:
+    allowed: list[str] = []
+    if viewer.managed_institution_ids:
+        ids = ", ".join(int_literal(i) for i in sorted(viewer.managed_institution_ids))
+        allowed.append(f"{alias}.institution_id IN ({ids})")
+    if viewer.user_id is not None:
+        allowed.append(
+            "EXISTS (SELECT FROM instrument_access AS a"
+            f" WHERE a.instrument_id = {alias}.instrument_id AND a.user_id = {int_literal(viewer.user_id)})"
+        )
+    return f"({' OR '.join(allowed)})" if allowed else "FALSE"
+
+
+def common_conditions(f: SearchFilters, viewer: Viewer, params: Params, alias: str = "s") -> list[str]:
+    """Visibility, the text query and every filter that is not a facet."""
+    conds = [visibility(viewer, alias)]
+    terms = search_terms(f.q)
+    if terms and has_bigram(terms):
+        # The GIN index answers the bigram containment; the LIKE below rechecks adjacency and order.
+        conds.append(f"{alias}.bigrams @> text_bigram_codes(CAST({params(' '.join(terms))} AS text))")
+    for term in terms:
+        # A two-character term is exactly one bigram: containment already proves the substring, so the LIKE
+        # recheck is only needed for one character or three and more, or when a character lies outside the Basic
+        # Multilingual Plane (whose codes are not one to one, see the search migration).
+        if len(term) != 2 or any(ord(ch) > 0xFFFF for ch in term):
+            # Backslash, LIKE's default escape character, escapes the wildcards (rules.like_pattern); an explicit
+            # ESCAPE clause would cost a like_escape() call per row in a generic plan.
+            conds.append(f"{alias}.search_text LIKE CAST({params(like_pattern(term))} AS text)")
+    conds += _other_filters(f, alias)
+    return conds
+
+
+def _other_filters(f: SearchFilters, alias: str) -> list[str]:
+    conds: list[str] = []
+    if f.institution_id is not None:
+        conds.append(f"{alias}.institution_id = {int_literal(f.institution_id)}")
+    if f.chain_id is not None:
+        conds.append(
+            "EXISTS (SELECT FROM instrument_chains AS ic"
+            f" WHERE ic.instrument_id = {alias}.instrument_id AND ic.chain_id = {int_literal(f.chain_id)})"
+        )
+    if f.min_value is not None:
+        conds.append(f"{alias}.original_value >= {numeric_literal(f.min_value)}")
+    if f.max_value is not None:
+        conds.append(f"{alias}.original_value <= {numeric_literal(f.max_value)}")
+    if f.large is True:
+        conds.append(f"{alias}.original_value >= {numeric_literal(f.threshold)}")
+    elif f.large is False:
+        conds.append(f"{alias}.original_value < {numeric_literal(f.threshold)}")
+    if f.vouchers is not None:
+        conds.append(f"{alias}.accepts_vouchers = {'TRUE' if f.vouchers else 'FALSE'}")
+    return conds
+
+
+def countable_from_cube(f: SearchFilters) -> bool:
+    """No text and no filter beyond the five facets: the cube holds the counts."""
+    return not search_terms(f.q) and not _other_filters(f, "s")
+
+
+@dataclass(frozen=True)
+class _Sort:
+    keys: tuple[tuple[str, str], ...]  # (expression over instrument_search s, its name in the page)
+    order: tuple[tuple[str, bool], ...]  # (key name, descending)
+
+    def by(self, qualifier: str = "") -> str:
+        return ", ".join(f"{qualifier}{name}{' DESC' if desc else ''}" for name, desc in self.order)
+
+
+def _sort(sort: str, f: SearchFilters, params: Params, *, indexable: bool) -> _Sort:
+    """The page's order. With a text query the statement has parameters, and a generic plan cannot tell a rare term
+    from a common one: ordered by a bare column it may walk that column's index and test row after row against the
+    term (all 100,000 of them for a term nothing matches). Unless `indexable`, the keys are therefore expressions
+    that no index provides, and the matches are always gathered through the bigram index first."""
+
+    def key(column: str, zero: str = " + 0") -> str:
+        return column if indexable else f"({column}{zero})"
+
+    newest = (key("s.instrument_id"), "k_id")
+    if sort == "name":
+        return _Sort(((key("s.name", " || ''"), "k_name"), newest), (("k_name", False), ("k_id", False)))
+    if sort in ("value_desc", "value_asc"):
+        desc = sort == "value_desc"
+        return _Sort(((key("s.original_value"), "k_value"), newest), (("k_value", desc), ("k_id", desc)))
+    terms = search_terms(f.q)
+    if sort == "relevance" and terms:
+        # Name matches first, then the rest; newest first within each group. ILIKE lowercases every name it
+        # compares; a term of caseless characters (Chinese, digits, punctuation) matches the same with LIKE.
+        like = "LIKE" if _caseless(terms[0]) else "ILIKE"
+        hit = f"s.name {like} CAST({params(like_pattern(terms[0]))} AS text)"
+        return _Sort(((hit, "k_hit"), newest), (("k_hit", True), ("k_id", True)))
+    return _Sort((newest,), (("k_id", True),))
+
+
+def _items_and_counts(page: str, counts: str) -> str:
+    """The final SELECT: the page's items (part 0, numbered by `ord`) and the counts (part 1: facet, value, n and
+    the category's label; the facet `_total` is the total)."""
+    item_rows = (
+        "SELECT 0 AS part, p.ord, i.id, i.name, i.name_en, i.model, i.manufacturer, i.institution_id,"
+        " n.name AS institution_name, n.kind AS institution_kind, i.city_code, i.category_code,"
+        " c.name AS category_name, i.sharing_mode, i.status, i.original_value, i.accepts_vouchers, i.restricted,"
+        " NULL::text AS facet, NULL::text AS value, NULL::bigint AS n, NULL::text AS label"
+        f" FROM {page} AS p JOIN instruments AS i ON i.id = p.instrument_id"
+        " JOIN institutions AS n ON n.id = i.institution_id"
+        " LEFT JOIN instrument_categories AS c ON c.code = i.category_code"
+    )
+    count_rows = (
+        "SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+        " NULL, f.facet, f.value, f.n, cat.name"
+        f" FROM ({counts}) AS f"
+        " LEFT JOIN instrument_categories AS cat ON f.facet = 'category' AND cat.code = f.value || '0000'"
+    )
+    return f"{item_rows} UNION ALL {count_rows}"
+
+
+def _page_ctes(source: str, where: list[str], sort: _Sort, limit: int, offset: int, *, keys_from_s: bool) -> str:
+    """CTEs `top` (the page's ids and sort keys) and `page` (the ids numbered in order: a window over the page
+    only, not over every match)."""
+    keys = "".join(f", {expr if keys_from_s else name} AS {name}" for expr, name in sort.keys)
+    conds = " AND ".join(where) if where else "TRUE"
+    return (
+        f"top AS (SELECT s.instrument_id{keys} FROM {source} AS s WHERE {conds}"
+        f" ORDER BY {sort.by()} LIMIT {int_literal(limit)} OFFSET {int_literal(offset)}),"
+        f" page AS (SELECT instrument_id, row_number() OVER (ORDER BY {sort.by()}) AS ord FROM top)"
+    )
+
+
+def _flags(fconds: dict[str, str]) -> tuple[dict[str, str], str]:
+    """Boolean columns for the active facet filters: (facet -> column name, the select list that computes them)."""
+    flags = {name: f"f_{name}" for name in fconds}
+    return flags, "".join(f", {cond} AS {flags[name]}" for name, cond in fconds.items())
+
+
+def _all(flags: dict[str, str]) -> str:
+    return " AND ".join(flags.values()) or "TRUE"
+
+
+def _live_counts(source: str, flags: dict[str, str], *, with_facets: bool) -> str:
+    """(facet, value, n) over `source` in one pass: every facet counts the rows that pass every *other* active facet
+    filter (flags: facet -> boolean column of source); `_total` counts the rows that pass them all. Values with no
+    rows are left out."""
+    if not with_facets:
+        return f"SELECT '_total'::text AS facet, NULL::text AS value, count(*) AS n FROM {source} WHERE {_all(flags)}"
+
+    def count_for(name: str) -> str:
+        others = [flag for other, flag in flags.items() if other != name]
+        return f"count(*) FILTER (WHERE {' AND '.join(others)})" if others else "count(*)"
+
+    total = f"count(*) FILTER (WHERE {_all(flags)})" if flags else "count(*)"
+    grouping = "GROUPING(b.city_code, b.institution_kind, left(b.category_code, 2), b.sharing_mode, b.status)"
+    facet = " ".join(f"WHEN {_GROUPING_OF[name]} THEN '{name}'" for name in FACETS)
+    n = " ".join(f"WHEN {_GROUPING_OF[name]} THEN {count_for(name)}" for name in FACETS)
+    return (
+        "SELECT facet, value, n FROM ("
+        f"SELECT CASE {grouping} {facet} ELSE '_total' END AS facet,"
+        " coalesce(b.city_code, b.institution_kind, left(b.category_code, 2), b.sharing_mode, b.status)::text"
+        f" AS value, CASE {grouping} {n} ELSE {total} END AS n"
+        f" FROM {source} AS b"
+        " GROUP BY GROUPING SETS ((b.city_code), (b.institution_kind), (left(b.category_code, 2)), (b.sharing_mode),"
+        " (b.status), ())"
+        ") AS g WHERE n > 0"
+    )
+
+
+def _live(
+    f: SearchFilters, viewer: Viewer, *, sort: str, limit: int, offset: int, with_facets: bool, params: Params
+) -> str:
+    common = common_conditions(f, viewer, params)
+    fconds = facet_conditions(f, "s")
+    order = _sort(sort, f, params, indexable=not params.values)
+    keys = "".join(f", {expr} AS {name}" for expr, name in order.keys)
+    if with_facets:
+        flags, flag_cols = _flags(fconds)
+        where = list(common)
+        if len(fconds) >= 2:
+            # A row that fails two facet filters counts for no facet.
+            failing = " + ".join(f"(NOT ({cond}))::int" for cond in fconds.values())
+            where.append(f"{failing} <= 1")
+        columns = f"s.instrument_id, s.city_code, s.institution_kind, s.category_code, s.sharing_mode, s.status{keys}"
+    else:
+        flags, flag_cols = {}, ""
+        where = common + list(fconds.values())
+        columns = f"s.instrument_id{keys}"
+    # With no facet filter the page and the counts each read the matches again (their pages are cached by then),
+    # which costs less than writing every match into a tuplestore and reading it back twice; with facet filters the
+    # page takes only the rows that pass them all, and reading those back from the tuplestore is the cheaper way.
+    materialized = "MATERIALIZED" if flags else "NOT MATERIALIZED"
+    base = (
+        f"base AS {materialized} (SELECT {columns}{flag_cols} FROM instrument_search AS s"
+        f" WHERE {' AND '.join(where)})"
+    )
+    page = _page_ctes("base", list(flags.values()), order, limit, offset, keys_from_s=False)
+    return f"WITH {base}, {page} " + _items_and_counts("page", _live_counts("base", flags, with_facets=with_facets))
+
+
+def _dims(facets: list[str]) -> int:
+    return sum(FACET_DIMS[FACET_COLUMNS[name]] for name in facets)
+
+
+def _cube(
+    f: SearchFilters, viewer: Viewer, *, sort: str, limit: int, offset: int, with_facets: bool, params: Params
+) -> str:
+    fconds = facet_conditions(f, "s")
+    cube_conds = facet_conditions(f, "c")
+    order = _sort(sort, f, params, indexable=True)
+    ctes = _page_ctes("instrument_search", [visibility(viewer), *fconds.values()], order, limit, offset, keys_from_s=True)
+    # The cube counts the live instruments by restricted. Admins count both; others count the unrestricted ones and,
+    # when they may see some restricted instruments (their institution's, or granted), those few counted live.
+    cube_rows = "TRUE" if viewer.is_admin else "NOT c.restricted"
+
+    def cuboid(facets: list[str]) -> str:
+        conds = "".join(f" AND {cube_conds[name]}" for name in facets)
+        return f"instrument_facet_counts AS c WHERE c.dims = {_dims(facets)} AND {cube_rows}{conds}"
+
+    filtered = list(cube_conds)
+    parts = [f"SELECT '_total'::text AS facet, NULL::text AS value, sum(c.n) AS n FROM {cuboid(filtered)}"]
+    if with_facets:
+        for name in FACETS:
+            value = "left(c.category_code, 2)" if name == "category" else f"c.{FACET_COLUMNS[name]}"
+            others = [other for other in filtered if other != name]
+            # The cuboid of this facet and the other filtered ones, under the other filters.
+            dims = _dims([*others, name])
+            conds = "".join(f" AND {cube_conds[other]}" for other in others)
+            parts.append(
+                f"SELECT '{name}'::text AS facet, {value}::text AS value, sum(c.n) AS n FROM instrument_facet_counts"
+                f" AS c WHERE c.dims = {dims} AND {cube_rows}{conds} GROUP BY 2"
+            )
+    if not viewer.is_admin and (viewer.managed_institution_ids or viewer.user_id is not None):
+        flags, flag_cols = _flags(fconds)
+        ctes += (
+            ", extra AS MATERIALIZED (SELECT s.city_code, s.institution_kind, s.category_code, s.sharing_mode,"
+            f" s.status{flag_cols} FROM instrument_search AS s"
+            f" WHERE s.restricted AND {_restricted_visible(viewer, 's')})"
+        )
+        parts.append(_live_counts("extra", flags, with_facets=with_facets))
+    counts = (
+        "SELECT facet, value, sum(n)::bigint AS n FROM ("
+        + " UNION ALL ".join(parts)
+        + ") AS u GROUP BY facet, value HAVING sum(n) > 0"
+    )
+    return f"WITH {ctes} " + _items_and_counts("page", counts)
+
+
+def search_sql(
+    f: SearchFilters,
+    viewer: Viewer,
+    *,
+    sort: str,
+    limit: int,
+    offset: int,
+    with_facets: bool = True,
+) -> SearchSQL:
+    params = Params("$")
+    if countable_from_cube(f):
+        sql = _cube(f, viewer, sort=sort, limit=limit, offset=offset, with_facets=with_facets, params=params)
+        return SearchSQL(sql, params.values, counted_from_cube=True)
+    sql = _live(f, viewer, sort=sort, limit=limit, offset=offset, with_facets=with_facets, params=params)
+    return SearchSQL(sql, params.values, counted_from_cube=False)
+
+
+def export_sql(f: SearchFilters, viewer: Viewer, *, sort: str = "newest") -> tuple[str, dict[str, Any]]:
+    """Every matching instrument with all its fields, the institution's and facility's names and the chain names,
+    in the order of `sort`, for SQLAlchemy text() (named parameters)."""
+    params = Params(":")
+    where = common_conditions(f, viewer, params) + list(facet_conditions(f, "s").values())
+    order = _sort(sort, f, params, indexable=not params.values)
+    keys = "".join(f", {expr} AS {alias}" for expr, alias in order.keys)
+    sql = (
+        f"SELECT i.*, n.name AS institution_name, fac.name AS facility_name,"
+        " (SELECT coalesce(array_agg(ch.name), '{}'::text[]) FROM instrument_chains AS ic"
+        "  JOIN chains AS ch ON ch.id = ic.chain_id WHERE ic.instrument_id = i.id) AS chain_names"
+        f" FROM (SELECT s.instrument_id{keys} FROM instrument_search AS s WHERE {' AND '.join(where)}) AS m"
+        " JOIN instruments AS i ON i.id = m.instrument_id JOIN institutions AS n ON n.id = i.institution_id"
+        " LEFT JOIN facilities AS fac ON fac.id = i.facility_id"
+        f" ORDER BY {order.by('m.')}"
+    )
+    return sql, params.as_dict()

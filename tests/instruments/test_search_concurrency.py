@@ -1,0 +1,134 @@
+"""The search tables under concurrent, committed writers: the cube's writers take turns instead of deadlocking, and
+an institution renamed while its instruments are written never leaves an old name in the searched text."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from tests.db import TestDatabase
+from tests.instruments.test_search_index import CUBE_COLUMNS, EXPECTED_CUBE, EXPECTED_SEARCH_ROWS, SEARCH_COLUMNS
+from tests.live import Scratch
+
+pytestmark = [pytest.mark.race, pytest.mark.asyncio]
+
+
+@pytest.fixture(scope="module")
+def scratch(test_database: TestDatabase) -> Iterator[Scratch]:
+    db = Scratch.create(test_database, f"booking_search_race_{id(test_database) % 100000}")
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+@pytest.fixture
+async def connect(scratch: Scratch) -> AsyncIterator[object]:
+    dsn = scratch.url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    opened: list[asyncpg.Connection] = []
+
+    async def open_one() -> asyncpg.Connection:
+        conn = await asyncpg.connect(dsn)
+        opened.append(conn)
+        return conn
+
+    yield open_one
+    for conn in opened:
+        await conn.close()
+
+
+async def _differences(conn: asyncpg.Connection, expected: str, table: str, columns: str, where: str) -> int:
+    stored = f"SELECT {columns} FROM {table} WHERE {where}"  # noqa: S608 (fixed fragments)
+    both = f"({expected} EXCEPT {stored}) UNION ALL ({stored} EXCEPT {expected})"
+    return int(await conn.fetchval(f"SELECT count(*) FROM ({both}) AS d"))  # noqa: S608
+
+
+async def _assert_in_sync(conn: asyncpg.Connection) -> None:
+    assert await _differences(conn, EXPECTED_SEARCH_ROWS, "instrument_search", SEARCH_COLUMNS, "TRUE") == 0
+    assert await _differences(conn, EXPECTED_CUBE, "instrument_facet_counts", CUBE_COLUMNS, "n > 0") == 0
+
+
+async def _institution(conn: asyncpg.Connection, name: str, kind: str = "高校") -> int:
+    return int(
+        await conn.fetchval(
+            "INSERT INTO institutions (name, kind, city_code) VALUES ($1, $2, '510100') RETURNING id", name, kind
+        )
+    )
+
+
+INSERT = (
+    "INSERT INTO instruments (institution_id, asset_number, name, category_code, original_value, city_code,"
+    " sharing_mode, status) SELECT $1, $2 || g, $3 || g, (ARRAY['010200', '140000', '010600'])[1 + g % 3],"
+    " 1000 * g, (ARRAY['510100', '510700'])[1 + g % 2], 'external', 'normal' FROM generate_series(1, $4) AS g"
+    " RETURNING id"
+)
+
+
+async def test_concurrent_writers_keep_the_cube_exact(connect: object) -> None:
+    setup = await connect()  # type: ignore[operator]
+    institutions = [await _institution(setup, f"并发写入单位{i}") for i in range(3)]
+
+    async def writer(n: int) -> None:
+        rng = random.Random(n)
+        conn = await connect()  # type: ignore[operator]
+        async with conn.transaction():
+            ids = [r["id"] for r in await conn.fetch(INSERT, rng.choice(institutions), f"W{n}-", f"并发仪器{n}-", 15)]
+            await asyncio.sleep(rng.random() / 50)
+            await conn.execute(
+                "UPDATE instruments SET status = $2, sharing_mode = 'internal' WHERE id = ANY($1::int[])",
+                ids[::2],
+                rng.choice(["standby", "remote"]),
+            )
+            await asyncio.sleep(rng.random() / 50)
+            await conn.execute(
+                "UPDATE instruments SET retired_at = now(), retired_reason = '报废' WHERE id = ANY($1::int[])", ids[:3]
+            )
+
+    async def reclassify(n: int) -> None:
+        # An administrator changing an institution's kind (which moves its instruments between cube cells).
+        rng = random.Random(100 + n)
+        conn = await connect()  # type: ignore[operator]
+        await asyncio.sleep(rng.random() / 20)
+        await conn.execute(
+            "UPDATE institutions SET kind = $2 WHERE id = $1", rng.choice(institutions), rng.choice(["企业", "高校"])
+        )
+
+    await asyncio.wait_for(
+        asyncio.gather(*(writer(n) for n in range(8)), *(reclassify(n) for n in range(4))), timeout=60
+    )
+    await _assert_in_sync(setup)
+    assert await setup.fetchval("SELECT count(*) FROM instrument_search WHERE name LIKE '并发仪器%'") == 8 * 12
+
+
+async def test_rename_while_instruments_are_written(connect: object) -> None:
+    a, b = await connect(), await connect()  # type: ignore[operator]
+    inst = await _institution(a, "改名前研究所", "科研院所")
+    [existing] = [r["id"] for r in await a.fetch(INSERT, inst, "R-", "改名测试仪器", 1)]
+
+    # The rename first, the new instrument waiting for it: the new row gets the new name.
+    rename = a.transaction()
+    await rename.start()
+    await a.execute("UPDATE institutions SET name = '改名后研究所甲' WHERE id = $1", inst)
+    insert = asyncio.create_task(b.fetch(INSERT, inst, "R2-", "改名等待仪器", 1))
+    await asyncio.sleep(0.3)
+    assert not insert.done()  # waiting for the rename (FOR SHARE on the institution)
+    await rename.commit()
+    [new_id] = [r["id"] for r in await asyncio.wait_for(insert, 10)]
+    text_of = "SELECT search_text FROM instrument_search WHERE instrument_id = $1"
+    assert (await a.fetchval(text_of, new_id)).endswith("\n改名后研究所甲")
+
+    # An instrument edited first, the rename waiting for it: the rename lands on the edited text.
+    edit = b.transaction()
+    await edit.start()
+    await b.execute("UPDATE instruments SET name = '编辑后的仪器名' WHERE id = $1", existing)
+    renamed = asyncio.create_task(a.execute("UPDATE institutions SET name = '改名后研究所乙' WHERE id = $1", inst))
+    await asyncio.sleep(0.3)
+    assert not renamed.done()
+    await edit.commit()
+    await asyncio.wait_for(renamed, 10)
+    assert await a.fetchval(text_of, existing) == "编辑后的仪器名\n改名后研究所乙"
+    await _assert_in_sync(a)
