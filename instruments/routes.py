@@ -16,7 +16,7 @@ from booking.auth.deps import CsrfDep, WebAdmin, WebManager, WebPrincipal, load_
 from booking.auth.principal import Principal
 from booking.core.db import SessionDep
 from booking.core.errors import DomainError, Problem, RuleViolation
-from booking.core.forms import errors_by_field
+from booking.core.forms import errors_by_field, parse_form
 from booking.core.regions import CITIES
 from booking.core.validation import problems_from_errors
 from booking.core.web import redirect, render
@@ -472,52 +472,34 @@ async def codes_page(request: Request, session: SessionDep, principal: WebAdmin)
     return render(request, "instruments/codes.html", await _codes_context(session))
 
 
+async def _add_code(request: Request, session: SessionDep, section: str, data: dict[str, str],
+                    add: Any) -> Response:
+    """Validate with the API's model (parse_form), add, and on any problem re-render the codes page with the
+    section's errors."""
+    try:
+        await add(parse_form(CategoryCreate if section == "category" else ChainCreate, data))
+    except DomainError as exc:
+        ctx = await _codes_context(session)
+        ctx.update(errors={section: errors_by_field(exc.problems) or {"_form": exc.detail}},
+                   values={section: data}, flash=exc.detail, flash_kind="error")
+        return render(request, "instruments/codes.html", ctx, status_code=exc.status)
+    return redirect(request, "/instruments/codes#categories" if section == "category" else "/instruments/codes#chains")
+
+
 @router.post("/instruments/codes/categories")
 async def add_category(request: Request, session: SessionDep, principal: WebAdmin) -> Response:
     form = await request.form()
     data = {"code": str(form.get("code") or "").strip(), "name": str(form.get("name") or "").strip()}
-    try:
-        from pydantic import ValidationError
-
-        try:
-            payload = CategoryCreate.model_validate(data)
-        except ValidationError as exc:
-            raise RuleViolation("输入有误", problems=problems_from_errors(exc.errors())) from None
-        await service.add_category(session, principal, payload)
-    except DomainError as exc:
-        ctx = await _codes_context(session)
-        ctx.update(
-            errors={"category": errors_by_field(exc.problems) or {"_form": exc.detail}},
-            values={"category": data},
-            flash=exc.detail,
-            flash_kind="error",
-        )
-        return render(request, "instruments/codes.html", ctx, status_code=exc.status)
-    return redirect(request, "/instruments/codes#categories")
+    return await _add_code(request, session, "category", data,
+                           lambda payload: service.add_category(session, principal, payload))
 
 
 @router.post("/instruments/codes/chains")
 async def add_chain(request: Request, session: SessionDep, principal: WebAdmin) -> Response:
     form = await request.form()
     data = {"name": str(form.get("name") or "").strip()}
-    try:
-        from pydantic import ValidationError
-
-        try:
-            payload = ChainCreate.model_validate(data)
-        except ValidationError as exc:
-            raise RuleViolation("输入有误", problems=problems_from_errors(exc.errors())) from None
-        await service.add_chain(session, principal, payload)
-    except DomainError as exc:
-        ctx = await _codes_context(session)
-        ctx.update(
-            errors={"chain": errors_by_field(exc.problems) or {"_form": exc.detail}},
-            values={"chain": data},
-            flash=exc.detail,
-            flash_kind="error",
-        )
-        return render(request, "instruments/codes.html", ctx, status_code=exc.status)
-    return redirect(request, "/instruments/codes#chains")
+    return await _add_code(request, session, "chain", data,
+                           lambda payload: service.add_chain(session, principal, payload))
 
 
 # ---- one instrument ---------------------------------------------------------------------------------------------
