@@ -370,22 +370,19 @@ async def create(request: Request, session: SessionDep, principal: WebManager) -
     try:
         inst = await service.create_instrument(session, principal, _validate(InstrumentCreate, data))
     except DomainError as exc:
-        values = {
-            **{k: v for k, v in form.items() if isinstance(v, str)},
-            "category_code": data.get("category_code"),
-        }
-        return await _render_form(
-            request,
-            session,
-            principal,
-            values=values,
-            instrument=None,
-            errors=errors_by_field(exc.problems) or {"_form": exc.detail},
-            problems=exc.problems,
-            chain_values=data["chains"],
-            status_code=exc.status,
-        )
+        return await _rerender_failed(request, session, principal, form, data, exc, instrument=None)
     return redirect(request, f"/instruments/{inst.id}?created=1")
+
+
+async def _rerender_failed(request: Request, session: SessionDep, principal: Any, form: Any, data: dict[str, Any],
+                           exc: DomainError, *, instrument: Any) -> Response:
+    """The create/edit form again, with what the user typed and every problem beside its field."""
+    values = {**{k: v for k, v in form.items() if isinstance(v, str)}, "category_code": data.get("category_code")}
+    return await _render_form(
+        request, session, principal, values=values, instrument=instrument,
+        errors=errors_by_field(exc.problems) or {"_form": exc.detail}, problems=exc.problems,
+        chain_values=data["chains"], status_code=exc.status,
+    )
 
 
 @router.get("/instruments/category-picker")
@@ -563,21 +560,7 @@ async def update(
         if exc.status in (403, 404):
             raise
         inst = await service.get_visible(session, principal, instrument_id)
-        values = {
-            **{k: v for k, v in form.items() if isinstance(v, str)},
-            "category_code": data.get("category_code"),
-        }
-        return await _render_form(
-            request,
-            session,
-            principal,
-            values=values,
-            instrument=inst,
-            errors=errors_by_field(exc.problems) or {"_form": exc.detail},
-            problems=exc.problems,
-            chain_values=data["chains"],
-            status_code=exc.status,
-        )
+        return await _rerender_failed(request, session, principal, form, data, exc, instrument=inst)
     return redirect(request, f"/instruments/{instrument_id}")
 
 
