@@ -349,14 +349,21 @@ async def _set_chains(session: AsyncSession, instrument_id: int, names: list[str
     await repo.set_chains(session, instrument_id, sorted({ids[n] for n in names}))
 
 
+async def _managed_live(session: AsyncSession, actor: Principal, instrument_id: int, verb: str) -> Instrument:
+    """The instrument, locked, if the actor manages its facility and it is not retired; else 404/403/409."""
+    inst = await get_visible(session, actor, instrument_id, for_update=True)
+    if not actor.manages_facility(inst.institution_id, inst.facility_id):
+        raise Forbidden(f"只有该仪器所属单位（实验室/平台）的管理员可以{verb}")
+    if inst.retired_at is not None:
+        message = f"仪器已退役，不能{verb}"
+        raise Conflict(message, problems=[Problem(None, "retired", message)])
+    return inst
+
+
 async def update_instrument(
     session: AsyncSession, actor: Principal, instrument_id: int, data: InstrumentUpdate
 ) -> Instrument:
-    inst = await get_visible(session, actor, instrument_id, for_update=True)
-    if not actor.manages_facility(inst.institution_id, inst.facility_id):
-        raise Forbidden("只有该仪器所属单位（实验室/平台）的管理员可以修改")
-    if inst.retired_at is not None:
-        raise Conflict("仪器已退役，不能修改", problems=[Problem(None, "retired", "仪器已退役，不能修改")])
+    inst = await _managed_live(session, actor, instrument_id, "修改")
     changes = _plain(data.model_dump(exclude_unset=True))
     problems = [Problem(k, "missing", "必填") for k in _REQUIRED if k in changes and changes[k] is None]
     if "institution_id" in changes and changes["institution_id"] is None:
@@ -420,11 +427,7 @@ async def update_instrument(
 async def retire_instrument(
     session: AsyncSession, actor: Principal, instrument_id: int, reason: str
 ) -> Instrument:
-    inst = await get_visible(session, actor, instrument_id, for_update=True)
-    if not actor.manages_facility(inst.institution_id, inst.facility_id):
-        raise Forbidden("只有该仪器所属单位（实验室/平台）的管理员可以办理退役")
-    if inst.retired_at is not None:
-        raise Conflict("仪器已退役", problems=[Problem(None, "retired", "仪器已退役")])
+    inst = await _managed_live(session, actor, instrument_id, "办理退役")
     reason = reason.strip()
     if len(reason) < 2:
         raise RuleViolation(

@@ -11,6 +11,7 @@ Status changes go through `booking.reservations.service.transition` with no prin
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,29 +33,27 @@ def _when(booking: Booking) -> str:
     return f"{to_local(booking.start_at):%Y-%m-%d %H:%M}–{to_local(booking.end_at):%H:%M}"
 
 
-async def expire_overdue_requests(session: AsyncSession, now: datetime) -> int:
-    """Pending requests nobody decided before their start become `expired` (the slot is freed)."""
+async def _transition_due(session: AsyncSession, now: datetime, due: Any, action: str) -> int:
+    """Apply the system `action` to every booking `due` returns, batch by batch, until none is left (catch-up)."""
     done = 0
     while True:
-        batch = await booking_repo.due_pending(session, now, limit=BATCH)
+        batch = await due(session, now, limit=BATCH)
         for booking in batch:
-            await transition(session, None, booking.id, "expire", booking=booking, now=now)  # type: ignore[arg-type]
+            await transition(session, None, booking.id, action, booking=booking, now=now)
         done += len(batch)
         if len(batch) < BATCH:
             return done
+
+
+async def expire_overdue_requests(session: AsyncSession, now: datetime) -> int:
+    """Pending requests nobody decided before their start become `expired` (the slot is freed)."""
+    return await _transition_due(session, now, booking_repo.due_pending, "expire")
 
 
 async def mark_no_shows(session: AsyncSession, now: datetime) -> int:
     """Confirmed bookings without check-in once the instrument's grace period has passed become `no_show`;
     the transition blocks the user after the configured number of no-shows."""
-    done = 0
-    while True:
-        batch = await booking_repo.due_no_shows(session, now, limit=BATCH)
-        for booking in batch:
-            await transition(session, None, booking.id, "no_show", booking=booking, now=now)  # type: ignore[arg-type]
-        done += len(batch)
-        if len(batch) < BATCH:
-            return done
+    return await _transition_due(session, now, booking_repo.due_no_shows, "no_show")
 
 
 async def send_reminders(session: AsyncSession, now: datetime) -> int:
