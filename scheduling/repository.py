@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -102,8 +103,18 @@ SELECT
    FROM blackouts b WHERE b.instrument_id = :i
      AND (b.starts_at IS NULL OR (b.starts_at < :end AND b.ends_at > :start))) AS blackouts,
   (SELECT coalesce(json_agg(json_build_array(h.day, h.kind, h.name)), '[]')
-   FROM holiday_overrides h WHERE h.day BETWEEN :year_first AND :year_last) AS holidays
+   FROM holiday_overrides h WHERE h.day BETWEEN :year_first AND :year_last) AS holidays,
+  (SELECT g.name FROM equivalence_members m JOIN equivalence_groups g ON g.id = m.group_id
+   WHERE m.instrument_id = :i AND g.allocation_mode = 'rounds' ORDER BY g.id LIMIT 1) AS rounds_group
 """)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    rules: InstrumentRules | None
+    availability: av.Availability
+    # The equivalence group that allocates this instrument's time by rounds, if any (direct booking is closed).
+    rounds_group: str | None
 
 
 def _d(value: str | None) -> date | None:
@@ -118,9 +129,9 @@ def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-async def load_schedule(session: AsyncSession, instrument_id: int, start: datetime, end: datetime
-                        ) -> tuple[InstrumentRules | None, av.Availability]:
-    """The instrument's rules row and everything deciding its opening time over [start, end), in ONE round trip:
+async def load_schedule(session: AsyncSession, instrument_id: int, start: datetime, end: datetime) -> Schedule:
+    """The instrument's rules row, everything deciding its opening time over [start, end) and its rounds group,
+    in ONE round trip:
     the booking path runs this on every request, and five separate queries cost more than the work itself."""
     first, last = local_date(start) - timedelta(days=1), local_date(end) + timedelta(days=1)
     years = tuple(range(local_date(start).year, local_date(end).year + 1))
@@ -148,4 +159,4 @@ async def load_schedule(session: AsyncSession, instrument_id: int, start: dateti
         buffer_before_minutes=rules.buffer_before_min if rules else 0,
         buffer_after_minutes=rules.buffer_after_min if rules else 0,
     )
-    return rules, availability
+    return Schedule(rules, availability, row.rounds_group)

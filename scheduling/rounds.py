@@ -302,16 +302,7 @@ async def booking_policy(session: AsyncSession, ctx: Any, user: Any, actor_manag
     (maintenance, on-behalf bookings, publishing a round)."""
     if actor_manages:
         return []
-    from sqlalchemy import select
-    from sqlmodel import col
-
-    from scheduling.conflict_models import EquivalenceGroup, EquivalenceMember
-
-    stmt = (select(col(EquivalenceGroup.name))
-            .join(EquivalenceMember, col(EquivalenceMember.group_id) == col(EquivalenceGroup.id))
-            .where(col(EquivalenceMember.instrument_id) == ctx.instrument.id,
-                   col(EquivalenceGroup.allocation_mode) == "rounds"))
-    group = (await session.scalars(stmt)).first()
+    group = ctx.rounds_group  # loaded with the instrument's schedule (scheduling.repository.load_schedule)
     if group is None:
         return []
     return [Problem("instrument_id", "allocated_by_rounds",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -17,20 +18,11 @@ async def grants_for(session: AsyncSession, user_id: int) -> list[RoleGrant]:
     return list(rows)
 
 
-async def user_by_session_digest(session: AsyncSession, digest: str, now: datetime) -> User | None:
-    stmt = (
-        select(User)
-        .join(WebSession, col(WebSession.user_id) == col(User.id))
-        .where(WebSession.digest == digest, col(WebSession.expires_at) > now, col(User.is_active).is_(True))
-    )
-    return (await session.scalars(stmt)).first()
-
-
 _GRANTS_JSON = (
-    select(func.coalesce(func.json_agg(func.json_build_object(
+    select(func.coalesce(func.json_agg(aggregate_order_by(func.json_build_object(
         "id", col(RoleGrant.id), "user_id", col(RoleGrant.user_id), "role", col(RoleGrant.role),
         "institution_id", col(RoleGrant.institution_id), "facility_id", col(RoleGrant.facility_id),
-        "city_code", col(RoleGrant.city_code))), text("'[]'::json")))
+        "city_code", col(RoleGrant.city_code)), col(RoleGrant.id))), text("'[]'::json")))
     .where(col(RoleGrant.user_id) == col(User.id))
     .scalar_subquery()
 )
@@ -54,6 +46,20 @@ async def token_user_grants(session: AsyncSession, digest: str, now: datetime
         return None
     grants = [RoleGrant(**g) for g in row[2]]
     return row[0], row[1], grants
+
+
+async def session_user_grants(session: AsyncSession, digest: str, now: datetime
+                              ) -> tuple[User, list[RoleGrant]] | None:
+    """The user of a live web session with their grants, in one round trip (every page needs it)."""
+    stmt = (
+        select(User, _GRANTS_JSON)
+        .join(WebSession, col(WebSession.user_id) == col(User.id))
+        .where(col(WebSession.digest) == digest, col(WebSession.expires_at) > now, col(User.is_active).is_(True))
+    )
+    row = (await session.execute(stmt)).first()
+    if row is None:
+        return None
+    return row[0], [RoleGrant(**g) for g in row[1]]
 
 
 async def token_with_user(session: AsyncSession, digest: str, now: datetime) -> tuple[ApiToken, User] | None:

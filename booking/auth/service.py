@@ -138,19 +138,19 @@ async def revoke_bearer(session: AsyncSession, token: str, actor_id: int) -> Non
 
 
 async def principal_from_session_token(session: AsyncSession, token: str) -> Principal | None:
-    user = await repo.user_by_session_digest(session, token_digest(token), utcnow())
-    if user is None:
+    found = await repo.session_user_grants(session, token_digest(token), utcnow())
+    if found is None:
         return None
-    return Principal(user=user, grants=tuple(await repo.grants_for(session, user.id)), via="session")
+    user, grants = found
+    return Principal(user=user, grants=tuple(grants), via="session")
 
 
 async def principal_from_bearer(session: AsyncSession, token: str) -> Principal | None:
-    found = await repo.token_with_user(session, token_digest(token), utcnow())
+    found = await repo.token_user_grants(session, token_digest(token), utcnow())
     if found is None:
         return None
-    api_token, user = found
-    return Principal(user=user, grants=tuple(await repo.grants_for(session, user.id)),
-                     via=api_token.kind)
+    api_token, user, grants = found
+    return Principal(user=user, grants=tuple(grants), via=api_token.kind)
 
 
 async def change_password(session: AsyncSession, actor: Principal, current: str, new: str,

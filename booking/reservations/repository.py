@@ -5,16 +5,17 @@ error, so a storm of requests for one slot resolves without deadlock cascades.""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import TextClause, func, select, text
 from sqlalchemy.dialects.postgresql import Range, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from booking.accounts.models import User
 from booking.reservations.models import ACTIVE_STATUSES, Booking, BookingBlock, BookingStatus
 
 
@@ -63,26 +64,58 @@ async def hours_for_user(session: AsyncSession, user_id: int, start: datetime, e
     return [(a, b) for a, b in (await session.execute(stmt)).all()]
 
 
-async def hours_for_user_on(session: AsyncSession, user_id: int, instrument_id: int, start: datetime,
-                            end: datetime) -> list[tuple[datetime, datetime]]:
-    stmt = select(col(Booking.start_at), col(Booking.end_at)).where(
-        col(Booking.user_id) == user_id, col(Booking.instrument_id) == instrument_id,
-        col(Booking.status).in_(["pending", "confirmed", "in_use", "completed"]),
-        col(Booking.start_at) < end, col(Booking.end_at) > start,
-    )
-    return [(a, b) for a, b in (await session.execute(stmt)).all()]
+@dataclass(frozen=True)
+class UserFacts:
+    """What the booking rules need to know about a user, for one instrument."""
+
+    blocked: bool
+    qualifications: list[tuple[datetime, date | None]]  # (granted at, valid until)
+    user_spans: list[tuple[datetime, datetime]]  # the user's bookings on the instrument in the week span
+    institution_spans: list[tuple[datetime, datetime]]  # the institution's bookings on it in the month span
 
 
-async def hours_for_institution_on(session: AsyncSession, institution_id: int, instrument_id: int,
-                                   start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
-    stmt = (
-        select(col(Booking.start_at), col(Booking.end_at))
-        .join(User, col(User.id) == col(Booking.user_id))
-        .where(col(User.institution_id) == institution_id, col(Booking.instrument_id) == instrument_id,
-               col(Booking.status).in_(["pending", "confirmed", "in_use", "completed"]),
-               col(Booking.start_at) < end, col(Booking.end_at) > start)
+@lru_cache(maxsize=8)
+def _user_facts_sql(qualifications: bool, user_hours: bool, institution_hours: bool) -> TextClause:
+    # Only the parts the instrument's rules need; each combination is its own (cached, prepared) statement.
+    parts = ["EXISTS (SELECT 1 FROM booking_blocks k WHERE k.user_id = :u AND k.lifted_at IS NULL) AS blocked"]
+    if qualifications:
+        parts.append("""(SELECT coalesce(json_agg(json_build_array(q.created_at, q.valid_until)), '[]')
+            FROM qualifications q WHERE q.instrument_id = :i AND q.user_id = :u) AS quals""")
+    if user_hours:
+        parts.append("""(SELECT coalesce(json_agg(json_build_array(b.start_at, b.end_at)), '[]') FROM bookings b
+            WHERE b.user_id = :u AND b.instrument_id = :i AND b.status IN ('pending', 'confirmed', 'in_use', 'completed')
+              AND b.start_at < :week_end AND b.end_at > :week_start) AS user_spans""")
+    if institution_hours:
+        parts.append("""(SELECT coalesce(json_agg(json_build_array(b.start_at, b.end_at)), '[]') FROM bookings b
+            JOIN users u ON u.id = b.user_id
+            WHERE u.institution_id = :inst AND b.instrument_id = :i AND b.status IN ('pending', 'confirmed', 'in_use', 'completed')
+              AND b.start_at < :month_end AND b.end_at > :month_start) AS institution_spans""")
+    return text("SELECT " + ",\n       ".join(parts))
+
+
+def _spans(raw: list[list[str]] | None) -> list[tuple[datetime, datetime]]:
+    return [(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in raw or []]
+
+
+async def user_facts(session: AsyncSession, user_id: int, instrument_id: int, *, institution_id: int | None,
+                     qualifications: bool, week_span: tuple[datetime, datetime] | None,
+                     month_span: tuple[datetime, datetime]) -> UserFacts:
+    """Block, qualifications and quota hours of the user in one round trip; institution hours only when
+    `institution_id` is given, user hours only when `week_span` is."""
+    params: dict[str, Any] = {"u": user_id, "i": instrument_id}
+    if week_span is not None:
+        params.update(week_start=week_span[0], week_end=week_span[1])
+    if institution_id is not None:
+        params.update(inst=institution_id, month_start=month_span[0], month_end=month_span[1])
+    sql = _user_facts_sql(qualifications, week_span is not None, institution_id is not None)
+    row = (await session.execute(sql, params)).mappings().one()
+    return UserFacts(
+        blocked=bool(row["blocked"]),
+        qualifications=[(datetime.fromisoformat(a), date.fromisoformat(b) if b else None)
+                        for a, b in row.get("quals") or []],
+        user_spans=_spans(row.get("user_spans")),
+        institution_spans=_spans(row.get("institution_spans")),
     )
-    return [(a, b) for a, b in (await session.execute(stmt)).all()]
 
 
 async def active_block(session: AsyncSession, user_id: int) -> BookingBlock | None:

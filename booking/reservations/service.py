@@ -65,6 +65,7 @@ class InstrumentContext:
     rules: BookingRules
     grace_min: int
     availability: Availability
+    rounds_group: str | None = None
 
 
 def _is_external(user: User, instrument: Instrument) -> bool:
@@ -73,27 +74,23 @@ def _is_external(user: User, instrument: Instrument) -> bool:
 
 async def instrument_context(session: AsyncSession, instrument: Instrument, start: datetime, end: datetime
                              ) -> InstrumentContext:
-    row, availability = await schedule_repo.load_schedule(session, instrument.id, start, end)  # type: ignore[arg-type]
+    schedule = await schedule_repo.load_schedule(session, instrument.id, start, end)  # type: ignore[arg-type]
+    row = schedule.rules
     rules = schedule_repo.rules_from_row(
         row, qualification_required=instrument.qualification_required,
         # 内部共享 instruments take only their own institution's users; 不共享 takes none from outside either.
         external_allowed=instrument.sharing_mode == SharingMode.external,
     )
-    return InstrumentContext(instrument, rules, row.no_show_grace_min if row else 60, availability)
+    return InstrumentContext(instrument, rules, row.no_show_grace_min if row else 60, schedule.availability,
+                             schedule.rounds_group)
 
 
-async def _qualifications(session: AsyncSession, instrument_id: int, user_id: int) -> list[Qualification]:
-    from sqlalchemy import select
-    from sqlmodel import col
-
+def _qualifications(rows: list[tuple[datetime, date | None]]) -> list[Qualification]:
     from scheduling.intervals import local_midnight
-    from scheduling.models import Qualification as QualificationRow
 
-    rows = await session.scalars(select(QualificationRow).where(
-        col(QualificationRow.instrument_id) == instrument_id, col(QualificationRow.user_id) == user_id))
-    return [Qualification(valid_from=r.created_at,
-                          valid_until=local_midnight(r.valid_until + timedelta(days=1)) if r.valid_until else None)
-            for r in rows]
+    return [Qualification(valid_from=created_at,
+                          valid_until=local_midnight(valid_until + timedelta(days=1)) if valid_until else None)
+            for created_at, valid_until in rows]
 
 
 def _period_hours(spans: list[tuple[datetime, datetime]], splitter: Any, start: datetime, end: datetime
@@ -114,15 +111,15 @@ async def rule_problems(session: AsyncSession, ctx: InstrumentContext, user: Use
     weeks = [week_range(local_date(span_start) - timedelta(days=local_date(span_start).weekday())),
              week_range(local_date(span_end) - timedelta(days=local_date(span_end).weekday()))]
     months = [month_range(local_date(span_start).replace(day=1)), month_range(local_date(span_end).replace(day=1))]
-    user_hours: dict[date, Decimal] = {}
-    inst_hours: dict[date, Decimal] = {}
-    if ctx.rules.max_user_hours_per_week is not None:
-        spans = await repo.hours_for_user_on(session, user.id, inst.id, weeks[0].start, weeks[-1].end)  # type: ignore[arg-type]
-        user_hours = _period_hours(spans, hours_by_week, weeks[0].start, weeks[-1].end)
-    if ctx.rules.max_institution_hours_per_month is not None and user.institution_id is not None:
-        spans = await repo.hours_for_institution_on(session, user.institution_id, inst.id,  # type: ignore[arg-type]
-                                                    months[0].start, months[-1].end)
-        inst_hours = _period_hours(spans, hours_by_month, months[0].start, months[-1].end)
+    # Everything about the user that the rules need, in one round trip: this runs on every booking request.
+    facts = await repo.user_facts(
+        session, user.id, inst.id,  # type: ignore[arg-type]
+        institution_id=user.institution_id if ctx.rules.max_institution_hours_per_month is not None else None,
+        qualifications=ctx.rules.qualification_required,
+        week_span=(weeks[0].start, weeks[-1].end) if ctx.rules.max_user_hours_per_week is not None else None,
+        month_span=(months[0].start, months[-1].end))
+    user_hours = _period_hours(facts.user_spans, hours_by_week, weeks[0].start, weeks[-1].end)
+    inst_hours = _period_hours(facts.institution_spans, hours_by_month, months[0].start, months[-1].end)
     day_start = min(start, end) - timedelta(days=1)
     day_end = max(start, end) + timedelta(days=1)
     context = RuleContext(
@@ -133,8 +130,8 @@ async def rule_problems(session: AsyncSession, ctx: InstrumentContext, user: Use
         instrument_status=INSTRUMENT_STATUS_LABELS.get(inst.status, inst.status),
         instrument_active=inst.retired_at is None,
         user_is_external=_is_external(user, inst),
-        user_blocked=await repo.active_block(session, user.id) is not None,  # type: ignore[arg-type]
-        qualifications=await _qualifications(session, inst.id, user.id) if ctx.rules.qualification_required else (),  # type: ignore[arg-type]
+        user_blocked=facts.blocked,
+        qualifications=_qualifications(facts.qualifications),
         user_hours_by_week=user_hours,
         institution_hours_by_month=inst_hours,
     )
