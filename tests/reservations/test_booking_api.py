@@ -137,6 +137,39 @@ class TestCreate:
                                  json=_body(w["inst"].id, "2026-12-03T09:00:00+08:00", "2026-12-03T11:00:00+08:00"))
         assert over.status_code == 422 and "user_week_quota" in {e["code"] for e in over.json()["errors"]}, over.text
 
+    async def test_institution_monthly_quota_counts_colleagues(self, client: httpx.AsyncClient,
+                                                               session: AsyncSession) -> None:
+        w = await _world(session, max_institution_hours_month=3)
+        colleague = await make_user(session, institution_id=w["researcher"].institution_id)
+        ok = await client.post("/api/v1/bookings", headers=await bearer_headers(session, colleague),
+                               json=_body(w["inst"].id, "2026-12-02T09:00:00+08:00", "2026-12-02T11:00:00+08:00"))
+        assert ok.status_code == 201, ok.text
+        over = await client.post("/api/v1/bookings", headers=await bearer_headers(session, w["researcher"]),
+                                 json=_body(w["inst"].id, "2026-12-09T09:00:00+08:00", "2026-12-09T11:00:00+08:00"))
+        assert over.status_code == 422, over.text
+        assert "institution_month_quota" in {e["code"] for e in over.json()["errors"]}
+        # Next month starts afresh; the owner's own staff are another institution.
+        later = await client.post("/api/v1/bookings", headers=await bearer_headers(session, w["researcher"]),
+                                  json=_body(w["inst"].id, "2027-01-05T09:00:00+08:00", "2027-01-05T11:00:00+08:00"))
+        assert later.status_code == 201, later.text
+
+    async def test_block_and_expired_qualification_reported_together(self, client: httpx.AsyncClient,
+                                                                     session: AsyncSession) -> None:
+        from datetime import date
+
+        from booking.reservations.models import BookingBlock
+        from scheduling.models import Qualification
+
+        w = await _world(session)
+        w["inst"].qualification_required = True
+        session.add(Qualification(instrument_id=w["inst"].id, user_id=w["researcher"].id, valid_until=date(2026, 11, 30)))
+        session.add(BookingBlock(user_id=w["researcher"].id, reason="三次未到"))
+        await session.flush()
+        r = await client.post("/api/v1/bookings", headers=await bearer_headers(session, w["researcher"]),
+                              json=_body(w["inst"].id, "2026-12-02T09:00:00+08:00", "2026-12-02T10:00:00+08:00"))
+        assert r.status_code == 422, r.text
+        assert {"user_blocked", "not_qualified"} <= {e["code"] for e in r.json()["errors"]}
+
     async def test_manager_override_with_reason(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
         w = await _world(session)
         body = _body(w["inst"].id, "2026-12-02T20:00:00+08:00", "2026-12-02T21:00:00+08:00",
