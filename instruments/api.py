@@ -13,7 +13,6 @@ from fastapi.responses import StreamingResponse
 from booking.auth.deps import ApiAdmin, ApiPrincipal, ApiUser
 from booking.auth.principal import Principal
 from booking.core.db import SessionDep
-from booking.core.errors import Forbidden
 from booking.core.regions import city_name
 from instruments import exporter, importer, service
 from instruments import repository as repo
@@ -346,17 +345,15 @@ async def retire(
 
 @router.get("/instruments/{instrument_id}/access", summary="Users authorised to see a restricted instrument")
 async def list_access(principal: ApiUser, session: SessionDep, instrument_id: int) -> dict[str, list[int]]:
-    inst = await service.get_visible(session, principal, instrument_id)
-    if not principal.manages_facility(inst.institution_id, inst.facility_id):
-        raise Forbidden("只有该仪器所属单位的管理员可以查看授权")
-    return {"user_ids": sorted(a.user_id for a in await repo.access_list(session, instrument_id))}
+    _, views = await service.list_access(session, principal, instrument_id)
+    return {"user_ids": sorted(v.user.id for v in views)}  # type: ignore[misc]
 
 
 @router.post("/instruments/{instrument_id}/access", status_code=status.HTTP_204_NO_CONTENT)
 async def grant_access(
     principal: ApiUser, session: SessionDep, instrument_id: int, data: AccessGrant
 ) -> None:
-    await service.grant_access(session, principal, instrument_id, data.user_id)
+    await service.grant_access(session, principal, instrument_id, data.user_id, email=data.email)
 
 
 @router.delete("/instruments/{instrument_id}/access/{user_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -20,9 +20,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlmodel import col
 
-from booking.accounts.models import Facility, Institution
+from booking.accounts.models import Facility, Institution, User
 from instruments.models import (
     Category,
     Chain,
@@ -179,9 +180,16 @@ async def history_of(session: AsyncSession, instrument_id: int) -> list[Instrume
     return list(await session.scalars(stmt))
 
 
-async def access_list(session: AsyncSession, instrument_id: int) -> list[InstrumentAccess]:
-    stmt = select(InstrumentAccess).where(col(InstrumentAccess.instrument_id) == instrument_id)
-    return list(await session.scalars(stmt))
+async def access_with_users(session: AsyncSession, instrument_id: int
+                            ) -> list[tuple[InstrumentAccess, User, User | None]]:
+    """Each authorised user with who granted it, oldest grant first."""
+    granter = aliased(User)
+    stmt = (select(InstrumentAccess, User, granter)
+            .join(User, col(User.id) == col(InstrumentAccess.user_id))
+            .outerjoin(granter, col(granter.id) == col(InstrumentAccess.granted_by))
+            .where(col(InstrumentAccess.instrument_id) == instrument_id)
+            .order_by(col(InstrumentAccess.created_at), col(InstrumentAccess.user_id)))
+    return [(a, u, g) for a, u, g in (await session.execute(stmt)).all()]
 
 
 async def institutions_by_name(session: AsyncSession, names: Iterable[str]) -> dict[str, Institution]:

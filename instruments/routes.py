@@ -564,6 +564,51 @@ async def update(
     return redirect(request, f"/instruments/{instrument_id}")
 
 
+# ---- who may see a restricted instrument -------------------------------------------------------------------------
+
+
+async def _render_access(request: Request, session: SessionDep, principal: Principal, instrument_id: int,
+                         **extra: Any) -> Response:
+    status_code = extra.pop("status_code", 200)
+    inst, views = await service.list_access(session, principal, instrument_id)
+    ctx = {"i": inst, "grants": views, "errors": {}, "values": {}, **extra}
+    return render(request, "instruments/access.html", ctx, status_code=status_code)
+
+
+@router.get("/instruments/{instrument_id:int}/access")
+async def access_page(request: Request, session: SessionDep, principal: WebManager, instrument_id: int) -> Response:
+    return await _render_access(request, session, principal, instrument_id)
+
+
+@router.post("/instruments/{instrument_id:int}/access")
+async def grant_access(request: Request, session: SessionDep, principal: WebManager, instrument_id: int
+                       ) -> Response:
+    who = str((await request.form()).get("user") or "").strip()
+    try:
+        if not who:
+            raise RuleViolation("请填写用户", problems=[Problem("user", "missing", "请填写用户邮箱或编号")])
+        _, user = await service.grant_access(session, principal, instrument_id,
+                                             int(who) if who.isdigit() else None,
+                                             email=None if who.isdigit() else who)
+    except DomainError as exc:
+        if exc.status in (403, 404):
+            raise
+        # The form has one field for id-or-email: its errors go there, whichever the service names.
+        errors = {"user": "；".join(p.message for p in exc.problems) or exc.detail}
+        return await _render_access(request, session, principal, instrument_id, errors=errors,
+                                    values={"user": who}, flash=exc.detail, flash_kind="error",
+                                    status_code=exc.status)
+    return await _render_access(request, session, principal, instrument_id,
+                                flash=f"已授权 {user.name}（{user.email}）查看本仪器")
+
+
+@router.post("/instruments/{instrument_id:int}/access/{user_id:int}/revoke")
+async def revoke_access(request: Request, session: SessionDep, principal: WebManager, instrument_id: int,
+                        user_id: int) -> Response:
+    await service.revoke_access(session, principal, instrument_id, user_id)
+    return await _render_access(request, session, principal, instrument_id, flash="已撤销授权")
+
+
 @router.post("/instruments/{instrument_id:int}/retire")
 async def retire(
     request: Request, session: SessionDep, principal: WebManager, instrument_id: int

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from booking.core.emails import Email
 from instruments.models import (
@@ -112,8 +112,17 @@ class RetireRequest(BaseModel):
 
 
 class AccessGrant(BaseModel):
+    """The user to authorise: by id or by email (exactly one)."""
+
     model_config = ConfigDict(extra="forbid")
-    user_id: int
+    user_id: int | None = None
+    email: str | None = Field(default=None, max_length=254)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> AccessGrant:
+        if (self.user_id is None) == (self.email is None):
+            raise ValueError("请填写用户编号或邮箱（只填一个）")
+        return self
 
 
 class InstitutionRef(BaseModel):

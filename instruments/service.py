@@ -20,6 +20,7 @@ from booking.core.clock import to_local, utcnow
 from booking.core.errors import Conflict, Forbidden, NotFound, Problem, RuleViolation, Unauthorized
 from booking.core.regions import CITIES
 from booking.core.settings import get_settings
+from booking.notify.service import notify
 from instruments import repository as repo
 from instruments.models import (
     HISTORY_FIELDS,
@@ -451,49 +452,63 @@ async def retire_instrument(
     return inst
 
 
-async def grant_access(
-    session: AsyncSession, actor: Principal, instrument_id: int, user_id: int
-) -> InstrumentAccess:
+@dataclass
+class AccessView:
+    access: InstrumentAccess
+    user: User
+    granted_by: User | None
+
+
+async def _managed_for_access(session: AsyncSession, actor: Principal, instrument_id: int) -> Instrument:
     inst = await get_visible(session, actor, instrument_id)
     if not actor.manages_facility(inst.institution_id, inst.facility_id):
-        raise Forbidden("只有该仪器所属单位的管理员可以授权")
-    if await session.get(User, user_id) is None:
-        raise RuleViolation(
-            "用户不存在", problems=[Problem("user_id", "unknown_user", f"用户 {user_id} 不存在")]
-        )
-    existing = await session.get(InstrumentAccess, (instrument_id, user_id))
+        raise Forbidden("只有该仪器所属单位的管理员可以管理授权")
+    return inst
+
+
+async def list_access(session: AsyncSession, actor: Principal, instrument_id: int
+                      ) -> tuple[Instrument, list[AccessView]]:
+    """The users authorised to see a restricted instrument (managers of the owner only)."""
+    inst = await _managed_for_access(session, actor, instrument_id)
+    return inst, [AccessView(a, u, g) for a, u, g in await repo.access_with_users(session, instrument_id)]
+
+
+async def grant_access(session: AsyncSession, actor: Principal, instrument_id: int, user_id: int | None = None,
+                       *, email: str | None = None) -> tuple[InstrumentAccess, User]:
+    """Authorise one user (by id or email) to see the instrument; granting twice changes nothing."""
+    inst = await _managed_for_access(session, actor, instrument_id)
+    user: User | None
+    if user_id is not None:
+        user = await session.get(User, user_id)
+        field, label = "user_id", f"用户 {user_id} 不存在"
+    else:
+        from booking.accounts.repository import user_by_email
+
+        user = await user_by_email(session, (email or "").strip())
+        field, label = "email", f"没有邮箱为 {email} 的用户"
+    if user is None or not user.is_active:
+        raise RuleViolation("用户不存在", problems=[Problem(field, "unknown_user", label)])
+    existing = await session.get(InstrumentAccess, (instrument_id, user.id))
     if existing is not None:
-        return existing
-    grant = InstrumentAccess(instrument_id=instrument_id, user_id=user_id, granted_by=actor.id)
+        return existing, user
+    grant = InstrumentAccess(instrument_id=instrument_id, user_id=user.id, granted_by=actor.id)  # type: ignore[arg-type]
     session.add(grant)
     await session.flush()
-    record(
-        session,
-        actor_id=actor.id,
-        action="instrument.access_granted",
-        target_type="instrument",
-        target_id=instrument_id,
-        after={"user_id": user_id},
-    )
-    return grant
+    record(session, actor_id=actor.id, action="instrument.access_granted", target_type="instrument",
+           target_id=instrument_id, after={"user_id": user.id})
+    await notify(session, user.id, kind="instrument.access_granted", title=f"已获授权查看仪器：{inst.name}",  # type: ignore[arg-type]
+                 body=f"{inst.name} 是受限仪器，您现在可以在目录中查看并预约它。", link=f"/instruments/{instrument_id}")
+    return grant, user
 
 
 async def revoke_access(session: AsyncSession, actor: Principal, instrument_id: int, user_id: int) -> None:
-    inst = await get_visible(session, actor, instrument_id)
-    if not actor.manages_facility(inst.institution_id, inst.facility_id):
-        raise Forbidden("只有该仪器所属单位的管理员可以撤销授权")
+    await _managed_for_access(session, actor, instrument_id)
     existing = await session.get(InstrumentAccess, (instrument_id, user_id))
     if existing is None:
         raise NotFound(f"用户 {user_id} 没有该仪器的授权")
     await session.delete(existing)
-    record(
-        session,
-        actor_id=actor.id,
-        action="instrument.access_revoked",
-        target_type="instrument",
-        target_id=instrument_id,
-        before={"user_id": user_id},
-    )
+    record(session, actor_id=actor.id, action="instrument.access_revoked", target_type="instrument",
+           target_id=instrument_id, before={"user_id": user_id})
     await session.flush()
 
 

@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import login, logout, query, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -39,3 +39,45 @@ def test_search_narrow_open(page) -> None:  # type: ignore[no-untyped-def]
     expect(page.locator("#instrument-name")).to_contain_text(name.strip())
     expect(page.get_by_text("预约服务网址")).to_be_visible()
     screenshot(page, "catalog-detail")
+
+
+def test_restricted_instrument_access_granted_by_manager(page, live: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
+    _, url = live
+    [inst] = query(url, """
+        SELECT i.id, i.name FROM instruments i JOIN institutions s ON s.id = i.institution_id
+        WHERE s.name = '四川大学' AND NOT i.restricted AND i.retired_at IS NULL AND i.id % 4 = 1
+        ORDER BY i.id DESC LIMIT 1""")
+    path = f"/instruments/{inst['id']}"
+
+    # The manager marks the instrument restricted in the edit form.
+    login(page, "manager@demo.local")
+    page.goto(f"{path}/edit")
+    page.get_by_label("限制公开（军民融合）").check()
+    page.get_by_role("button", name="保存修改").click()
+    expect(page.locator("#instrument-name")).to_contain_text(str(inst["name"]))
+    logout(page)
+
+    # A researcher of another institution cannot see it at all.
+    login(page, "researcher@demo.local")
+    page.goto(path)
+    expect(page.get_by_text("您要找的页面不存在").first).to_be_visible()
+    logout(page)
+
+    # The manager authorises the researcher by email from the instrument page.
+    login(page, "manager@demo.local")
+    page.goto(path)
+    page.get_by_role("link", name="授权可见用户").click()
+    expect(page.get_by_role("heading", name="授权可见用户", level=1)).to_be_visible()
+    page.get_by_label("用户邮箱或编号").fill("nobody@demo.local")
+    page.get_by_role("button", name="授权查看").click()
+    expect(page.locator("#e-user")).to_contain_text("nobody@demo.local")
+    page.get_by_label("用户邮箱或编号").fill("researcher@demo.local")
+    page.get_by_role("button", name="授权查看").click()
+    expect(page.get_by_test_id("access-table")).to_contain_text("电子科大研究员")
+    screenshot(page, "catalog-access")
+    logout(page)
+
+    # Now the researcher sees it, and was notified.
+    login(page, "researcher@demo.local")
+    page.goto(path)
+    expect(page.locator("#instrument-name")).to_contain_text(str(inst["name"]))

@@ -187,6 +187,50 @@ class TestManagerForms:
         assert 'value="010200"' in r.text and "质谱仪器" in r.text
 
 
+class TestAccessPage:
+    async def test_grant_by_email_then_revoke(
+        self, manager_client: httpx.AsyncClient, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        from booking.notify.models import Notification
+        from instruments.models import InstrumentAccess
+
+        inst = await make_instrument(session, scu, restricted=True, name="军民融合测试仪")
+        user = await make_user(session, email="shouquan@example.cn", name="被授权人")
+        detail = await manager_client.get(f"/instruments/{inst.id}")
+        assert f'href="/instruments/{inst.id}/access"' in detail.text
+        empty = await manager_client.get(f"/instruments/{inst.id}/access")
+        assert empty.status_code == 200 and "尚未授权任何用户" in empty.text
+
+        unknown = await manager_client.post(f"/instruments/{inst.id}/access", data={"user": "nobody@example.cn"})
+        assert unknown.status_code == 422 and 'id="e-user"' in unknown.text and "nobody@example.cn" in unknown.text
+        blank = await manager_client.post(f"/instruments/{inst.id}/access", data={"user": " "})
+        assert blank.status_code == 422 and "请填写用户邮箱或编号" in blank.text
+
+        ok = await manager_client.post(f"/instruments/{inst.id}/access", data={"user": "ShouQuan@example.cn"})
+        assert ok.status_code == 200 and "已授权 被授权人" in ok.text and "shouquan@example.cn" in ok.text
+        again = await manager_client.post(f"/instruments/{inst.id}/access", data={"user": str(user.id)})
+        assert again.status_code == 200
+        grants = list(await session.scalars(select(InstrumentAccess).where(InstrumentAccess.instrument_id == inst.id)))
+        assert [g.user_id for g in grants] == [user.id]
+        note = (await session.scalars(select(Notification).where(Notification.user_id == user.id))).one()
+        assert "军民融合测试仪" in note.title
+
+        revoked = await manager_client.post(f"/instruments/{inst.id}/access/{user.id}/revoke")
+        assert revoked.status_code == 200 and "已撤销授权" in revoked.text
+        assert await session.scalar(select(func.count()).select_from(InstrumentAccess)
+                                    .where(InstrumentAccess.instrument_id == inst.id)) == 0
+
+    async def test_other_institutions_manager_forbidden(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        inst = await make_instrument(session, scu, restricted=False)
+        other = await make_institution(session, name="别的大学")
+        await login_web(session, client, await make_user(session, role="facility_manager", grant_institution=other))
+        assert (await client.get(f"/instruments/{inst.id}/access")).status_code == 403
+        r = await client.post(f"/instruments/{inst.id}/access", data={"user": "1"})
+        assert r.status_code == 403
+
+
 class TestImportPage:
     async def test_error_table_then_counts(
         self, manager_client: httpx.AsyncClient, session: AsyncSession, scu: Any

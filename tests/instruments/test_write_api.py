@@ -435,6 +435,30 @@ class TestAccessGrants:
         assert (await client.get(f"/api/v1/instruments/{inst.id}", headers=user_headers)).status_code == 404
         assert len(await activity(session, "instrument.access_granted", inst.id)) == 1  # type: ignore[arg-type]
 
+    @pytest.mark.parametrize("body,field", [({}, None), ({"user_id": 1, "email": "a@b.cn"}, None),
+                                            ({"email": "missing@example.cn"}, "email"),
+                                            ({"user_id": 987654}, "user_id")])
+    async def test_bad_grant_names_the_field(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any, manager_headers: dict[str, str],
+        body: dict[str, Any], field: str | None,
+    ) -> None:
+        inst = await make_instrument(session, scu, restricted=True)
+        r = await client.post(f"/api/v1/instruments/{inst.id}/access", headers=manager_headers, json=body)
+        assert r.status_code == 422, r.text
+        if field:
+            assert r.json()["errors"][0]["field"] == field
+
+    async def test_grant_by_email(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any, manager_headers: dict[str, str]
+    ) -> None:
+        inst = await make_instrument(session, scu, restricted=True)
+        user = await make_user(session)
+        r = await client.post(f"/api/v1/instruments/{inst.id}/access", headers=manager_headers,
+                              json={"email": user.email})
+        assert r.status_code == 204
+        listed = await client.get(f"/api/v1/instruments/{inst.id}/access", headers=manager_headers)
+        assert listed.json() == {"user_ids": [user.id]}
+
 
 class TestCategoriesAndChains:
     async def test_admin_adds_category(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
