@@ -237,6 +237,33 @@ class TestInSync:
         await assert_in_sync(session)
         assert await found(session, "批量仪器", Viewer(is_admin=True)) == set()
 
+    async def test_bulk_updates_that_swap_or_keep_facets(self, session: AsyncSession) -> None:
+        # The update check compares the multisets of facet tuples (revision 0007): a swap between rows changes
+        # no count, a one-sided change does, and a rename changes none.
+        uni = await make_institution(session)
+        await session.execute(
+            text(
+                "INSERT INTO instruments (institution_id, asset_number, name, category_code, original_value,"
+                " city_code, sharing_mode, status)"
+                " SELECT :inst, 'S-' || g, '交换仪器' || g, '010200', 1000,"
+                " CASE WHEN g % 2 = 0 THEN '510700' ELSE '510100' END, 'external', 'normal'"
+                " FROM generate_series(1, 40) AS g"
+            ),
+            {"inst": uni.id},
+        )
+        await assert_in_sync(session)
+        swap = ("UPDATE instruments SET city_code = CASE city_code WHEN '510700' THEN '510100' ELSE '510700' END"
+                " WHERE institution_id = :i")
+        await session.execute(text(swap), {"i": uni.id})
+        await assert_in_sync(session)
+        await session.execute(text("UPDATE instruments SET name = name || '改' WHERE institution_id = :i"),
+                              {"i": uni.id})
+        await assert_in_sync(session)
+        await session.execute(
+            text("UPDATE instruments SET status = 'standby' WHERE institution_id = :i AND city_code = '510700'"),
+            {"i": uni.id})
+        await assert_in_sync(session)
+
     async def test_api_writes_stay_in_sync(self, session: AsyncSession, client: Any) -> None:
         from tests.factories import bearer_headers, make_user
 
