@@ -18,12 +18,14 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from booking.accounts.models import Facility, Institution, User
+from booking.core.clock import utcnow
 from instruments.models import (
     Category,
     Chain,
@@ -178,6 +180,15 @@ async def history_of(session: AsyncSession, instrument_id: int) -> list[Instrume
         .order_by(col(InstrumentHistory.valid_from), col(InstrumentHistory.id))
     )
     return list(await session.scalars(stmt))
+
+
+async def add_access(session: AsyncSession, instrument_id: int, user_id: int, granted_by: int | None
+                     ) -> InstrumentAccess | None:
+    """The new grant, or None when the user already had one."""
+    stmt = (pg_insert(InstrumentAccess)
+            .values(instrument_id=instrument_id, user_id=user_id, granted_by=granted_by, created_at=utcnow())
+            .on_conflict_do_nothing().returning(InstrumentAccess))
+    return (await session.scalars(stmt)).one_or_none()
 
 
 async def access_with_users(session: AsyncSession, instrument_id: int

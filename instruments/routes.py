@@ -587,9 +587,9 @@ async def grant_access(request: Request, session: SessionDep, principal: WebMana
     try:
         if not who:
             raise RuleViolation("请填写用户", problems=[Problem("user", "missing", "请填写用户邮箱或编号")])
-        _, user = await service.grant_access(session, principal, instrument_id,
-                                             int(who) if who.isdigit() else None,
-                                             email=None if who.isdigit() else who)
+        by_id = who.isascii() and who.isdecimal()
+        _, user = await service.grant_access(session, principal, instrument_id, int(who) if by_id else None,
+                                             email=None if by_id else who)
     except DomainError as exc:
         if exc.status in (403, 404):
             raise
@@ -606,7 +606,7 @@ async def grant_access(request: Request, session: SessionDep, principal: WebMana
 async def revoke_access(request: Request, session: SessionDep, principal: WebManager, instrument_id: int,
                         user_id: int) -> Response:
     await service.revoke_access(session, principal, instrument_id, user_id)
-    return await _render_access(request, session, principal, instrument_id, flash="已撤销授权")
+    return redirect(request, f"/instruments/{instrument_id}/access")
 
 
 @router.post("/instruments/{instrument_id:int}/retire")

@@ -115,7 +115,7 @@ class AccessGrant(BaseModel):
     """The user to authorise: by id or by email (exactly one)."""
 
     model_config = ConfigDict(extra="forbid")
-    user_id: int | None = None
+    user_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     email: str | None = Field(default=None, max_length=254)
 
     @model_validator(mode="after")

@@ -479,7 +479,7 @@ async def grant_access(session: AsyncSession, actor: Principal, instrument_id: i
     inst = await _managed_for_access(session, actor, instrument_id)
     user: User | None
     if user_id is not None:
-        user = await session.get(User, user_id)
+        user = await session.get(User, user_id) if 0 < user_id < 2**31 else None
         field, label = "user_id", f"用户 {user_id} 不存在"
     else:
         from booking.accounts.repository import user_by_email
@@ -488,22 +488,23 @@ async def grant_access(session: AsyncSession, actor: Principal, instrument_id: i
         field, label = "email", f"没有邮箱为 {email} 的用户"
     if user is None or not user.is_active:
         raise RuleViolation("用户不存在", problems=[Problem(field, "unknown_user", label)])
-    existing = await session.get(InstrumentAccess, (instrument_id, user.id))
-    if existing is not None:
+    # Two managers granting at once: the second finds the row and changes nothing.
+    grant = await repo.add_access(session, instrument_id, user.id, actor.id)  # type: ignore[arg-type]
+    if grant is None:
+        existing = await session.get(InstrumentAccess, (instrument_id, user.id))
+        assert existing is not None
         return existing, user
-    grant = InstrumentAccess(instrument_id=instrument_id, user_id=user.id, granted_by=actor.id)  # type: ignore[arg-type]
-    session.add(grant)
-    await session.flush()
     record(session, actor_id=actor.id, action="instrument.access_granted", target_type="instrument",
            target_id=instrument_id, after={"user_id": user.id})
     await notify(session, user.id, kind="instrument.access_granted", title=f"已获授权查看仪器：{inst.name}",  # type: ignore[arg-type]
-                 body=f"{inst.name} 是受限仪器，您现在可以在目录中查看并预约它。", link=f"/instruments/{instrument_id}")
+                 body=f"您现在可以在目录中查看并预约受限仪器 {inst.name}。" if inst.restricted
+                 else f"{inst.name} 改为受限仪器后，您仍可以查看并预约它。", link=f"/instruments/{instrument_id}")
     return grant, user
 
 
 async def revoke_access(session: AsyncSession, actor: Principal, instrument_id: int, user_id: int) -> None:
     await _managed_for_access(session, actor, instrument_id)
-    existing = await session.get(InstrumentAccess, (instrument_id, user_id))
+    existing = await session.get(InstrumentAccess, (instrument_id, user_id)) if 0 < user_id < 2**31 else None
     if existing is None:
         raise NotFound(f"用户 {user_id} 没有该仪器的授权")
     await session.delete(existing)

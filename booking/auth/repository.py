@@ -18,6 +18,8 @@ async def grants_for(session: AsyncSession, user_id: int) -> list[RoleGrant]:
     return list(rows)
 
 
+# The user's grants as JSON, rebuilt into detached RoleGrant objects carrying what authorisation reads (id, user,
+# role and scope); their other columns (granted_by, created_at) are not loaded. Pages that show those load rows.
 _GRANTS_JSON = (
     select(func.coalesce(func.json_agg(aggregate_order_by(func.json_build_object(
         "id", col(RoleGrant.id), "user_id", col(RoleGrant.user_id), "role", col(RoleGrant.role),

@@ -6,11 +6,14 @@ The boundary (request dependency, job, CLI command) owns the transaction: servic
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from booking.core.errors import DomainError
@@ -58,10 +61,8 @@ def make_engine(url: str, settings: Settings | None = None, **overrides: Any) ->
     options: dict[str, Any] = {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
-        # No pre-ping: it costs a round trip (~0.25 ms of CPU) on every checkout, a third of a simple request.
-        # A connection that died anyway fails its first statement with a disconnect error; SQLAlchemy then
-        # invalidates the whole pool, so one request answers 503 and the next ones reconnect (see
-        # tests/core/test_database_outage.py). Recycling bounds how stale an idle connection can get.
+        # Not SQLAlchemy's pre-ping, which costs round trips on every checkout: _ping_idle_connections pings only
+        # connections that sat idle (after a database restart those are the dead ones).
         "pool_pre_ping": False,
         "pool_recycle": 1800,
         "pool_timeout": settings.db_pool_timeout_s,
@@ -72,8 +73,31 @@ def make_engine(url: str, settings: Settings | None = None, **overrides: Any) ->
             "server_settings": {"application_name": "booking", "timezone": "UTC", "jit": "off"},
         },
     }
+    ping_after_idle_s = overrides.pop("ping_after_idle_s", settings.db_ping_after_idle_s)
     options.update(overrides)
-    return create_async_engine(url, **options)
+    engine = create_async_engine(url, **options)
+    _ping_idle_connections(engine, ping_after_idle_s)
+    return engine
+
+
+def _ping_idle_connections(engine: AsyncEngine, after_s: float) -> None:
+    """Check a connection that sat idle in the pool before handing it out; a dead one is replaced (the pool
+    retries the checkout on DisconnectionError), so a restarted database costs no failed request."""
+
+    def checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < after_s:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            raise DisconnectionError("idle connection is gone") from exc
+
+    event.listen(engine.sync_engine, "checkin", checkin)
+    event.listen(engine.sync_engine, "checkout", checkout)
 
 
 def init_engine(url: str | None = None, **overrides: Any) -> AsyncEngine:

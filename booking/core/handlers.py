@@ -75,6 +75,8 @@ def _page(request: Request, status: int, title: str, detail: str, problems: list
         response = render(request, "errors/_fragment.html", ctx, status_code=status, headers=headers)
         response.headers["HX-Reswap"] = "innerHTML"
         response.headers["HX-Retarget"] = "#flash"
+        # A boosted link or form that failed stays where it was: the address bar keeps the page it shows.
+        response.headers["HX-Push-Url"] = "false"
         return response
     try:
         return render(request, template, ctx, status_code=status, headers=headers)

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     # Waiting for a free pooled connection is load, not an outage (an unreachable database fails at connect, within
     # db_connect_timeout_s), so a burst may queue longer before it is answered 503.
     db_pool_timeout_s: float = 30.0
+    # A pooled connection idle longer than this is pinged before use (busy connections are not: a ping is a round
+    # trip, a third of a simple request's cost). Keep it below any firewall's or NAT's idle timeout.
+    db_ping_after_idle_s: float = 30.0
     db_command_timeout_s: float = 30.0
 
     secret_key: str = ""

@@ -81,3 +81,7 @@ def test_restricted_instrument_access_granted_by_manager(page, live: tuple[str, 
     login(page, "researcher@demo.local")
     page.goto(path)
     expect(page.locator("#instrument-name")).to_contain_text(str(inst["name"]))
+    page.goto("/notifications")
+    expect(page.get_by_text(f"已获授权查看仪器：{inst['name']}").first).to_be_visible()
+    # The demo database is shared by the session's browser tests: put the instrument back as it was.
+    query(url, "UPDATE instruments SET restricted = false WHERE id = $1", inst["id"])

@@ -81,7 +81,7 @@ async def proxied_client(app, test_database: TestDatabase) -> AsyncIterator[tupl
     password = urlsplit(test_database.dsn).password
     auth = f"{user}:{password}" if password else user
     url = f"postgresql+asyncpg://{auth}@127.0.0.1:{proxy.port}/{test_database.name}"
-    engine = core_db.make_engine(url, pool_size=2, max_overflow=0)
+    engine = core_db.make_engine(url, pool_size=2, max_overflow=0, ping_after_idle_s=0.2)
     previous = core_db._sessionmaker
     core_db.set_sessionmaker(async_sessionmaker(engine, expire_on_commit=False))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -118,6 +118,19 @@ async def test_outage_is_quick_503_and_recovers(proxied_client: tuple[httpx.Asyn
             break
         await asyncio.sleep(0.2)
     assert r.status_code == 200
+    assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_database_restart_while_idle_fails_no_request(
+    proxied_client: tuple[httpx.AsyncClient, Proxy],
+) -> None:
+    # Every pooled connection dies with the restart; one that sat idle is pinged and replaced before use.
+    client, proxy = proxied_client
+    assert (await client.get("/api/v1/institutions")).status_code == 200
+    await proxy.stop()
+    await _restart(proxy)
+    await asyncio.sleep(0.3)
+    assert (await client.get("/api/v1/institutions")).status_code == 200
     assert (await client.get("/healthz")).status_code == 200
 
 

@@ -201,6 +201,9 @@ class TestAccessPage:
         empty = await manager_client.get(f"/instruments/{inst.id}/access")
         assert empty.status_code == 200 and "尚未授权任何用户" in empty.text
 
+        for who in ("13800138000", "²", "0"):
+            odd = await manager_client.post(f"/instruments/{inst.id}/access", data={"user": who})
+            assert odd.status_code == 422 and 'id="e-user"' in odd.text, who
         unknown = await manager_client.post(f"/instruments/{inst.id}/access", data={"user": "nobody@example.cn"})
         assert unknown.status_code == 422 and 'id="e-user"' in unknown.text and "nobody@example.cn" in unknown.text
         blank = await manager_client.post(f"/instruments/{inst.id}/access", data={"user": " "})
@@ -216,7 +219,7 @@ class TestAccessPage:
         assert "军民融合测试仪" in note.title
 
         revoked = await manager_client.post(f"/instruments/{inst.id}/access/{user.id}/revoke")
-        assert revoked.status_code == 200 and "已撤销授权" in revoked.text
+        assert revoked.status_code == 303 and revoked.headers["location"].endswith(f"/instruments/{inst.id}/access")
         assert await session.scalar(select(func.count()).select_from(InstrumentAccess)
                                     .where(InstrumentAccess.instrument_id == inst.id)) == 0
 
@@ -224,11 +227,15 @@ class TestAccessPage:
         self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
     ) -> None:
         inst = await make_instrument(session, scu, restricted=False)
+        hidden = await make_instrument(session, scu, restricted=True)
         other = await make_institution(session, name="别的大学")
         await login_web(session, client, await make_user(session, role="facility_manager", grant_institution=other))
         assert (await client.get(f"/instruments/{inst.id}/access")).status_code == 403
         r = await client.post(f"/instruments/{inst.id}/access", data={"user": "1"})
         assert r.status_code == 403
+        # A restricted instrument of another institution does not exist for them.
+        assert (await client.get(f"/instruments/{hidden.id}/access")).status_code == 404
+        assert (await client.post(f"/instruments/{hidden.id}/access", data={"user": "1"})).status_code == 404
 
 
 class TestImportPage:

@@ -263,6 +263,13 @@ class TestInSync:
             text("UPDATE instruments SET status = 'standby' WHERE institution_id = :i AND city_code = '510700'"),
             {"i": uni.id})
         await assert_in_sync(session)
+        # Old {A, B}, new {B, B}: the same set of tuples, a different multiset (EXCEPT without ALL would miss it).
+        pair = list(await session.scalars(text(
+            "SELECT min(id) FROM instruments WHERE institution_id = :i GROUP BY city_code ORDER BY city_code"),
+            {"i": uni.id}))
+        await session.execute(text("UPDATE instruments SET city_code = '510700', status = 'standby'"
+                                   " WHERE id = ANY(:ids)"), {"ids": pair})
+        await assert_in_sync(session)
 
     async def test_api_writes_stay_in_sync(self, session: AsyncSession, client: Any) -> None:
         from tests.factories import bearer_headers, make_user

@@ -437,7 +437,8 @@ class TestAccessGrants:
 
     @pytest.mark.parametrize("body,field", [({}, None), ({"user_id": 1, "email": "a@b.cn"}, None),
                                             ({"email": "missing@example.cn"}, "email"),
-                                            ({"user_id": 987654}, "user_id")])
+                                            ({"user_id": 987654}, "user_id"),
+                                            ({"user_id": 13800138000}, "user_id")])
     async def test_bad_grant_names_the_field(
         self, client: httpx.AsyncClient, session: AsyncSession, scu: Any, manager_headers: dict[str, str],
         body: dict[str, Any], field: str | None,

@@ -170,6 +170,24 @@ class TestCreate:
         assert r.status_code == 422, r.text
         assert {"user_blocked", "not_qualified"} <= {e["code"] for e in r.json()["errors"]}
 
+    async def test_qualification_valid_through_its_last_day(self, client: httpx.AsyncClient,
+                                                            session: AsyncSession) -> None:
+        from datetime import date
+
+        from scheduling.models import Qualification
+
+        w = await _world(session)
+        w["inst"].qualification_required = True
+        session.add(Qualification(instrument_id=w["inst"].id, user_id=w["researcher"].id, valid_until=date(2026, 12, 2)))
+        await session.flush()
+        headers = await bearer_headers(session, w["researcher"])
+        last_day = await client.post("/api/v1/bookings", headers=headers,
+                                     json=_body(w["inst"].id, "2026-12-02T19:00:00+08:00", "2026-12-02T19:30:00+08:00"))
+        assert last_day.status_code == 201, last_day.text
+        after = await client.post("/api/v1/bookings", headers=headers,
+                                  json=_body(w["inst"].id, "2026-12-03T09:00:00+08:00", "2026-12-03T10:00:00+08:00"))
+        assert after.status_code == 422 and "not_qualified" in {e["code"] for e in after.json()["errors"]}
+
     async def test_manager_override_with_reason(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
         w = await _world(session)
         body = _body(w["inst"].id, "2026-12-02T20:00:00+08:00", "2026-12-02T21:00:00+08:00",
