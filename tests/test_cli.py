@@ -93,3 +93,23 @@ class TestActivityVerify:
         bad = _run(url, "activity", "verify")
         assert bad.returncode == 1
         assert "TAMPERED" in bad.stderr
+
+
+def test_serve_points_links_at_its_own_address_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from booking import cli
+    from booking.core.settings import get_settings
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: None)
+    monkeypatch.delenv("BOOKING_BASE_URL", raising=False)
+    try:
+        cli._serve("0.0.0.0", 8765, 1)  # noqa: S104
+        assert get_settings().base_url == "http://127.0.0.1:8765"
+        monkeypatch.setenv("BOOKING_BASE_URL", "https://yiqi.example.cn")
+        get_settings.cache_clear()
+        cli._serve("127.0.0.1", 9000, 1)
+        assert get_settings().base_url == "https://yiqi.example.cn"
+    finally:
+        monkeypatch.delenv("BOOKING_BASE_URL", raising=False)
+        get_settings.cache_clear()

@@ -471,6 +471,15 @@ async def transition(session: AsyncSession, principal: Principal | None, booking
         problems = check_cancellation(booking.start_at, now, rules)
         if problems:
             raise RuleViolation("已过取消期限", problems=problems)
+    if action == "record_service" and now < booking.start_at:
+        # A service that has not begun cannot be recorded (nor charged, nor counted in the statistics).
+        raise RuleViolation("服务尚未开始", problems=[Problem(
+            "status", "not_started", "预约开始后才能登记服务")])
+    if action == "no_show":
+        grace = (await instrument_context(session, inst, booking.start_at, booking.end_at)).grace_min
+        if now < booking.start_at + timedelta(minutes=grace):
+            raise RuleViolation("还不能记为爽约", problems=[Problem(
+                "status", "too_early", f"预约开始 {grace} 分钟后仍未签到，才能记为爽约")])
     if action == "check_in":
         early = timedelta(minutes=get_settings().check_in_early_min)
         if now < booking.start_at - early or now >= booking.end_at:

@@ -156,6 +156,7 @@ def test_alternatives_waitlist_and_round(live_server: str, browser, page) -> Non
 
         # The first researcher cancels; the slot is held for the second at once.
         page.goto(first_booking_url)
+        page.once("dialog", lambda dialog: dialog.accept())  # 确定取消该预约？
         page.get_by_role("button", name="取消预约").click()
         expect(page.get_by_test_id("booking-status")).to_have_text("已取消")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.accounts.models import Role
 from booking.activity.models import ActivityEntry
+from booking.core.clock import set_clock
 from booking.reservations.models import Booking
 from booking.usage.models import ServiceRecord
 from tests.factories import bearer_headers, make_institution, make_instrument, make_schedule, make_user
@@ -311,11 +313,28 @@ class TestLifecycle:
         created = await client.post("/api/v1/bookings", headers=await bearer_headers(session, w["insider"]),
                                     json=_body(w["inst"].id, "2026-12-02T09:00:00+08:00", "2026-12-02T10:00:00+08:00",
                                                service_mode="entrusted"))
-        rec = await client.post(f"/api/v1/bookings/{created.json()['id']}/record-service", headers=mgr_h)
+        url = f"/api/v1/bookings/{created.json()['id']}/record-service"
+        early = await client.post(url, headers=mgr_h)
+        assert early.status_code == 422 and early.json()["errors"][0]["code"] == "not_started"
+        set_clock(lambda: datetime(2026, 12, 2, 1, 30, tzinfo=UTC))  # 09:30 in Beijing: the service has begun
+        rec = await client.post(url, headers=await bearer_headers(session, w["manager"]))
         assert rec.status_code == 200, rec.text
         assert rec.json()["amount"] == "300.00" and rec.json()["is_external"] is False
         assert rec.json()["service_mode"] == "entrusted"
         assert await session.scalar(select(func.count()).select_from(ServiceRecord)) >= 1
+
+    async def test_no_show_only_after_the_grace_period(self, client: httpx.AsyncClient,
+                                                       session: AsyncSession) -> None:
+        w = await _world(session, no_show_grace_min=15)
+        created = await client.post("/api/v1/bookings", headers=await bearer_headers(session, w["researcher"]),
+                                    json=_body(w["inst"].id, "2026-12-02T09:00:00+08:00", "2026-12-02T10:00:00+08:00"))
+        url = f"/api/v1/bookings/{created.json()['id']}/no-show"
+        set_clock(lambda: datetime(2026, 12, 2, 1, 14, tzinfo=UTC))  # 09:14: still within the grace period
+        mgr_h = await bearer_headers(session, w["manager"])
+        early = await client.post(url, headers=mgr_h)
+        assert early.status_code == 422 and early.json()["errors"][0]["code"] == "too_early"
+        set_clock(lambda: datetime(2026, 12, 2, 1, 15, tzinfo=UTC))
+        assert (await client.post(url, headers=mgr_h)).status_code == 200
 
     async def test_cancel_after_deadline_refused_for_owner(self, client: httpx.AsyncClient,
                                                            session: AsyncSession) -> None:
