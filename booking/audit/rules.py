@@ -223,9 +223,10 @@ def mean_rating(rating_sum: int | None, rating_count: int | None) -> Decimal | N
 
 # ---- projection --------------------------------------------------------------------------------------------------
 
+# Shown to auditors as is (the UI is Chinese): an ordinary least-squares line through the monthly trend points
+# (x = days since the first point, y = shared units), evaluated at the target date.
 PROJECTION_METHOD = ("按月趋势做最小二乘线性拟合（自变量为距首个趋势点的天数，因变量为实际共享台套数），"
-                     "外推到目标日 / ordinary least squares line through the monthly trend points "
-                     "(x = days since the first point, y = shared units), evaluated at the target date")
+                     "外推到目标日")
 
 
 def project(points: list[tuple[date, int]], target: date) -> int | None:

@@ -86,6 +86,11 @@ def render(
         kwargs["block_name"] = block
     response = templates.TemplateResponse(request, template, ctx, status_code=status_code, **kwargs)
     response.headers["Vary"] = "HX-Request"
+    current = request.headers.get("HX-Current-URL")
+    if request.method == "POST" and request.headers.get("HX-Boosted") and current and "block_name" not in kwargs:
+        # A boosted form that answers with a page (its errors, or the page again with a flash) would leave the
+        # address bar on the POST-only URL, and reloading would then fail: keep the page the form was on.
+        response.headers["HX-Replace-Url"] = current
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response  # type: ignore[return-value]

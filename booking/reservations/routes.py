@@ -134,6 +134,10 @@ async def book_check(request: Request, session: SessionDep, principal: WebUser, 
     """Live feedback while the user picks times: every rule problem, and whether the slot is free."""
     inst = await get_visible(session, principal, instrument_id)
     form = {k: str(v) for k, v in (await request.form()).items()}
+    if not (form.get("start_time") or form.get("end_time")):
+        # Nothing picked yet: nothing to check, and no error to show before the user has typed anything.
+        return render(request, "reservations/_check.html",
+                      _ctx(inst=inst, problems=[], free=None, alternatives=[], checked=False, slot={}))
     times, problems = _form_times(form)
     alternatives: list[dict[str, Any]] = []
     free: bool | None = None
@@ -259,7 +263,9 @@ async def rate(request: Request, session: SessionDep, principal: WebUser, record
 
 @router.get("/manage/bookings")
 async def queue(request: Request, session: SessionDep, principal: WebUser,
-                view: Annotated[str, Query(pattern="^(pending|today|upcoming)$")] = "pending") -> Response:
+                view: Annotated[str, Query(pattern="^(pending|today|upcoming)$")] = "pending",
+                done: Annotated[int, Query(ge=0, le=10_000)] = 0,
+                did: Annotated[str, Query(pattern="^(approve|reject)?$")] = "") -> Response:
     ids = await managed_instrument_ids(session, principal)
     if ids == []:
         raise Forbidden("只有仪器管理员可以查看审批队列")
@@ -272,8 +278,10 @@ async def queue(request: Request, session: SessionDep, principal: WebUser,
         end = day_start + timedelta(days=1 if view == "today" else 14)
         rows, total = await repo.list_for_instruments(session, ids, status=None, start=day_start, end=end,
                                                       limit=300, offset=0)
+    flash = f"已{'批准' if did == 'approve' else '拒绝'} {done} 个预约" if done and did else None
     return render(request, "reservations/queue.html",
-                  _ctx(rows=await _rows(session, list(rows)), total=total, view=view, now=now), block="queue")
+                  _ctx(rows=await _rows(session, list(rows)), total=total, view=view, now=now, flash=flash),
+                  block="queue")
 
 
 @router.post("/manage/bookings/bulk")
@@ -288,6 +296,6 @@ async def bulk(request: Request, session: SessionDep, principal: WebUser) -> Res
     note = str(form.get("note") or "").strip()[:500] or None
     for booking_id in ids:
         await service.transition(session, principal, booking_id, action, note=note)
-    return redirect(request, "/manage/bookings?view=pending")
+    return redirect(request, f"/manage/bookings?view=pending&done={len(ids)}&did={action}")
 
 

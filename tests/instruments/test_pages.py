@@ -208,6 +208,11 @@ class TestAccessPage:
         assert unknown.status_code == 422 and 'id="e-user"' in unknown.text and "nobody@example.cn" in unknown.text
         blank = await manager_client.post(f"/instruments/{inst.id}/access", data={"user": " "})
         assert blank.status_code == 422 and "请填写用户邮箱或编号" in blank.text
+        # Through a boosted form the address bar stays on the page (reloading the POST URL would fail).
+        page_url = f"http://testserver/instruments/{inst.id}/access"
+        boosted = await manager_client.post(f"/instruments/{inst.id}/access", data={"user": " "}, headers={
+            "HX-Request": "true", "HX-Boosted": "true", "HX-Current-URL": page_url})
+        assert boosted.headers.get("HX-Replace-Url") == page_url
 
         ok = await manager_client.post(f"/instruments/{inst.id}/access", data={"user": "ShouQuan@example.cn"})
         assert ok.status_code == 200 and "已授权 被授权人" in ok.text and "shouquan@example.cn" in ok.text

@@ -69,6 +69,10 @@ class TestForm:
         assert "check-problems" in r.text and "刻度" in r.text and "开放时间" in r.text
         ok = await client.post(f"/instruments/{w['inst'].id}/book/check", data=FORM, headers={"HX-Request": "true"})
         assert "check-ok" in ok.text
+        # Nothing picked yet: no error before the user has typed anything.
+        blank = await client.post(f"/instruments/{w['inst'].id}/book/check",
+                                  data={**FORM, "start_time": "", "end_time": ""}, headers={"HX-Request": "true"})
+        assert blank.status_code == 200 and "check-problems" not in blank.text and "check-ok" not in blank.text
 
     async def test_conflict_shows_alternatives(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
         w = await _world(session)
@@ -125,6 +129,10 @@ class TestMineAndQueue:
         assert r.status_code == 303
         statuses = set(await session.scalars(select(Booking.status).where(Booking.id.in_(ids))))  # type: ignore[attr-defined]
         assert statuses == {"confirmed"}
+        after = await client.get(r.headers["location"])
+        assert "已批准 2 个预约" in after.text
+        none = await client.post("/manage/bookings/bulk", data={"action": "approve"}, headers={"HX-Request": "true"})
+        assert none.status_code == 422 and "请至少选择一个预约" in none.text and "booking_id" not in none.text
 
     async def test_queue_forbidden_for_researchers(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
         user = await make_user(session)
