@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -14,6 +15,7 @@ from booking.accounts import repository as accounts_repo
 from booking.accounts.models import Facility, Institution, InstitutionKind
 from booking.auth.deps import CsrfDep, WebAdmin, WebManager, WebPrincipal, load_web_principal
 from booking.auth.principal import Principal
+from booking.core.clock import to_local, utcnow
 from booking.core.db import SessionDep
 from booking.core.errors import DomainError, Problem, RuleViolation
 from booking.core.forms import errors_by_field, parse_form
@@ -308,13 +310,18 @@ def _validate(model: type[InstrumentCreate] | type[InstrumentUpdate], data: dict
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = problems_from_errors(exc.errors())
-        raise RuleViolation(
-            "输入有误",
-            problems=[
-                Problem(p.field.split(".")[0] if p.field else None, p.code, p.message) for p in problems
-            ],
-        ) from None
+        problems = [Problem(p.field.split(".")[0] if p.field else None, p.code, p.message)
+                    for p in problems_from_errors(exc.errors())]
+        # The record's own checks run only on a valid form; the one a user is likely to hit alongside a typo is
+        # checked here too, so the page lists every problem at once.
+        flagged = {p.field for p in problems}
+        try:
+            start = date.fromisoformat(str(data.get("start_date") or ""))
+        except ValueError:
+            start = None
+        if "start_date" not in flagged and start is not None and start > to_local(utcnow()).date():
+            problems.append(Problem("start_date", "future_date", "启用日期不能晚于今天"))
+        raise RuleViolation("输入有误", problems=problems) from None
 
 
 def _values_of(inst: Instrument) -> dict[str, Any]:

@@ -51,6 +51,14 @@ async def list_users(session: AsyncSession, *, q: str | None, institution_id: in
     return list(rows), int(total or 0)
 
 
+async def names_of(session: AsyncSession, user_ids: Sequence[int]) -> dict[int, str]:
+    """Display names by user id (for lists that store only ids, like the activity log)."""
+    if not user_ids:
+        return {}
+    rows = await session.execute(select(col(User.id), col(User.name)).where(col(User.id).in_(set(user_ids))))
+    return {int(i): str(n) for i, n in rows.all()}
+
+
 async def grants_of(session: AsyncSession, user_ids: Sequence[int]) -> dict[int, list[RoleGrant]]:
     out: dict[int, list[RoleGrant]] = {uid: [] for uid in user_ids}
     if not user_ids:

@@ -61,6 +61,8 @@ async def activity(request: Request, session: SessionDep, principal: WebAuditor,
         raise Forbidden("只有平台管理员和省级审计人员可以查看全部操作日志")
     rows, total = await activity_repo.list_entries(session, action=action, target_type=None, target_id=None,
                                                    actor_id=None, limit=50, offset=offset)
+    names = await accounts_repo.names_of(session, [e.actor_id for e in rows if e.actor_id is not None])
     return render(request, "admin/activity.html", {"rows": rows, "total": total, "action": action or "",
-                                                   "offset": offset, "params": {"action": action}},
+                                                   "offset": offset, "params": {"action": action},
+                                                   "names": names},
                   block="results")

@@ -1,0 +1,22 @@
+"""The activity log page names who acted and marks entries not yet sealed."""
+
+from __future__ import annotations
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.activity.service import record
+from tests.factories import login_web, make_user
+
+
+async def test_actor_names_and_unsealed_entries(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    admin = await make_user(session, role="platform_admin", name="日志管理员")
+    actor = await make_user(session, name="张三丰")
+    record(session, actor_id=actor.id, action="test.page_entry", target_type="thing", target_id=1)
+    record(session, actor_id=None, action="test.page_entry", target_type="thing", target_id=2)
+    await session.flush()
+    await login_web(session, client, admin)
+    page = await client.get("/admin/activity", params={"action": "test.page_entry"})
+    assert page.status_code == 200
+    assert "张三丰" in page.text and f"#{actor.id}" in page.text and "系统" in page.text
+    assert "待封存" in page.text and "None" not in page.text
