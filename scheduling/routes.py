@@ -50,10 +50,15 @@ FIELD_LABELS = {
 
 
 @router.get("/schedule")
-async def index(request: Request, session: SessionDep, principal: WebManager) -> Response:
+async def index(request: Request, session: SessionDep, principal: WebManager,
+                q: Annotated[str | None, Query(max_length=50)] = None,
+                offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
     ids = await managed_instrument_ids(session, principal)
-    rows = await queries.instruments_for_schedule(session, ids)
-    return render(request, "scheduling/index.html", {"rows": rows, "all": ids is None})
+    q = (q or "").strip() or None
+    rows, total = await queries.instruments_for_schedule(session, ids, q=q, limit=50, offset=offset)
+    return render(request, "scheduling/index.html",
+                  {"rows": rows, "total": total, "all": ids is None, "q": q or "", "offset": offset,
+                   "params": {"q": q}}, block="results")
 
 
 async def _context(session: SessionDep, principal: WebManager, instrument_id: int) -> dict[str, Any]:

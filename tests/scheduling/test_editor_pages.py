@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from booking.accounts.models import Role
+from booking.accounts.models import Institution, Role
 from booking.reservations.models import Booking
 from scheduling.models import Blackout, InstrumentRules
 from tests.factories import login_web, make_institution, make_instrument, make_schedule, make_user
@@ -30,6 +30,13 @@ class TestSchedulePage:
         await login_web(session, client, w["manager"])
         index = await client.get("/schedule")
         assert index.status_code == 200 and f"/instruments/{w['inst'].id}/schedule" in index.text
+        owner = await session.get(Institution, w["inst"].institution_id)
+        other = await make_instrument(session, owner, name="液相色谱仪", model="LC-2030")
+        found = await client.get("/schedule", params={"q": "LC-20"}, headers={"HX-Request": "true"})
+        assert f"/instruments/{other.id}/schedule" in found.text
+        assert f"/instruments/{w['inst'].id}/schedule" not in found.text and "共 1 台" in found.text
+        none = await client.get("/schedule", params={"q": "没有这种"})
+        assert "没有名称、型号或内部编码含" in none.text
         page = await client.get(f"/instruments/{w['inst'].id}/schedule")
         assert page.status_code == 200
         for heading in ("每周开放时间", "特殊日期", "停机维护", "预约规则", "上机资格", "因爽约暂停预约的用户"):
