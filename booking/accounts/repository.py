@@ -59,6 +59,14 @@ async def names_of(session: AsyncSession, user_ids: Sequence[int]) -> dict[int, 
     return {int(i): str(n) for i, n in rows.all()}
 
 
+async def institution_names_of(session: AsyncSession, institution_ids: Sequence[int]) -> dict[int, str]:
+    if not institution_ids:
+        return {}
+    rows = await session.execute(select(col(Institution.id), col(Institution.name))
+                                 .where(col(Institution.id).in_(set(institution_ids))))
+    return {int(i): str(n) for i, n in rows.all()}
+
+
 async def grants_of(session: AsyncSession, user_ids: Sequence[int]) -> dict[int, list[RoleGrant]]:
     out: dict[int, list[RoleGrant]] = {uid: [] for uid in user_ids}
     if not user_ids:

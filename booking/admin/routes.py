@@ -49,7 +49,10 @@ async def users(request: Request, session: SessionDep, principal: WebAdmin,
                 offset: Annotated[int, Query(ge=0)] = 0) -> Response:
     rows, total = await accounts_repo.list_users(session, q=q, institution_id=None, limit=50, offset=offset)
     grants = await accounts_repo.grants_of(session, [u.id for u in rows])  # type: ignore[misc]
+    institutions = await accounts_repo.institution_names_of(
+        session, [u.institution_id for u in rows if u.institution_id is not None])
     return render(request, "admin/users.html", {"rows": rows, "total": total, "grants": grants, "q": q or "",
+                                                "institutions": institutions,
                                                 "offset": offset, "params": {"q": q}}, block="results")
 
 

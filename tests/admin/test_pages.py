@@ -1,4 +1,4 @@
-"""The activity log page names who acted and marks entries not yet sealed."""
+"""Administration pages: the activity log names who acted and marks unsealed entries; the user list."""
 
 from __future__ import annotations
 
@@ -20,3 +20,17 @@ async def test_actor_names_and_unsealed_entries(client: httpx.AsyncClient, sessi
     assert page.status_code == 200
     assert "张三丰" in page.text and f"#{actor.id}" in page.text and "系统" in page.text
     assert "待封存" in page.text and "None" not in page.text
+
+
+async def test_user_list_shows_institution_and_status(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    from tests.factories import make_institution
+
+    admin = await make_user(session, role="platform_admin")
+    uni = await make_institution(session, name="列表测试大学")
+    await make_user(session, institution=uni, name="在职用户甲", email="jia@example.cn")
+    await make_user(session, institution=uni, name="停用用户乙", email="yi@example.cn", is_active=False)
+    await login_web(session, client, admin)
+    page = await client.get("/admin/users", params={"q": "用户"})
+    assert page.status_code == 200
+    assert page.text.count("列表测试大学") == 2 and f'href="/institutions/{uni.id}"' in page.text
+    assert "已停用" in page.text and "正常" in page.text
