@@ -55,7 +55,7 @@ async def index(request: Request, session: SessionDep, principal: WebManager,
                 offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
     ids = await managed_instrument_ids(session, principal)
     q = (q or "").strip() or None
-    rows, total = await queries.instruments_for_schedule(session, ids, q=q, limit=50, offset=offset)
+    rows, total = await queries.schedule_index(session, ids, q=q, limit=50, offset=offset)
     return render(request, "scheduling/index.html",
                   {"rows": rows, "total": total, "all": ids is None, "q": q or "", "offset": offset,
                    "params": {"q": q}}, block="results")
