@@ -58,6 +58,8 @@ def test_blackout_lists_colliding_bookings(page, live_server: str) -> None:  # t
     # Links are hx-boosted: wait for the URL, not for a page load.
     page.locator("nav[aria-label='主导航'] a[data-nav='schedule']").click()
     page.wait_for_url("**/schedule")
+    # 四川大学 has hundreds of instruments: find this one (the list narrows as you type).
+    page.get_by_label("仪器名称、型号或内部编码").fill(str(world["name"]))
     page.get_by_role("row", name=world["name"]).get_by_role("link", name="编辑排期").click()
     page.wait_for_url(f"**/instruments/{world['inst_id']}/schedule")
     assert page.get_by_role("heading", level=1).inner_text().startswith(world["name"])
