@@ -7,6 +7,7 @@ import re
 
 import pytest
 from openpyxl import load_workbook
+from playwright.sync_api import expect
 
 from tests.browser.conftest import ARTIFACTS, login, screenshot
 
@@ -22,7 +23,8 @@ def test_auditor_dashboard_drill_down_and_export(page) -> None:  # type: ignore[
     page.locator("nav[aria-label='主导航'] a[data-nav='stats']").click()
     page.wait_for_url(re.compile(r".*/audit$"))
     page.wait_for_load_state("networkidle")
-    assert page.get_by_role("heading", level=1).inner_text().startswith("大型科研仪器开放共享统计")
+    # Boosted navigation may change the URL before the new page is in: wait for its heading, not just the URL.
+    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^大型科研仪器开放共享统计"))
     registered = _int(page.get_by_test_id("registered").inner_text())
     open_ = _int(page.get_by_test_id("open").inner_text())
     shared = _int(page.get_by_test_id("shared").inner_text())
@@ -43,20 +45,20 @@ def test_auditor_dashboard_drill_down_and_export(page) -> None:  # type: ignore[
     mianyang_row.get_by_role("link", name="绵阳市").click()
     page.wait_for_url(re.compile(r".*/audit/cities/510700.*"))
     assert "/audit/cities/510700" in page.url
-    assert page.get_by_role("heading", level=1).inner_text().startswith("绵阳市")
+    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^绵阳市"))
     assert _int(page.get_by_test_id("registered").inner_text()) == mianyang["registered"]
     screenshot(page, "audit-city-mianyang")
 
     page.locator("table[data-testid='city-institutions'] tbody tr").first.locator("td").first.get_by_role(
         "link").click()
     page.wait_for_url(re.compile(r".*/audit/institutions/\d+.*"))
-    assert "开放共享自评" in page.get_by_role("heading", level=1).inner_text()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("开放共享自评")
     screenshot(page, "audit-institution")
 
     page.locator("table[data-testid='institution-instruments'] tbody tr").first.locator("td").first.get_by_role(
         "link").click()
     page.wait_for_url(re.compile(r".*/audit/instruments/\d+\?.*"))
-    assert "已登记大型仪器" in page.get_by_test_id("flags").inner_text()
+    expect(page.get_by_test_id("flags")).to_contain_text("已登记大型仪器")
     screenshot(page, "audit-instrument")
 
     page.get_by_test_id("records-link").click()
