@@ -43,7 +43,7 @@ def _serve(host: str, port: int, workers: int) -> None:
     if not os.environ.get("BOOKING_BASE_URL"):
         # Without a configured public address, links and calendar files point at where this server listens
         # (the workers read the environment when they start).
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host  # noqa: S104
         os.environ["BOOKING_BASE_URL"] = f"http://{shown}:{port}"
         get_settings.cache_clear()
     settings = get_settings()

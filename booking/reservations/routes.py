@@ -134,8 +134,8 @@ async def book_check(request: Request, session: SessionDep, principal: WebUser, 
     """Live feedback while the user picks times: every rule problem, and whether the slot is free."""
     inst = await get_visible(session, principal, instrument_id)
     form = {k: str(v) for k, v in (await request.form()).items()}
-    if not (form.get("start_time") or form.get("end_time")):
-        # Nothing picked yet: nothing to check, and no error to show before the user has typed anything.
+    if not (form.get("start_time") and form.get("end_time")):
+        # Not both times picked yet: nothing to check, and no error to show while the user is still typing.
         return render(request, "reservations/_check.html",
                       _ctx(inst=inst, problems=[], free=None, alternatives=[], checked=False, slot={}))
     times, problems = _form_times(form)

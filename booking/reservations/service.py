@@ -475,7 +475,8 @@ async def transition(session: AsyncSession, principal: Principal | None, booking
         # A service that has not begun cannot be recorded (nor charged, nor counted in the statistics).
         raise RuleViolation("服务尚未开始", problems=[Problem(
             "status", "not_started", "预约开始后才能登记服务")])
-    if action == "no_show":
+    if action == "no_show" and principal is not None:
+        # (The job picks only bookings past their grace period: repository.due_no_shows.)
         grace = (await instrument_context(session, inst, booking.start_at, booking.end_at)).grace_min
         if now < booking.start_at + timedelta(minutes=grace):
             raise RuleViolation("还不能记为爽约", problems=[Problem(

@@ -73,6 +73,9 @@ class TestForm:
         blank = await client.post(f"/instruments/{w['inst'].id}/book/check",
                                   data={**FORM, "start_time": "", "end_time": ""}, headers={"HX-Request": "true"})
         assert blank.status_code == 200 and "check-problems" not in blank.text and "check-ok" not in blank.text
+        half = await client.post(f"/instruments/{w['inst'].id}/book/check",
+                                 data={**FORM, "end_time": ""}, headers={"HX-Request": "true"})
+        assert "check-problems" not in half.text
 
     async def test_conflict_shows_alternatives(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
         w = await _world(session)
