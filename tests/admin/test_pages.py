@@ -34,3 +34,15 @@ async def test_user_list_shows_institution_and_status(client: httpx.AsyncClient,
     assert page.status_code == 200
     assert page.text.count("列表测试大学") == 2 and f'href="/institutions/{uni.id}"' in page.text
     assert "已停用" in page.text and "正常" in page.text
+
+
+async def test_user_list_pages_keep_the_search(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    admin = await make_user(session, role="platform_admin")
+    for i in range(51):
+        await make_user(session, name=f"翻页用户{i:02d}", email=f"fanye{i:02d}@example.cn")
+    await login_web(session, client, admin)
+    first = await client.get("/admin/users", params={"q": "翻页用户"})
+    assert "共 51 位用户" in first.text and "上一页" not in first.text
+    assert 'href="/admin/users?q=%E7%BF%BB%E9%A1%B5%E7%94%A8%E6%88%B7&amp;offset=50"' in first.text
+    second = await client.get("/admin/users", params={"q": "翻页用户", "offset": 50})
+    assert "上一页" in second.text and "下一页" not in second.text
