@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Query, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from booking.auth.deps import ApiAdmin, ApiPrincipal, ApiUser
 from booking.auth.principal import Principal
@@ -53,19 +54,18 @@ class SearchQuery:
     facets: bool
 
 
-async def search_query(
-    session: SessionDep,
-    q: Annotated[
-        str | None, Query(max_length=100, description="关键词：名称、型号、厂商、功能、单位（子串匹配）")
-    ] = None,
-    city: Annotated[str | None, Query(pattern=r"^\d{6}$", description="市州代码")] = None,
-    institution_kind: Annotated[str | None, Query(max_length=10, description="单位类型，如 高校")] = None,
-    institution: Annotated[int | None, Query(ge=1, description="单位 id")] = None,
-    category: Annotated[
-        str | None, Query(pattern=r"^\d{2}(\d{2}){0,2}$", description="分类编码（任一级）")
-    ] = None,
-    sharing_mode: Annotated[Literal["internal", "external", "none"] | None, Query()] = None,
-    status_: Annotated[
+class SearchParams(BaseModel):
+    """The search's query parameters, validated as one model: one pass of pydantic instead of one per parameter."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    q: Annotated[str | None, Field(max_length=100, description="关键词：名称、型号、厂商、功能、单位（子串匹配）")] = None
+    city: Annotated[str | None, Field(pattern=r"^\d{6}$", description="市州代码")] = None
+    institution_kind: Annotated[str | None, Field(max_length=10, description="单位类型，如 高校")] = None
+    institution: Annotated[int | None, Field(ge=1, description="单位 id")] = None
+    category: Annotated[str | None, Field(pattern=r"^\d{2}(\d{2}){0,2}$", description="分类编码（任一级）")] = None
+    sharing_mode: Literal["internal", "external", "none"] | None = None
+    status: (
         Literal[
             "normal",
             "standby",
@@ -75,35 +75,36 @@ async def search_query(
             "awaiting_repair",
             "awaiting_scrap",
         ]
-        | None,
-        Query(alias="status"),
-    ] = None,
-    chain: Annotated[str | None, Query(max_length=50, description="产业链标签 id 或名称")] = None,
-    min_value: Annotated[Decimal | None, Query(ge=0, description="原值下限（元）")] = None,
-    max_value: Annotated[Decimal | None, Query(ge=0, description="原值上限（元）")] = None,
-    large: Annotated[bool | None, Query(description="大型仪器（原值 ≥ 阈值）")] = None,
-    vouchers: Annotated[bool | None, Query(description="接受创新券")] = None,
-    sort: Sort = "relevance",
-    limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-    facets: Annotated[bool, Query(description="同时返回分面计数")] = True,
-) -> SearchQuery:
+        | None
+    ) = None
+    chain: Annotated[str | None, Field(max_length=50, description="产业链标签 id 或名称")] = None
+    min_value: Annotated[Decimal | None, Field(ge=0, description="原值下限（元）")] = None
+    max_value: Annotated[Decimal | None, Field(ge=0, description="原值上限（元）")] = None
+    large: Annotated[bool | None, Field(description="大型仪器（原值 ≥ 阈值）")] = None
+    vouchers: Annotated[bool | None, Field(description="接受创新券")] = None
+    sort: Sort = "relevance"
+    limit: Annotated[int, Field(ge=1, le=200)] = 20
+    offset: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    facets: Annotated[bool, Field(description="同时返回分面计数")] = True
+
+
+async def search_query(session: SessionDep, params: Annotated[SearchParams, Query()]) -> SearchQuery:
     filters = await service.build_filters(
         session,
-        q=q,
-        city=city,
-        institution_kind=institution_kind,
-        institution=institution,
-        category=category,
-        sharing_mode=sharing_mode,
-        status=status_,
-        chain=chain,
-        min_value=min_value,
-        max_value=max_value,
-        large=large,
-        vouchers=vouchers,
+        q=params.q,
+        city=params.city,
+        institution_kind=params.institution_kind,
+        institution=params.institution,
+        category=params.category,
+        sharing_mode=params.sharing_mode,
+        status=params.status,
+        chain=params.chain,
+        min_value=params.min_value,
+        max_value=params.max_value,
+        large=params.large,
+        vouchers=params.vouchers,
     )
-    return SearchQuery(filters, sort, limit, offset, facets)
+    return SearchQuery(filters, params.sort, params.limit, params.offset, params.facets)
 
 
 SearchDep = Annotated[SearchQuery, Depends(search_query)]

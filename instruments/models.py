@@ -17,6 +17,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     Date,
+    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -344,3 +346,53 @@ class InstrumentHistory(SQLModel, table=True):
 
 
 HISTORY_FIELDS = ("sharing_mode", "status", "original_value", "institution_id", "city_code")
+
+
+# ---- frequent terms ------------------------------------------------------------------------------------------
+# For the terms in search_frequent_terms (those found in thousands of instruments), triggers on instrument_search keep
+# their postings and their facet counts (see the frequent-terms migration): a one-term search for such a term reads
+# its page from the postings' index and its total and facets from a few thousand counts instead of gathering and
+# grouping every match. `term` is lowercased; `bigram` is its code when it is two characters; `pattern` its LIKE
+# pattern.
+search_frequent_terms = Table(
+    "search_frequent_terms",
+    SQLModel.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("term", Text, nullable=False, unique=True),
+    Column("bigram", Integer, nullable=True, unique=True),
+    Column("bigrams", ARRAY(Integer), nullable=False),
+    Column("pattern", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+search_term_postings = Table(
+    "search_term_postings",
+    SQLModel.metadata,
+    Column("instrument_id", Integer, primary_key=True, autoincrement=False),
+    Column("term_id", Integer, primary_key=True, autoincrement=False),
+    Column("name_hit", Boolean, nullable=False),
+    Column("restricted", Boolean, nullable=False),
+    Column("city_code", String(6), nullable=False),
+    Column("institution_kind", Text, nullable=False),
+    Column("category_code", String(6), nullable=False),
+    Column("sharing_mode", Text, nullable=False),
+    Column("status", Text, nullable=False),
+)
+Index(
+    "ix_search_term_postings_page",
+    search_term_postings.c.term_id,
+    search_term_postings.c.name_hit.desc(),
+    search_term_postings.c.instrument_id.desc(),
+)
+search_term_counts = Table(
+    "search_term_counts",
+    SQLModel.metadata,
+    Column("term_id", Integer, primary_key=True, autoincrement=False),
+    Column("restricted", Boolean, primary_key=True),
+    Column("city_code", String(6), primary_key=True),
+    Column("institution_kind", Text, primary_key=True),
+    Column("category_code", String(6), primary_key=True),
+    Column("sharing_mode", Text, primary_key=True),
+    Column("status", Text, primary_key=True),
+    Column("n", Integer, nullable=False),
+    CheckConstraint("n >= 0", name="n"),
+)

@@ -4,6 +4,7 @@ SQLAlchemy Core, and single records use the ORM."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,7 +35,16 @@ from instruments.models import (
     InstrumentChain,
     InstrumentHistory,
 )
-from instruments.search_sql import FACETS, ITEM_COLUMNS, SORTS, SearchFilters, Viewer, export_sql, search_sql
+from instruments.search_sql import (
+    FACETS,
+    ITEM_COLUMNS,
+    SORTS,
+    SearchFilters,
+    Viewer,
+    export_sql,
+    frequent_term,
+    search_sql,
+)
 
 __all__ = ["FACETS", "SORTS", "SearchFilters", "SearchPage", "Viewer"]
 
@@ -60,6 +70,28 @@ async def driver_connection(session: AsyncSession) -> Any:
     return raw.driver_connection
 
 
+# The frequent terms (search_frequent_terms) as term -> id, cached per process: the set only grows (a promotion adds
+# to it, nothing removes from it in normal operation), so a stale cache costs a newly promoted term the slower live
+# path for a minute; a term that did leave the set (a rolled-back promotion, a manual purge) is caught by the
+# statement itself, which reports whether the term is still frequent under that id.
+_FREQUENT_TTL_S = 60.0
+_frequent: tuple[float, dict[str, int]] = (float("-inf"), {})
+
+
+def forget_frequent_terms() -> None:
+    global _frequent
+    _frequent = (float("-inf"), {})
+
+
+async def frequent_terms(conn: Any) -> dict[str, int]:
+    global _frequent
+    loaded_at, terms = _frequent
+    if time.monotonic() - loaded_at > _FREQUENT_TTL_S:
+        terms = {r["term"]: r["id"] for r in await conn.fetch("SELECT term, id FROM search_frequent_terms")}
+        _frequent = (time.monotonic(), terms)
+    return terms
+
+
 async def search(
     session: AsyncSession,
     f: SearchFilters,
@@ -72,8 +104,17 @@ async def search(
 ) -> SearchPage:
     """One statement, one round trip: the page, the total and the facets (see instruments.search_sql). It goes to
     asyncpg directly: a page of 20 plain rows needs none of the ORM's or Core's result machinery."""
-    query = search_sql(f, viewer, sort=sort, limit=limit, offset=offset, with_facets=with_facets)
-    records = await (await driver_connection(session)).fetch(query.sql, *query.args)
+    conn = await driver_connection(session)
+    frequent = await frequent_terms(conn) if frequent_term(f, sort) is not None else None
+    query = search_sql(f, viewer, sort=sort, limit=limit, offset=offset, with_facets=with_facets, frequent=frequent)
+    records = await conn.fetch(query.sql, *query.args)
+    if query.frequent_term is not None and not any(
+        r["part"] == 1 and r["facet"] == "_frequent" and r["n"] for r in records
+    ):
+        # The cached set was stale: answer from the live path and reload the set next time.
+        forget_frequent_terms()
+        query = search_sql(f, viewer, sort=sort, limit=limit, offset=offset, with_facets=with_facets)
+        records = await conn.fetch(query.sql, *query.args)
     items: list[tuple[int, dict[str, Any]]] = []
     facets: dict[str, list[tuple[str, str | None, int]]] = {name: [] for name in FACETS} if with_facets else {}
     total = 0
@@ -82,12 +123,30 @@ async def search(
             items.append((r["ord"], {name: r[name] for name in ITEM_COLUMNS}))
         elif r["facet"] == "_total":
             total = int(r["n"])
-        else:
+        elif r["facet"] in facets:
             facets[r["facet"]].append((r["value"], r["label"], int(r["n"])))
     for values in facets.values():
         values.sort(key=lambda v: (-v[2], v[0] or ""))
     items.sort(key=lambda item: item[0])
     return SearchPage(rows=[row for _, row in items], total=total, facets=facets)
+
+
+async def frequent_term_candidates(session: AsyncSession, *, min_rows: int, length: int) -> list[tuple[str, int]]:
+    """Substrings of `length` characters found in at least `min_rows` live instruments that are not frequent terms
+    yet, with how many instruments have each."""
+    result = await session.execute(
+        text("SELECT term, instruments FROM search_terms_candidates(:min_rows, :length)"),
+        {"min_rows": min_rows, "length": length},
+    )
+    return [(term, int(n)) for term, n in result.all()]
+
+
+async def add_frequent_terms(session: AsyncSession, terms: Sequence[str]) -> int:
+    """Make these terms frequent and build their postings and counts; returns how many were new."""
+    added = int(await session.scalar(text("SELECT search_terms_add(CAST(:terms AS text[]))"), {"terms": list(terms)}) or 0)
+    if added:
+        forget_frequent_terms()
+    return added
 
 
 async def stream_export(session: AsyncSession, f: SearchFilters, viewer: Viewer) -> AsyncIterator[RowMapping]:

@@ -156,6 +156,18 @@ def has_bigram(terms: list[str]) -> bool:
     return any(len(t) >= 2 for t in terms)
 
 
+def frequent_key(term: str) -> str | None:
+    """How search_frequent_terms would hold a term: lowercased, as the searched text is. None when the term cannot
+    be there: shorter than two characters, with a character outside the Basic Multilingual Plane, or with one whose
+    lowercase Python and the database might not agree on (only ASCII and caseless characters qualify)."""
+    if len(term) < 2:
+        return None
+    for ch in term:
+        if ord(ch) > 0xFFFF or ch.isspace() or not (ch.isascii() or ch.lower() == ch == ch.upper()):
+            return None
+    return term.lower()
+
+
 def like_pattern(term: str) -> str:
     escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"

@@ -1,6 +1,6 @@
 """The catalogue search as one SQL statement: the page, the total and every facet in a single round trip.
 
-Two shapes, by what the query asks:
+Three shapes, by what the query asks:
 
 - **Counted from the cube** (no text, no filter beyond the five facets): the page comes from the narrow
   instrument_search table through its indexes, the total and the facets from instrument_facet_counts, which holds
@@ -9,6 +9,10 @@ Two shapes, by what the query asks:
 - **Counted live** (a text query or any other filter): the matching rows of instrument_search (through the bigram
   GIN index when there is a term of two or more characters); the page is the top of them, and one grouping-sets
   pass over them counts every facet under every filter but its own.
+- **A frequent term** (one term found in thousands of instruments, no filter beyond the five facets, ordered by
+  relevance or newest): the page walks the term's kept postings in order, the total and facets sum its kept counts
+  (search_term_postings, search_term_counts; see the frequent-terms migration), so 43,000 matches of 分析 are
+  neither gathered nor grouped.
 
 Facet semantics are the same in both: each facet counts the results of every other filter but not its own, and
 lists only values with at least one result; `_total` is the count under all filters.
@@ -22,12 +26,13 @@ parameters: the bigram containment is served by its GIN index for any term, so n
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from instruments.models import FACET_DIMS
-from instruments.rules import has_bigram, like_pattern, search_terms
+from instruments.rules import frequent_key, has_bigram, like_pattern, search_terms
 
 FACETS = ("city", "institution_kind", "category", "sharing_mode", "status")
 SORTS = ("relevance", "newest", "name", "value_desc", "value_asc")
@@ -133,6 +138,7 @@ class SearchSQL:
     sql: str
     args: list[Any]
     counted_from_cube: bool
+    frequent_term: int | None = None  # id of the frequent term whose kept postings and counts it reads
 
 
 _CASELESS = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff0-9!-/:-@\[-`{-~\u3000-\u303f\uff01-\uff0f]+$")
@@ -312,18 +318,22 @@ def _all(flags: dict[str, str]) -> str:
     return " AND ".join(flags.values()) or "TRUE"
 
 
-def _live_counts(source: str, flags: dict[str, str], *, with_facets: bool) -> str:
+def _live_counts(source: str, flags: dict[str, str], *, with_facets: bool, weight: str | None = None) -> str:
     """(facet, value, n) over `source` in one pass: every facet counts the rows that pass every *other* active facet
     filter (flags: facet -> boolean column of source); `_total` counts the rows that pass them all. Values with no
-    rows are left out."""
+    rows are left out. With `weight`, each row of source stands for that many instruments (kept counts)."""
+    agg = "count(*)" if weight is None else f"sum(b.{weight})"
     if not with_facets:
-        return f"SELECT '_total'::text AS facet, NULL::text AS value, count(*) AS n FROM {source} WHERE {_all(flags)}"
+        return (
+            f"SELECT '_total'::text AS facet, NULL::text AS value, coalesce({agg}, 0)::bigint AS n"
+            f" FROM {source} AS b WHERE {_all(flags)}"
+        )
 
     def count_for(name: str) -> str:
         others = [flag for other, flag in flags.items() if other != name]
-        return f"count(*) FILTER (WHERE {' AND '.join(others)})" if others else "count(*)"
+        return f"{agg} FILTER (WHERE {' AND '.join(others)})" if others else agg
 
-    total = f"count(*) FILTER (WHERE {_all(flags)})" if flags else "count(*)"
+    total = f"{agg} FILTER (WHERE {_all(flags)})" if flags else agg
     grouping = "GROUPING(b.city_code, b.institution_kind, left(b.category_code, 2), b.sharing_mode, b.status)"
     facet = " ".join(f"WHEN {_GROUPING_OF[name]} THEN '{name}'" for name in FACETS)
     n = " ".join(f"WHEN {_GROUPING_OF[name]} THEN {count_for(name)}" for name in FACETS)
@@ -331,7 +341,7 @@ def _live_counts(source: str, flags: dict[str, str], *, with_facets: bool) -> st
         "SELECT facet, value, n FROM ("
         f"SELECT CASE {grouping} {facet} ELSE '_total' END AS facet,"
         " coalesce(b.city_code, b.institution_kind, left(b.category_code, 2), b.sharing_mode, b.status)::text"
-        f" AS value, CASE {grouping} {n} ELSE {total} END AS n"
+        f" AS value, (CASE {grouping} {n} ELSE {total} END)::bigint AS n"
         f" FROM {source} AS b"
         " GROUP BY GROUPING SETS ((b.city_code), (b.institution_kind), (left(b.category_code, 2)), (b.sharing_mode),"
         " (b.status), ())"
@@ -348,11 +358,7 @@ def _live(
     keys = "".join(f", {expr} AS {name}" for expr, name in order.keys)
     if with_facets:
         flags, flag_cols = _flags(fconds)
-        where = list(common)
-        if len(fconds) >= 2:
-            # A row that fails two facet filters counts for no facet.
-            failing = " + ".join(f"(NOT ({cond}))::int" for cond in fconds.values())
-            where.append(f"{failing} <= 1")
+        where = common + _failing_at_most_one(fconds)
         columns = f"s.instrument_id, s.city_code, s.institution_kind, s.category_code, s.sharing_mode, s.status{keys}"
     else:
         flags, flag_cols = {}, ""
@@ -368,6 +374,109 @@ def _live(
     )
     page = _page_ctes("base", list(flags.values()), order, limit, offset, keys_from_s=False)
     return f"WITH {base}, {page} " + _items_and_counts("page", _live_counts("base", flags, with_facets=with_facets))
+
+
+def frequent_term(f: SearchFilters, sort: str) -> str | None:
+    """The frequent-term key of a query the kept postings and counts can answer, if its term is frequent: one term,
+    no filter beyond the five facets, ordered by relevance or newest first."""
+    terms = search_terms(f.q)
+    if len(terms) != 1 or _other_filters(f, "s") or sort not in ("relevance", "newest"):
+        return None
+    return frequent_key(terms[0])
+
+
+def _failing_at_most_one(fconds: dict[str, str]) -> list[str]:
+    """A row that fails two facet filters counts for no facet."""
+    if len(fconds) < 2:
+        return []
+    return [" + ".join(f"(NOT ({cond}))::int" for cond in fconds.values()) + " <= 1"]
+
+
+def _frequent(
+    f: SearchFilters,
+    viewer: Viewer,
+    term_id: int,
+    *,
+    sort: str,
+    limit: int,
+    offset: int,
+    with_facets: bool,
+    params: Params,
+    term: str,
+) -> str:
+    """A one-term query for a frequent term: the page walks search_term_postings' index in relevance order with the
+    facet filters applied; the total and facets sum search_term_counts, plus, for viewers who may see some
+    restricted instruments, those few counted live. A last row, facet `_frequent`, says whether the term is still
+    in the frequent set under that id, which the caller checks before trusting the answer (its map of frequent
+    terms is a cache)."""
+    tid = int_literal(term_id)
+    restricted_too = not viewer.is_admin and (bool(viewer.managed_institution_ids) or viewer.user_id is not None)
+    if viewer.is_admin:
+        visible = "TRUE"
+    else:
+        visible = (
+            "(NOT p.restricted OR EXISTS (SELECT FROM instrument_search AS rs"
+            f" WHERE rs.instrument_id = p.instrument_id AND {_restricted_visible(viewer, 'rs')}))"
+        )
+    conds = " AND ".join([f"p.term_id = {tid}", visible, *facet_conditions(f, "p").values()])
+    window = f"LIMIT {int_literal(limit)} OFFSET {int_literal(offset)}"
+    if sort == "relevance":
+        # Name matches first, newest first within each group: the order of ix_search_term_postings_page.
+        order = "k_hit DESC, k_id DESC"
+        top = (
+            "SELECT p.instrument_id, p.name_hit AS k_hit, p.instrument_id AS k_id FROM search_term_postings AS p"
+            f" WHERE {conds} ORDER BY p.name_hit DESC, p.instrument_id DESC {window}"
+        )
+    else:
+        # Newest first: the two halves of the index (name matches and the rest) each in that order, merged.
+        order = "k_id DESC"
+        half = (
+            "(SELECT p.instrument_id, p.instrument_id AS k_id FROM search_term_postings AS p"
+            f" WHERE {conds} AND {{hit}} ORDER BY p.name_hit DESC, p.instrument_id DESC"
+            f" LIMIT {int_literal(limit + offset)})"
+        )
+        top = (
+            f"SELECT m.instrument_id, m.k_id FROM ({half.format(hit='p.name_hit')} UNION ALL"
+            f" {half.format(hit='NOT p.name_hit')}) AS m ORDER BY m.k_id DESC {window}"
+        )
+    ctes = f"top AS ({top}), page AS (SELECT instrument_id, row_number() OVER (ORDER BY {order}) AS ord FROM top)"
+    columns = ("city_code", "institution_kind", "category_code", "sharing_mode", "status")
+    sources = [
+        ("c", "search_term_counts AS c", "c.n", [f"c.term_id = {tid}", "TRUE" if viewer.is_admin else "NOT c.restricted"])
+    ]
+    if restricted_too:
+        # The restricted instruments this viewer may see, matched as the live search matches them.
+        sources.append(
+            (
+                "s",
+                "instrument_search AS s, search_frequent_terms AS t",
+                "1",
+                [
+                    f"t.id = {tid}",
+                    f"s.restricted AND {_restricted_visible(viewer, 's')}",
+                    "s.bigrams @> t.bigrams AND (t.bigram IS NOT NULL OR s.search_text LIKE t.pattern)",
+                ],
+            )
+        )
+    parts = []
+    flags: dict[str, str] = {}
+    for alias, source, weight, rows in sources:
+        fconds = facet_conditions(f, alias)
+        if with_facets:
+            flags, flag_cols = _flags(fconds)
+            where = rows + _failing_at_most_one(fconds)
+        else:
+            flags, flag_cols = {}, ""
+            where = rows + list(fconds.values())
+        cols = ", ".join(f"{alias}.{c}" for c in columns)
+        parts.append(f"SELECT {cols}, {weight} AS w{flag_cols} FROM {source} WHERE {' AND '.join(where)}")
+    ctes += f", counted AS MATERIALIZED ({' UNION ALL '.join(parts)})"
+    counts = (
+        _live_counts("counted", flags, with_facets=with_facets, weight="w")
+        + " UNION ALL SELECT '_frequent'::text, NULL::text, count(*) FROM search_frequent_terms"
+        f" WHERE id = {tid} AND term = CAST({params(term)} AS text)"
+    )
+    return f"WITH {ctes} " + _items_and_counts("page", counts)
 
 
 def _dims(facets: list[str]) -> int:
@@ -426,11 +535,21 @@ def search_sql(
     limit: int,
     offset: int,
     with_facets: bool = True,
+    frequent: Mapping[str, int] | None = None,
 ) -> SearchSQL:
+    """The statement for a search. `frequent`: term -> id of the terms whose postings and counts are kept (a cache;
+    a statement built on a stale one says so, see _frequent)."""
     params = Params("$")
     if countable_from_cube(f):
         sql = _cube(f, viewer, sort=sort, limit=limit, offset=offset, with_facets=with_facets, params=params)
         return SearchSQL(sql, params.values, counted_from_cube=True)
+    term = frequent_term(f, sort)
+    term_id = (frequent or {}).get(term) if term is not None else None
+    if term is not None and term_id is not None:
+        sql = _frequent(
+            f, viewer, term_id, sort=sort, limit=limit, offset=offset, with_facets=with_facets, params=params, term=term
+        )
+        return SearchSQL(sql, params.values, counted_from_cube=False, frequent_term=term_id)
     sql = _live(f, viewer, sort=sort, limit=limit, offset=offset, with_facets=with_facets, params=params)
     return SearchSQL(sql, params.values, counted_from_cube=False)
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from booking.accounts.models import Facility, Institution
 from booking.activity.service import record
 from booking.core.regions import CITIES
+from instruments.service import promote_frequent_terms
 
 SEED = 20270101
 TARGET_INSTRUMENTS = 12_500
@@ -1334,8 +1335,16 @@ async def seed_province(
             " (SELECT 1 FROM instrument_history h WHERE h.instrument_id = i.id AND h.valid_to IS NULL)"
         )
     )
+    # The terms common enough to need kept postings and counts (the hourly job would find them too, later).
+    await promote_frequent_terms(session)
     # Fresh statistics for the planner (the search tables were filled by the triggers, batch by batch).
-    for table in ("instruments", "instrument_search", "instrument_facet_counts"):
+    for table in (
+        "instruments",
+        "instrument_search",
+        "instrument_facet_counts",
+        "search_term_postings",
+        "search_term_counts",
+    ):
         await session.execute(text(f"ANALYZE {table}"))
     result = {"institutions": len(specs), "instruments": done, "chain_links": len(links)}
     record(session, actor_id=None, action="demo.seeded", target_type="catalogue", after=result)

@@ -167,6 +167,41 @@ async def search(
     )
 
 
+async def frequent_term_candidates(session: AsyncSession) -> list[str]:
+    """The terms to make frequent now: substrings of 2 to search_frequent_term_length characters found in at least
+    search_frequent_term_rows live instruments, most common first, at most search_frequent_terms_max of them. Length
+    by length, each a statement of a few seconds at 100,000 instruments; a length with none ends the search (a longer
+    substring is never in more instruments than the shorter ones inside it)."""
+    settings = get_settings()
+    found: list[tuple[str, int]] = []
+    for length in range(2, settings.search_frequent_term_length + 1):
+        more = await repo.frequent_term_candidates(session, min_rows=settings.search_frequent_term_rows, length=length)
+        if not more:
+            break
+        found += more
+    found.sort(key=lambda item: (-item[1], item[0]))
+    return [term for term, _ in found[: settings.search_frequent_terms_max]]
+
+
+async def add_frequent_terms(session: AsyncSession, terms: list[str]) -> int:
+    return await repo.add_frequent_terms(session, terms)
+
+
+async def promote_frequent_terms(session: AsyncSession) -> int:
+    """Make every term that is common enough now frequent, in this session's transaction (the demo seed); the
+    background job (instruments.jobs) does the same in a transaction per batch. Returns how many were added."""
+    terms = await frequent_term_candidates(session)
+    added = 0
+    for start in range(0, len(terms), FREQUENT_TERMS_PER_BATCH):
+        added += await add_frequent_terms(session, terms[start : start + FREQUENT_TERMS_PER_BATCH])
+    return added
+
+
+# Terms added per statement: each builds its postings through the bigram index, about 0.1 s a term at 100,000
+# instruments, so a batch stays well inside the statement timeout.
+FREQUENT_TERMS_PER_BATCH = 25
+
+
 # ---- reading one instrument ---------------------------------------------------------------------------------------
 
 

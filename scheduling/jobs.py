@@ -8,6 +8,7 @@ not what is processed: a late run catches up.
 from __future__ import annotations
 
 from booking.notify.mailer import flush_outbox
+from instruments.jobs import promote_frequent_terms
 from scheduling import flexible, housekeeping, waitlist, wiring
 from scheduling.runner import register_job
 
@@ -29,3 +30,5 @@ register_job("waitlist_catch_up", waitlist.catch_up, 60,
 register_job("place_flexible", flexible.place_due, 60,
              "place waiting flexible requests as capacity appears; expire those past their deadline")
 register_job("email_outbox", flush_outbox, 30, "send the email outbox through SMTP")
+register_job("promote_frequent_terms", promote_frequent_terms, 6 * 3600,
+             "keep postings and facet counts for search terms found in thousands of instruments")

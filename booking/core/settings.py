@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     # Catalogue / audit policy.
     large_instrument_threshold_cny: Decimal = Decimal("500000")
     sharing_target_units: int = 10000
+    # Search: a term (2..search_frequent_term_length characters) found in at least this many live instruments gets
+    # kept postings and facet counts (the `promote_frequent_terms` job); below it the bigram index gathers its
+    # matches within the search time budget.
+    search_frequent_term_rows: int = Field(default=4000, ge=1)
+    search_frequent_terms_max: int = Field(default=2000, ge=0)
+    search_frequent_term_length: int = Field(default=8, ge=2, le=50)
     # Audit definitions (issue 6): shown on the audit pages beside the figures they define.
     audit_target_date: date = date(2027, 12, 31)
     audit_data_start: date = date(2025, 1, 1)  # the earliest as-of date the platform's data supports

@@ -13,6 +13,7 @@ from instruments.rules import (
     ReferenceData,
     category_code_problems,
     category_prefix,
+    frequent_key,
     has_bigram,
     history_changed,
     instrument_problems,
@@ -187,6 +188,25 @@ class TestSmallHelpers:
     )
     def test_like_pattern(self, term: str, pattern: str) -> None:
         assert like_pattern(term) == pattern
+
+    @pytest.mark.parametrize(
+        ("term", "key"),
+        [
+            ("质谱", "质谱"),
+            ("分析仪", "分析仪"),
+            ("LC-MS", "lc-ms"),
+            ("Ms", "ms"),
+            ("50%", "50%"),
+            ("谱", None),  # one character: nothing to keep
+            ("", None),
+            ("质 谱", None),  # whitespace splits terms; it is never inside one
+            ("\U00020000谱", None),  # outside the Basic Multilingual Plane
+            ("Éa", None),  # a cased letter beyond ASCII: Python and the database may lowercase it differently
+            ("ΣΑ", None),
+        ],
+    )
+    def test_frequent_key(self, term: str, key: str | None) -> None:
+        assert frequent_key(term) == key
 
     @pytest.mark.parametrize(
         ("raw", "shown"),

@@ -132,3 +132,54 @@ async def test_rename_while_instruments_are_written(connect: object) -> None:
     await asyncio.wait_for(renamed, 10)
     assert await a.fetchval(text_of, existing) == "编辑后的仪器名\n改名后研究所乙"
     await _assert_in_sync(a)
+
+
+EXPECTED_POSTINGS_RACE = """
+SELECT t.id AS term_id, s.instrument_id FROM instrument_search AS s
+JOIN search_frequent_terms AS t ON strpos(s.search_text, t.term) > 0
+"""
+
+
+async def test_a_promotion_and_concurrent_writers_miss_nothing(connect: object) -> None:
+    """Writers that add instruments containing a term while it is being promoted: whichever commits first, every
+    instrument ends up with its posting (the promotion reads the rows committed before it, the writers' triggers
+    see the term once it is committed), and the counts match a recount."""
+    setup = await connect()  # type: ignore[operator]
+    inst = await _institution(setup, "晋升并发单位")
+    await setup.fetch(INSERT, inst, "P0-", "晋升测试光谱仪", 30)
+    first = await connect()  # type: ignore[operator]
+    # A writer holds its instruments uncommitted while the promotion starts: the promotion waits for it.
+    writer = first.transaction()
+    await writer.start()
+    await first.fetch(INSERT, inst, "P1-", "晋升测试光谱仪甲", 10)
+    promote = asyncio.create_task(setup.fetchval("SELECT search_terms_add(ARRAY['晋升测试', '光谱仪甲'])"))
+    await asyncio.sleep(0.3)
+    assert not promote.done()
+    await writer.commit()
+    assert await asyncio.wait_for(promote, 10) == 2
+
+    # And the other way round: a promotion uncommitted while writers add instruments: they wait for it.
+    promoter = await connect()  # type: ignore[operator]
+    promotion = promoter.transaction()
+    await promotion.start()
+    await promoter.fetchval("SELECT search_terms_add(ARRAY['测试光谱'])")
+    writers = [
+        asyncio.create_task((await connect()).fetch(INSERT, inst, f"P{n}-", f"晋升测试光谱仪{n}", 5))  # type: ignore[operator]
+        for n in range(2, 6)
+    ]
+    await asyncio.sleep(0.3)
+    assert not any(w.done() for w in writers)
+    await promotion.commit()
+    await asyncio.wait_for(asyncio.gather(*writers), 20)
+
+    stored = "SELECT term_id, instrument_id FROM search_term_postings"
+    both = f"({EXPECTED_POSTINGS_RACE} EXCEPT {stored}) UNION ALL ({stored} EXCEPT {EXPECTED_POSTINGS_RACE})"
+    assert await setup.fetchval(f"SELECT count(*) FROM ({both}) AS d") == 0  # noqa: S608
+    counted = "SELECT term_id, sum(n) FROM search_term_counts GROUP BY 1 HAVING sum(n) > 0"
+    recount = f"SELECT term_id, count(*) FROM ({EXPECTED_POSTINGS_RACE}) AS p GROUP BY 1"  # noqa: S608
+    assert sorted(await setup.fetch(counted)) == sorted(await setup.fetch(recount))
+    assert await setup.fetchval(
+        "SELECT n FROM (SELECT sum(c.n) AS n FROM search_term_counts c JOIN search_frequent_terms t"
+        " ON t.id = c.term_id WHERE t.term = '晋升测试') AS x"
+    ) == 30 + 10 + 4 * 5
+    await _assert_in_sync(setup)

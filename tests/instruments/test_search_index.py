@@ -57,11 +57,36 @@ async def _differences(session: AsyncSession, expected: str, table: str, columns
     )
 
 
+# What search_term_postings and search_term_counts must hold for the frequent terms, recomputed here from scratch by
+# plain substring tests (the triggers use bigram containment and LIKE).
+EXPECTED_POSTINGS = """
+SELECT t.id AS term_id, s.instrument_id, strpos(lower(s.name), t.term) > 0 AS name_hit, s.restricted, s.city_code,
+       s.institution_kind, s.category_code, s.sharing_mode, s.status
+FROM instrument_search AS s JOIN search_frequent_terms AS t ON strpos(s.search_text, t.term) > 0
+"""
+POSTING_COLUMNS = (
+    "term_id, instrument_id, name_hit, restricted, city_code, institution_kind, category_code, sharing_mode, status"
+)
+EXPECTED_TERM_COUNTS = f"""
+SELECT term_id, restricted, city_code, institution_kind, category_code, sharing_mode, status, count(*)::int AS n
+FROM ({EXPECTED_POSTINGS}) AS p GROUP BY 1, 2, 3, 4, 5, 6, 7
+"""  # noqa: S608 (fixed fragments)
+TERM_COUNT_COLUMNS = "term_id, restricted, city_code, institution_kind, category_code, sharing_mode, status, n"
+
+
 async def assert_in_sync(session: AsyncSession) -> None:
     await session.flush()
     assert await _differences(session, EXPECTED_SEARCH_ROWS, "instrument_search", SEARCH_COLUMNS) == 0
     # Cells that dropped to zero may stay behind; every other cell must match a recount.
     assert await _differences(session, EXPECTED_CUBE, "instrument_facet_counts", CUBE_COLUMNS, "n > 0") == 0
+    assert await _differences(session, EXPECTED_POSTINGS, "search_term_postings", POSTING_COLUMNS) == 0
+    assert await _differences(session, EXPECTED_TERM_COUNTS, "search_term_counts", TERM_COUNT_COLUMNS, "n > 0") == 0
+
+
+async def add_frequent_terms(session: AsyncSession, *terms: str) -> int:
+    added = await session.scalar(text("SELECT search_terms_add(CAST(:t AS text[]))"), {"t": list(terms)})
+    repo.forget_frequent_terms()  # as the promoting process does (service.promote_frequent_terms)
+    return int(added or 0)
 
 
 async def search_row(session: AsyncSession, instrument_id: int) -> Any:
@@ -106,7 +131,19 @@ async def test_bigram_codes(session: AsyncSession) -> None:
     assert all(0xD800 <= (c >> 16) & 0xFFFF < 0xE000 for c in codes(f"{rare}谱"))
 
 
+# Terms in the texts the tests below write, two characters and longer, Chinese and Latin: every write then also
+# exercises the frequent-term triggers, and assert_in_sync checks their postings and counts.
+SYNC_TERMS = (
+    "仪器", "测试", "质谱", "光谱", "拉曼", "核磁", "电子", "批量", "交换", "名字", "同步", "大学", "研究",
+    "光谱仪", "质谱仪", "批量仪器", "测试仪器厂", "abc", "ms", "avance",
+)
+
+
 class TestInSync:
+    @pytest.fixture(autouse=True)
+    async def _frequent_terms(self, session: AsyncSession) -> None:
+        assert await add_frequent_terms(session, *SYNC_TERMS) == len(SYNC_TERMS)
+
     async def test_insert_fills_the_row(self, session: AsyncSession) -> None:
         uni = await make_institution(session, name="同步测试大学", kind="高校")
         inst = await make_instrument(session, uni, name="核磁共振", model="AVANCE NEO", manufacturer="布鲁克")
@@ -301,8 +338,11 @@ class TestInSync:
 
     async def test_truncate_clears_the_cube(self, session: AsyncSession) -> None:
         await make_instrument(session)
+        assert await session.scalar(text("SELECT count(*) FROM search_term_postings")) > 0
         await session.execute(text("TRUNCATE instrument_search"))
         assert await session.scalar(text("SELECT count(*) FROM instrument_facet_counts")) == 0
+        assert await session.scalar(text("SELECT count(*) FROM search_term_postings")) == 0
+        assert await session.scalar(text("SELECT count(*) FROM search_term_counts")) == 0
 
     async def test_the_cube_refuses_to_go_negative(self, session: AsyncSession) -> None:
         from sqlalchemy.exc import IntegrityError
@@ -447,6 +487,7 @@ async def test_the_page_total_and_facets_are_one_round_trip(
     async def counting_connection(_: AsyncSession) -> Counting:
         return Counting()
 
+    await repo.frequent_terms(pg)  # the process's cache of frequent terms, loaded now and then, not per search
     monkeypatch.setattr(repo, "driver_connection", counting_connection)
     expected = await session.scalar(
         text("SELECT count(*) FROM instruments WHERE name LIKE '%质谱%' AND city_code = '510700'")
@@ -469,3 +510,62 @@ async def test_literals_are_checked() -> None:
     query = search_sql(SearchFilters(q="质谱'; DROP TABLE instruments; --"), Viewer(), sort="newest", limit=20, offset=0)
     assert "DROP TABLE" not in query.sql and any("DROP TABLE" in str(a) for a in query.args)
 
+
+
+# ---- frequent terms -----------------------------------------------------------------------------------------------
+
+
+async def test_the_job_promotes_the_common_terms(session: AsyncSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    from booking.core.settings import get_settings
+    from scheduling.runner import load_jobs, registered_jobs, run_job_once
+
+    monkeypatch.setenv("BOOKING_SEARCH_FREQUENT_TERM_ROWS", "6")
+    monkeypatch.setenv("BOOKING_SEARCH_FREQUENT_TERM_LENGTH", "6")
+    get_settings.cache_clear()
+    uni = await make_institution(session, name="晋升检索大学")
+    for n in range(6):
+        await make_instrument(session, uni, name=f"常见词质谱仪 {n}", functions="Common 𠀀𠀀 功能")
+    await make_instrument(session, uni, name="罕见仪器")
+    load_jobs()
+    job = {j.name: j for j in registered_jobs()}["promote_frequent_terms"]
+    assert await run_job_once(job) > 0
+    terms = set(await session.scalars(text("SELECT term FROM search_frequent_terms")))
+    # Substrings within words of two to six characters, lowercased, found in at least six instruments.
+    assert {"常见", "质谱", "常见词质谱仪", "晋升检索大学", "common", "co"} <= terms
+    assert not {"罕见", "常见词质谱仪 0", "𠀀𠀀"} & terms
+    assert max(len(t) for t in terms) <= 6
+    # Idempotent: nothing new the second time.
+    assert await run_job_once(job) == 0
+    await assert_in_sync(session)
+    # One-term searches for them read the kept postings and counts.
+    page = await repo.search(session, SearchFilters(q="常见词"), Viewer(), sort="relevance", limit=3, offset=0)
+    assert page.total == 6 and len(page.rows) == 3
+    frequent = await repo.frequent_terms(await repo.driver_connection(session))
+    assert search_sql(SearchFilters(q="常见词"), Viewer(), sort="relevance", limit=3, offset=0,
+                      frequent=frequent).frequent_term == frequent["常见词"]
+
+
+async def test_frequent_term_searches_read_the_kept_rows(session: AsyncSession, many: None) -> None:
+    # The page walks the postings' index; the counts come from the kept counts; 20,000 rows are never gathered.
+    assert await add_frequent_terms(session, "离心", "离心机") == 2
+    frequent = await repo.frequent_terms(await repo.driver_connection(session))
+    await session.execute(text("ANALYZE search_term_postings"))
+    await session.execute(text("ANALYZE search_term_counts"))
+    for params, sort in (
+        ({"q": "离心"}, "relevance"),
+        ({"q": "离心机", "city": "510700", "sharing_mode": "external"}, "relevance"),
+        ({"q": "离心", "category": "0102", "status": "standby"}, "newest"),
+    ):
+        query = search_sql(SearchFilters(**params), Viewer(), sort=sort, limit=20, offset=0, frequent=frequent)  # type: ignore[arg-type]
+        assert query.frequent_term is not None
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            nodes = await _plan(session, query, mode)
+            relations = {n.get("Relation Name") for n in nodes}
+            assert "search_term_counts" in relations and "instrument_search" not in relations, (params, mode)
+            assert "ix_search_term_postings_page" in _indexes(nodes), (params, mode)
+            assert "search_term_postings" not in _scans(nodes, "Seq Scan"), (params, mode)
+    # Other sorts and filters beyond the facets are answered live.
+    for params, sort in (({"q": "离心"}, "value_desc"), ({"q": "离心", "large": True}, "relevance"),
+                         ({"q": "离心 质谱"}, "relevance")):
+        query = search_sql(SearchFilters(**params), Viewer(), sort=sort, limit=20, offset=0, frequent=frequent)  # type: ignore[arg-type]
+        assert query.frequent_term is None, params

@@ -279,3 +279,78 @@ async def test_items_carry_what_the_list_shows(session: AsyncSession, catalogue:
         "accepts_vouchers", "restricted",
     }
     assert page.facets["category"][0][1] == "分析仪器"
+
+
+# ---- frequent terms -----------------------------------------------------------------------------------------------
+
+FREQUENT = ["质谱", "色谱", "谱仪", "质谱仪", "ms", "显微", "激光", "研究院", "thermo", "m1", "ICP-MS", "分析"]
+
+
+def one_term_filters(rng: random.Random, context: dict[str, Any]) -> SearchFilters:
+    f = random_filters(rng, context)
+    f.q = rng.choice(FREQUENT)
+    if rng.random() < 0.7:  # mostly only facet filters beside the term: what the kept postings and counts answer
+        f.institution_id = f.chain_id = f.min_value = f.max_value = f.large = f.vouchers = None
+    return f
+
+
+async def assert_like_reference(
+    session: AsyncSession, rows: list[Row], f: SearchFilters, viewer: Viewer, sort: str
+) -> None:
+    expected_ids, expected_facets = reference(rows, f, viewer, sort)
+    context = (f, viewer, sort)
+    page = await repo.search(session, f, viewer, sort=sort, limit=200, offset=0)
+    assert [r["id"] for r in page.rows] == expected_ids, context
+    assert page.total == len(expected_ids), context
+    got = {name: [(value, n) for value, _label, n in values] for name, values in page.facets.items()}
+    assert got == expected_facets, context
+    window = await repo.search(session, f, viewer, sort=sort, limit=3, offset=2, with_facets=False)
+    assert [r["id"] for r in window.rows] == expected_ids[2:5], context
+    assert window.total == len(expected_ids) and window.facets == {}, context
+
+
+async def test_frequent_terms_answer_like_the_reference(session: AsyncSession, catalogue: dict[str, Any]) -> None:
+    added = await session.scalar(text("SELECT search_terms_add(CAST(:t AS text[]))"), {"t": FREQUENT})
+    assert added == len(FREQUENT)
+    repo.forget_frequent_terms()  # as a promotion does in its own process (service.promote_frequent_terms)
+    # Writes after the promotion reach the postings and counts through the triggers.
+    ids = [i for (i,) in (await session.execute(text("SELECT id FROM instruments ORDER BY id"))).all()]
+    await session.execute(text("UPDATE instruments SET name = name || ' 激光质谱' WHERE id = ANY(:ids)"),
+                          {"ids": ids[::7]})
+    await session.execute(text("UPDATE instruments SET city_code = '510300', status = 'standby' WHERE id = ANY(:ids)"),
+                          {"ids": ids[1::5]})
+    await session.execute(text("UPDATE instruments SET restricted = NOT restricted WHERE id = ANY(:ids)"),
+                          {"ids": ids[2::9]})
+    await session.execute(text("UPDATE instruments SET retired_at = now(), retired_reason = '报废'"
+                               " WHERE id = ANY(:ids)"), {"ids": ids[3::13]})
+    await session.execute(text("UPDATE institutions SET kind = '医疗机构', name = '参照质谱医院'"
+                               " WHERE id = :id"), {"id": catalogue["institutions"][2].id})
+    await make_instrument(session, catalogue["institutions"][0], name="新增激光显微质谱仪", city_code="510300")
+    rows = await load_rows(session)
+    frequent = await repo.frequent_terms(await repo.driver_connection(session))
+    rng = random.Random(11)
+    kept = 0
+    for _ in range(45):
+        f = one_term_filters(rng, catalogue)
+        sort = rng.choice(["relevance", "relevance", "newest", "value_desc"])
+        for viewer in catalogue["viewers"]:
+            await assert_like_reference(session, rows, f, viewer, sort)
+            kept += search_sql(f, viewer, sort=sort, limit=1, offset=0, frequent=frequent).frequent_term is not None
+    # Most of them were answered from the kept postings and counts.
+    assert kept >= 90, kept
+
+
+async def test_a_stale_list_of_frequent_terms_falls_back(session: AsyncSession, catalogue: dict[str, Any]) -> None:
+    rows = await load_rows(session)
+    f = SearchFilters(q="激光", city="510100")
+    nested = await session.begin_nested()
+    await session.execute(text("SELECT search_terms_add(ARRAY['激光'])"))
+    repo.forget_frequent_terms()
+    await assert_like_reference(session, rows, f, Viewer(), "relevance")
+    assert "激光" in await repo.frequent_terms(await repo.driver_connection(session))
+    # The promotion is rolled back; this process still lists the term until it reloads.
+    await nested.rollback()
+    assert "激光" in await repo.frequent_terms(await repo.driver_connection(session))
+    await assert_like_reference(session, rows, f, Viewer(), "relevance")
+    # The statement reported the term gone, and the list is reloaded.
+    assert "激光" not in await repo.frequent_terms(await repo.driver_connection(session))
