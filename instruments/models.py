@@ -371,6 +371,7 @@ search_term_postings = Table(
     Column("term_id", Integer, primary_key=True, autoincrement=False),
     Column("name_hit", Boolean, nullable=False),
     Column("restricted", Boolean, nullable=False),
+    Column("original_value", Numeric(14, 2), nullable=False),
     Column("city_code", String(6), nullable=False),
     Column("institution_kind", Text, nullable=False),
     Column("category_code", String(6), nullable=False),
@@ -383,11 +384,21 @@ Index(
     search_term_postings.c.name_hit.desc(),
     search_term_postings.c.instrument_id.desc(),
 )
+Index(
+    "ix_search_term_postings_value",
+    search_term_postings.c.term_id,
+    search_term_postings.c.original_value,
+    search_term_postings.c.instrument_id,
+)
+# The kept counts are split by large at the national definition of a large instrument (原值 ≥ 50万元), frozen in
+# the migration; a search with another large_instrument_threshold_cny counts its large filter over the postings.
+KEPT_LARGE_THRESHOLD = Decimal("500000")
 search_term_counts = Table(
     "search_term_counts",
     SQLModel.metadata,
     Column("term_id", Integer, primary_key=True, autoincrement=False),
     Column("restricted", Boolean, primary_key=True),
+    Column("large", Boolean, primary_key=True),
     Column("city_code", String(6), primary_key=True),
     Column("institution_kind", Text, primary_key=True),
     Column("category_code", String(6), primary_key=True),

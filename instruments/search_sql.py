@@ -9,10 +9,10 @@ Three shapes, by what the query asks:
 - **Counted live** (a text query or any other filter): the matching rows of instrument_search (through the bigram
   GIN index when there is a term of two or more characters); the page is the top of them, and one grouping-sets
   pass over them counts every facet under every filter but its own.
-- **A frequent term** (one term found in thousands of instruments, no filter beyond the five facets, ordered by
-  relevance or newest): the page walks the term's kept postings in order, the total and facets sum its kept counts
+- **A frequent term** (one term found in thousands of instruments; no filter but the facets and the value; not by
+  name): the page walks the term's kept postings in order, the total and facets sum its kept counts
   (search_term_postings, search_term_counts; see the frequent-terms migration), so 43,000 matches of 分析 are
-  neither gathered nor grouped.
+  neither gathered nor grouped; with a value filter they are counted over the term's postings.
 
 Facet semantics are the same in both: each facet counts the results of every other filter but not its own, and
 lists only values with at least one result; `_total` is the count under all filters.
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from instruments.models import FACET_DIMS
+from instruments.models import FACET_DIMS, KEPT_LARGE_THRESHOLD
 from instruments.rules import frequent_key, has_bigram, like_pattern, search_terms
 
 FACETS = ("city", "institution_kind", "category", "sharing_mode", "status")
@@ -223,6 +223,14 @@ def _other_filters(f: SearchFilters, alias: str) -> list[str]:
             "EXISTS (SELECT FROM instrument_chains AS ic"
             f" WHERE ic.instrument_id = {alias}.instrument_id AND ic.chain_id = {int_literal(f.chain_id)})"
         )
+    conds += _value_filters(f, alias)
+    if f.vouchers is not None:
+        conds.append(f"{alias}.accepts_vouchers = {'TRUE' if f.vouchers else 'FALSE'}")
+    return conds
+
+
+def _value_filters(f: SearchFilters, alias: str) -> list[str]:
+    conds: list[str] = []
     if f.min_value is not None:
         conds.append(f"{alias}.original_value >= {numeric_literal(f.min_value)}")
     if f.max_value is not None:
@@ -231,8 +239,6 @@ def _other_filters(f: SearchFilters, alias: str) -> list[str]:
         conds.append(f"{alias}.original_value >= {numeric_literal(f.threshold)}")
     elif f.large is False:
         conds.append(f"{alias}.original_value < {numeric_literal(f.threshold)}")
-    if f.vouchers is not None:
-        conds.append(f"{alias}.accepts_vouchers = {'TRUE' if f.vouchers else 'FALSE'}")
     return conds
 
 
@@ -378,9 +384,11 @@ def _live(
 
 def frequent_term(f: SearchFilters, sort: str) -> str | None:
     """The frequent-term key of a query the kept postings and counts can answer, if its term is frequent: one term,
-    no filter beyond the five facets, ordered by relevance or newest first."""
+    no filter but the five facets and the value, not sorted by name."""
     terms = search_terms(f.q)
-    if len(terms) != 1 or _other_filters(f, "s") or sort not in ("relevance", "newest"):
+    if len(terms) != 1 or sort == "name":
+        return None
+    if f.institution_id is not None or f.chain_id is not None or f.vouchers is not None:
         return None
     return frequent_key(terms[0])
 
@@ -404,13 +412,14 @@ def _frequent(
     params: Params,
     term: str,
 ) -> str:
-    """A one-term query for a frequent term: the page walks search_term_postings' index in relevance order with the
-    facet filters applied; the total and facets sum search_term_counts, plus, for viewers who may see some
-    restricted instruments, those few counted live. A last row, facet `_frequent`, says whether the term is still
-    in the frequent set under that id, which the caller checks before trusting the answer (its map of frequent
-    terms is a cache)."""
+    """A one-term query for a frequent term, from its postings (search_term_postings) and kept counts
+    (search_term_counts). The page walks a postings index in the query's order with the filters applied while
+    walking: (name_hit, id) for relevance, its two halves merged for newest, (value, id) for value. The total and
+    facets sum the kept counts (plus, for viewers who may see some restricted instruments, those few counted live),
+    which are also split by large at the national threshold; with another value filter, which the counts cannot
+    answer, they are counted over the term's postings instead: narrow rows, side by side. A last row, facet `_frequent`, says whether the term is still in the frequent set under that
+    id, which the caller checks before trusting the answer (its map of frequent terms is a cache)."""
     tid = int_literal(term_id)
-    restricted_too = not viewer.is_admin and (bool(viewer.managed_institution_ids) or viewer.user_id is not None)
     if viewer.is_admin:
         visible = "TRUE"
     else:
@@ -418,7 +427,8 @@ def _frequent(
             "(NOT p.restricted OR EXISTS (SELECT FROM instrument_search AS rs"
             f" WHERE rs.instrument_id = p.instrument_id AND {_restricted_visible(viewer, 'rs')}))"
         )
-    conds = " AND ".join([f"p.term_id = {tid}", visible, *facet_conditions(f, "p").values()])
+    mine = [f"p.term_id = {tid}", visible, *_value_filters(f, "p")]
+    conds = " AND ".join([*mine, *facet_conditions(f, "p").values()])
     window = f"LIMIT {int_literal(limit)} OFFSET {int_literal(offset)}"
     if sort == "relevance":
         # Name matches first, newest first within each group: the order of ix_search_term_postings_page.
@@ -427,8 +437,16 @@ def _frequent(
             "SELECT p.instrument_id, p.name_hit AS k_hit, p.instrument_id AS k_id FROM search_term_postings AS p"
             f" WHERE {conds} ORDER BY p.name_hit DESC, p.instrument_id DESC {window}"
         )
+    elif sort in ("value_desc", "value_asc"):
+        # The order of ix_search_term_postings_value, walked forwards or backwards.
+        direction = " DESC" if sort == "value_desc" else ""
+        order = f"k_value{direction}, k_id{direction}"
+        top = (
+            "SELECT p.instrument_id, p.original_value AS k_value, p.instrument_id AS k_id FROM search_term_postings"
+            f" AS p WHERE {conds} ORDER BY p.original_value{direction}, p.instrument_id{direction} {window}"
+        )
     else:
-        # Newest first: the two halves of the index (name matches and the rest) each in that order, merged.
+        # Newest first: the two halves of the relevance index (name matches and the rest), each in that order, merged.
         order = "k_id DESC"
         half = (
             "(SELECT p.instrument_id, p.instrument_id AS k_id FROM search_term_postings AS p"
@@ -441,23 +459,33 @@ def _frequent(
         )
     ctes = f"top AS ({top}), page AS (SELECT instrument_id, row_number() OVER (ORDER BY {order}) AS ord FROM top)"
     columns = ("city_code", "institution_kind", "category_code", "sharing_mode", "status")
-    sources = [
-        ("c", "search_term_counts AS c", "c.n", [f"c.term_id = {tid}", "TRUE" if viewer.is_admin else "NOT c.restricted"])
-    ]
-    if restricted_too:
-        # The restricted instruments this viewer may see, matched as the live search matches them.
-        sources.append(
-            (
-                "s",
-                "instrument_search AS s, search_frequent_terms AS t",
-                "1",
-                [
-                    f"t.id = {tid}",
-                    f"s.restricted AND {_restricted_visible(viewer, 's')}",
-                    "s.bigrams @> t.bigrams AND (t.bigram IS NOT NULL OR s.search_text LIKE t.pattern)",
-                ],
+    # (alias, relation, how many instruments a row stands for (None: one), conditions)
+    sources: list[tuple[str, str, str | None, list[str]]]
+    kept_large = f.large is not None and f.min_value is None and f.max_value is None and (
+        Decimal(f.threshold) == KEPT_LARGE_THRESHOLD
+    )
+    if _value_filters(f, "p") and not kept_large:
+        sources = [("p", "search_term_postings AS p", None, mine)]
+    else:
+        counts_rows = [f"c.term_id = {tid}", "TRUE" if viewer.is_admin else "NOT c.restricted"]
+        if f.large is not None:
+            counts_rows.append("c.large" if f.large else "NOT c.large")
+        sources = [("c", "search_term_counts AS c", "c.n", counts_rows)]
+        if not viewer.is_admin and (viewer.managed_institution_ids or viewer.user_id is not None):
+            # The restricted instruments this viewer may see, matched as the live search matches them.
+            sources.append(
+                (
+                    "s",
+                    "instrument_search AS s, search_frequent_terms AS t",
+                    "1",
+                    [
+                        f"t.id = {tid}",
+                        f"s.restricted AND {_restricted_visible(viewer, 's')}",
+                        "s.bigrams @> t.bigrams AND (t.bigram IS NOT NULL OR s.search_text LIKE t.pattern)",
+                        *_value_filters(f, "s"),
+                    ],
+                )
             )
-        )
     parts = []
     flags: dict[str, str] = {}
     for alias, source, weight, rows in sources:
@@ -469,10 +497,11 @@ def _frequent(
             flags, flag_cols = {}, ""
             where = rows + list(fconds.values())
         cols = ", ".join(f"{alias}.{c}" for c in columns)
-        parts.append(f"SELECT {cols}, {weight} AS w{flag_cols} FROM {source} WHERE {' AND '.join(where)}")
+        w = f", {weight} AS w" if weight else ""
+        parts.append(f"SELECT {cols}{w}{flag_cols} FROM {source} WHERE {' AND '.join(where)}")
     ctes += f", counted AS MATERIALIZED ({' UNION ALL '.join(parts)})"
     counts = (
-        _live_counts("counted", flags, with_facets=with_facets, weight="w")
+        _live_counts("counted", flags, with_facets=with_facets, weight="w" if sources[0][2] else None)
         + " UNION ALL SELECT '_frequent'::text, NULL::text, count(*) FROM search_frequent_terms"
         f" WHERE id = {tid} AND term = CAST({params(term)} AS text)"
     )

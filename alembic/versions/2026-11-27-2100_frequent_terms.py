@@ -7,11 +7,13 @@ twice: 20 to 80 ms on two cores. For the terms in search_frequent_terms, trigger
 derived tables exact in the writing transaction:
 
 - search_term_postings: one row per (frequent term, live instrument whose searched text contains it) with
-  `name_hit` (the term is in the instrument's name: what relevance ranks first), restricted and the five facet
-  columns; its index (term_id, name_hit DESC, instrument_id DESC) hands out a relevance-ordered page with the
-  facet filters applied while walking, without gathering anything;
+  `name_hit` (the term is in the instrument's name: what relevance ranks first), restricted, the value and the five
+  facet columns; its index (term_id, name_hit DESC, instrument_id DESC) hands out a relevance-ordered page with the
+  facet filters applied while walking, without gathering anything, (term_id, original_value, instrument_id) a page
+  by value; and a query that also filters by value counts over the term's postings alone, narrow rows side by side;
 - search_term_counts: for each frequent term, the count of live instruments in each cell of the five facets by
-  restricted; the total and every facet of a one-term query are sums over a few thousand rows.
+  restricted and large (原值 ≥ 50万元); the total and every facet of a one-term query, also one filtered to large
+  instruments, are sums over a few thousand rows.
 
 A term matches a row exactly as the live search decides it: a two-character term (`bigram` set) when the row's
 bigrams contain it, a longer one when they contain all of its bigrams and the searched text contains it (LIKE with
@@ -49,26 +51,30 @@ depends_on: str | Sequence[str] | None = None
 CUBE_LOCK = 1703965787853911030
 
 FACETS = "city_code, institution_kind, category_code, sharing_mode, status"
-KEY = f"term_id, restricted, {FACETS}"
+# The kept counts also split by `large` at the national definition of a large instrument (原值 ≥ 50万元,
+# instruments.models.KEPT_LARGE_THRESHOLD), so the 大型 filter, the catalogue's common value filter, is answered
+# from them too.
+LARGE = 500000
+KEY = f"term_id, restricted, large, {FACETS}"
 KEY_MATCH = (
-    "(c.term_id, c.restricted, c.city_code, c.institution_kind, c.category_code, c.sharing_mode, c.status)"
-    " = (d.term_id, d.restricted, d.city_code, d.institution_kind, d.category_code, d.sharing_mode, d.status)"
+    "(c.term_id, c.restricted, c.large, c.city_code, c.institution_kind, c.category_code, c.sharing_mode, c.status)"
+    " = (d.term_id, d.restricted, d.large, d.city_code, d.institution_kind, d.category_code, d.sharing_mode, d.status)"
 )
 
 # Postings of the frequent terms (`terms`: rows of search_frequent_terms) among a statement's rows (`source`,
 # instrument_search-shaped): two-character terms through the row's bigrams (a hash join), longer ones by testing
 # each against the row (bigram containment first, then LIKE).
 POSTINGS_OF = """
-    INSERT INTO search_term_postings (term_id, instrument_id, name_hit, restricted, {facets})
-    SELECT t.id, r.instrument_id, lower(r.name) LIKE t.pattern, r.restricted, r.city_code, r.institution_kind,
-           r.category_code, r.sharing_mode, r.status
+    INSERT INTO search_term_postings (term_id, instrument_id, name_hit, restricted, original_value, {facets})
+    SELECT t.id, r.instrument_id, lower(r.name) LIKE t.pattern, r.restricted, r.original_value, r.city_code,
+           r.institution_kind, r.category_code, r.sharing_mode, r.status
     FROM {source} AS r CROSS JOIN LATERAL unnest(r.bigrams) AS u(bigram) JOIN {terms} AS t ON t.bigram = u.bigram
     UNION ALL
-    SELECT t.id, r.instrument_id, lower(r.name) LIKE t.pattern, r.restricted, r.city_code, r.institution_kind,
-           r.category_code, r.sharing_mode, r.status
+    SELECT t.id, r.instrument_id, lower(r.name) LIKE t.pattern, r.restricted, r.original_value, r.city_code,
+           r.institution_kind, r.category_code, r.sharing_mode, r.status
     FROM {source} AS r JOIN {terms} AS t
       ON t.bigram IS NULL AND r.bigrams @> t.bigrams AND r.search_text LIKE t.pattern
-    RETURNING term_id, restricted, {facets}"""
+    RETURNING term_id, restricted, original_value >= {large} AS large, {facets}"""
 
 # Adds signed posting counts (`deltas`: rows of the key and d = +1 or -1) to search_term_counts: existing cells
 # are updated and new ones inserted in one statement, under the cube's advisory lock.
@@ -77,7 +83,7 @@ COUNTS_APPLY = f"""
         SELECT {KEY}, sum(d) AS n FROM ({{deltas}}) AS x GROUP BY {KEY} HAVING sum(d) <> 0
     ), changed AS (
         UPDATE search_term_counts AS c SET n = c.n + d.n FROM deltas AS d WHERE {KEY_MATCH}
-        RETURNING c.term_id, c.restricted, c.city_code, c.institution_kind, c.category_code, c.sharing_mode, c.status
+        RETURNING c.term_id, c.restricted, c.large, c.city_code, c.institution_kind, c.category_code, c.sharing_mode, c.status
     )
     INSERT INTO search_term_counts ({KEY}, n)
     SELECT {KEY}, d.n FROM deltas AS d WHERE NOT EXISTS (SELECT FROM changed AS c WHERE {KEY_MATCH})"""
@@ -85,30 +91,31 @@ COUNTS_APPLY = f"""
 # Postings of newly added terms (`terms`) over every live instrument: each term finds its rows through the bigram
 # GIN index (the same lookup a live search makes), in index order so the rows of one term share pages.
 POSTINGS_BUILD = """
-    INSERT INTO search_term_postings (term_id, instrument_id, name_hit, restricted, {facets})
-    SELECT t.id, r.instrument_id, lower(r.name) LIKE t.pattern, r.restricted, r.city_code, r.institution_kind,
-           r.category_code, r.sharing_mode, r.status
+    INSERT INTO search_term_postings (term_id, instrument_id, name_hit, restricted, original_value, {facets})
+    SELECT t.id, r.instrument_id, lower(r.name) LIKE t.pattern, r.restricted, r.original_value, r.city_code,
+           r.institution_kind, r.category_code, r.sharing_mode, r.status
     FROM {terms} AS t CROSS JOIN LATERAL (
         SELECT * FROM instrument_search AS s
         WHERE s.bigrams @> t.bigrams AND (t.bigram IS NOT NULL OR s.search_text LIKE t.pattern)) AS r
     ORDER BY 1, 3 DESC, 2 DESC
-    RETURNING term_id, restricted, {facets}"""
+    RETURNING term_id, restricted, original_value >= {large} AS large, {facets}"""
 
-CAME = POSTINGS_OF.format(facets=FACETS, source="new_rows", terms="search_frequent_terms")
+CAME = POSTINGS_OF.format(facets=FACETS, source="new_rows", terms="search_frequent_terms", large=LARGE)
 GONE = f"""
     DELETE FROM search_term_postings AS p USING old_rows AS o WHERE p.instrument_id = o.instrument_id
-    RETURNING p.term_id, p.restricted, p.city_code, p.institution_kind, p.category_code, p.sharing_mode, p.status"""
+    RETURNING p.term_id, p.restricted, p.original_value >= {LARGE} AS large, p.city_code, p.institution_kind, p.category_code, p.sharing_mode, p.status"""
 
 FUNCTIONS = [
     f"""
 CREATE FUNCTION search_terms_refresh() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    -- An edit that changes neither the name, the searched text nor a facet (a fee, a value) changes no posting.
+    -- An edit that changes neither the name, the searched text, the value nor a facet (a fee, a contact) changes no
+    -- posting.
     -- (Nested: a transition table that the trigger does not have may not even be named in a condition.)
     IF TG_OP = 'UPDATE' THEN
-        IF NOT EXISTS (SELECT instrument_id, name, bigrams, restricted, {FACETS} FROM new_rows
+        IF NOT EXISTS (SELECT instrument_id, name, bigrams, restricted, original_value, {FACETS} FROM new_rows
                        EXCEPT ALL
-                       SELECT instrument_id, name, bigrams, restricted, {FACETS} FROM old_rows) THEN
+                       SELECT instrument_id, name, bigrams, restricted, original_value, {FACETS} FROM old_rows) THEN
             RETURN NULL;
         END IF;
     END IF;
@@ -162,7 +169,7 @@ BEGIN
     IF added > 0 THEN
         CREATE TEMPORARY TABLE added_rows ON COMMIT DROP AS
             SELECT f.* FROM search_frequent_terms AS f JOIN added_terms AS a ON a.term = f.term;
-        WITH came AS ({POSTINGS_BUILD.format(facets=FACETS, terms="added_rows")})
+        WITH came AS ({POSTINGS_BUILD.format(facets=FACETS, terms="added_rows", large=LARGE)})
         INSERT INTO search_term_counts ({KEY}, n) SELECT {KEY}, count(*) FROM came GROUP BY {KEY} ORDER BY {KEY};
         DROP TABLE added_rows;
     END IF;
@@ -221,12 +228,19 @@ def upgrade() -> None:
         sa.Column("term_id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("name_hit", sa.Boolean(), nullable=False),
         sa.Column("restricted", sa.Boolean(), nullable=False),
+        sa.Column("original_value", sa.Numeric(precision=14, scale=2), nullable=False),
         sa.Column("city_code", sa.String(length=6), nullable=False),
         sa.Column("institution_kind", sa.Text(), nullable=False),
         sa.Column("category_code", sa.String(length=6), nullable=False),
         sa.Column("sharing_mode", sa.Text(), nullable=False),
         sa.Column("status", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("instrument_id", "term_id", name=op.f("pk_search_term_postings")),
+    )
+    op.create_index(
+        "ix_search_term_postings_value",
+        "search_term_postings",
+        ["term_id", "original_value", "instrument_id"],
+        unique=False,
     )
     op.create_index(
         "ix_search_term_postings_page",
@@ -238,6 +252,7 @@ def upgrade() -> None:
         "search_term_counts",
         sa.Column("term_id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("restricted", sa.Boolean(), nullable=False),
+        sa.Column("large", sa.Boolean(), nullable=False),
         sa.Column("city_code", sa.String(length=6), nullable=False),
         sa.Column("institution_kind", sa.Text(), nullable=False),
         sa.Column("category_code", sa.String(length=6), nullable=False),
@@ -248,6 +263,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "term_id",
             "restricted",
+            "large",
             "city_code",
             "institution_kind",
             "category_code",
@@ -273,6 +289,7 @@ def downgrade() -> None:
         op.execute(f"DROP FUNCTION {function}")
     # ### commands auto generated by Alembic, then reviewed ###
     op.drop_table("search_term_counts")
+    op.drop_index("ix_search_term_postings_value", table_name="search_term_postings")
     op.drop_index("ix_search_term_postings_page", table_name="search_term_postings")
     op.drop_table("search_term_postings")
     op.drop_table("search_frequent_terms")

@@ -60,18 +60,23 @@ async def _differences(session: AsyncSession, expected: str, table: str, columns
 # What search_term_postings and search_term_counts must hold for the frequent terms, recomputed here from scratch by
 # plain substring tests (the triggers use bigram containment and LIKE).
 EXPECTED_POSTINGS = """
-SELECT t.id AS term_id, s.instrument_id, strpos(lower(s.name), t.term) > 0 AS name_hit, s.restricted, s.city_code,
-       s.institution_kind, s.category_code, s.sharing_mode, s.status
+SELECT t.id AS term_id, s.instrument_id, strpos(lower(s.name), t.term) > 0 AS name_hit, s.restricted,
+       s.original_value, s.city_code, s.institution_kind, s.category_code, s.sharing_mode, s.status
 FROM instrument_search AS s JOIN search_frequent_terms AS t ON strpos(s.search_text, t.term) > 0
 """
 POSTING_COLUMNS = (
-    "term_id, instrument_id, name_hit, restricted, city_code, institution_kind, category_code, sharing_mode, status"
+    "term_id, instrument_id, name_hit, restricted, original_value, city_code, institution_kind, category_code,"
+    " sharing_mode, status"
 )
 EXPECTED_TERM_COUNTS = f"""
-SELECT term_id, restricted, city_code, institution_kind, category_code, sharing_mode, status, count(*)::int AS n
-FROM ({EXPECTED_POSTINGS}) AS p GROUP BY 1, 2, 3, 4, 5, 6, 7
+SELECT term_id, restricted, original_value >= 500000 AS large, city_code, institution_kind, category_code,
+       sharing_mode, status, count(*)::int AS n
+FROM ({EXPECTED_POSTINGS}) AS p GROUP BY term_id, restricted, large, city_code, institution_kind, category_code,
+                                         sharing_mode, status
 """  # noqa: S608 (fixed fragments)
-TERM_COUNT_COLUMNS = "term_id, restricted, city_code, institution_kind, category_code, sharing_mode, status, n"
+TERM_COUNT_COLUMNS = (
+    "term_id, restricted, large, city_code, institution_kind, category_code, sharing_mode, status, n"
+)
 
 
 async def assert_in_sync(session: AsyncSession) -> None:
@@ -555,17 +560,25 @@ async def test_frequent_term_searches_read_the_kept_rows(session: AsyncSession, 
         ({"q": "离心"}, "relevance"),
         ({"q": "离心机", "city": "510700", "sharing_mode": "external"}, "relevance"),
         ({"q": "离心", "category": "0102", "status": "standby"}, "newest"),
+        ({"q": "离心", "city": "510700"}, "value_desc"),
+        ({"q": "离心", "large": True, "city": "510700"}, "relevance"),
+        ({"q": "离心机", "min_value": Decimal(1000), "max_value": Decimal(50000)}, "value_asc"),
     ):
         query = search_sql(SearchFilters(**params), Viewer(), sort=sort, limit=20, offset=0, frequent=frequent)  # type: ignore[arg-type]
         assert query.frequent_term is not None
+        # (large is counted in the kept counts too; other value filters over the postings)
+        value_filtered = any(k in params for k in ("min_value", "max_value"))
         for mode in ("force_custom_plan", "force_generic_plan"):
             nodes = await _plan(session, query, mode)
             relations = {n.get("Relation Name") for n in nodes}
-            assert "search_term_counts" in relations and "instrument_search" not in relations, (params, mode)
-            assert "ix_search_term_postings_page" in _indexes(nodes), (params, mode)
-            assert "search_term_postings" not in _scans(nodes, "Seq Scan"), (params, mode)
-    # Other sorts and filters beyond the facets are answered live.
-    for params, sort in (({"q": "离心"}, "value_desc"), ({"q": "离心", "large": True}, "relevance"),
-                         ({"q": "离心 质谱"}, "relevance")):
+            assert "instrument_search" not in relations, (params, mode)
+            # Counted from the kept counts, or, with a value filter, over the term's postings.
+            assert ("search_term_counts" in relations) is not value_filtered, (params, mode)
+            assert _indexes(nodes) & {"ix_search_term_postings_page", "ix_search_term_postings_value"}, (params, mode)
+            if not value_filtered:  # (counting over the postings reads all of the term's: here, half the table)
+                assert "search_term_postings" not in _scans(nodes, "Seq Scan"), (params, mode)
+    # Sorted by name, several terms, or filters the postings do not hold: answered live.
+    for params, sort in (({"q": "离心"}, "name"), ({"q": "离心 质谱"}, "relevance"), ({"q": "离心", "vouchers": True},
+                         "relevance"), ({"q": "离心", "institution_id": 1}, "newest")):
         query = search_sql(SearchFilters(**params), Viewer(), sort=sort, limit=20, offset=0, frequent=frequent)  # type: ignore[arg-type]
         assert query.frequent_term is None, params
