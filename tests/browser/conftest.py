@@ -52,7 +52,10 @@ def live(test_database: TestDatabase) -> Iterator[tuple[str, str]]:
            "BOOKING_DEMO_SCALE": os.environ.get("BOOKING_DEMO_SCALE", "0.1"),
            # The booking walk-through books a slot for tomorrow and then checks in: allow check-in a week early
            # (a setting, so the flow runs without waiting for the slot's real start).
-           "BOOKING_CHECK_IN_EARLY_MIN": "10080"}
+           "BOOKING_CHECK_IN_EARLY_MIN": "10080",
+           # At this small scale, terms in 60 instruments count as frequent, so the pages also search through the
+           # kept postings and counts (the demo seed promotes them).
+           "BOOKING_SEARCH_FREQUENT_TERM_ROWS": "60"}
     log = open(ARTIFACTS.mkdir(exist_ok=True) or ARTIFACTS / "live-server.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "booking.cli", "demo", "--port", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
