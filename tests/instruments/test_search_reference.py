@@ -231,6 +231,24 @@ def random_filters(rng: random.Random, context: dict[str, Any]) -> SearchFilters
     )
 
 
+async def assert_like_reference(
+    session: AsyncSession, rows: list[Row], f: SearchFilters, viewer: Viewer, sort: str
+) -> bool:
+    """The search answers as the reference does, page and window; returns whether it found anything."""
+    expected_ids, expected_facets = reference(rows, f, viewer, sort)
+    context = (f, viewer, sort)
+    page = await repo.search(session, f, viewer, sort=sort, limit=200, offset=0)
+    assert [r["id"] for r in page.rows] == expected_ids, context
+    assert page.total == len(expected_ids), context
+    got = {name: [(value, n) for value, _label, n in values] for name, values in page.facets.items()}
+    assert got == expected_facets, context
+    # A later page is the same slice of the same order; without facets the total stays.
+    window = await repo.search(session, f, viewer, sort=sort, limit=3, offset=2, with_facets=False)
+    assert [r["id"] for r in window.rows] == expected_ids[2:5], context
+    assert window.total == len(expected_ids) and window.facets == {}, context
+    return bool(expected_ids)
+
+
 async def test_search_matches_the_reference(session: AsyncSession, catalogue: dict[str, Any]) -> None:
     rows = await load_rows(session)
     rng = random.Random(7)
@@ -240,19 +258,8 @@ async def test_search_matches_the_reference(session: AsyncSession, catalogue: di
         f = random_filters(rng, catalogue)
         sort = rng.choice(["relevance", "newest", "name", "value_desc", "value_asc"])
         for viewer in catalogue["viewers"]:
-            expected_ids, expected_facets = reference(rows, f, viewer, sort)
-            page = await repo.search(session, f, viewer, sort=sort, limit=200, offset=0)
-            context = (f, viewer, sort)
-            assert [r["id"] for r in page.rows] == expected_ids, context
-            assert page.total == len(expected_ids), context
-            got = {name: [(value, n) for value, _label, n in values] for name, values in page.facets.items()}
-            assert got == expected_facets, context
-            # A later page is the same slice of the same order; without facets the total stays.
-            window = await repo.search(session, f, viewer, sort=sort, limit=3, offset=2, with_facets=False)
-            assert [r["id"] for r in window.rows] == expected_ids[2:5], context
-            assert window.total == len(expected_ids) and window.facets == {}, context
+            checked += await assert_like_reference(session, rows, f, viewer, sort)
             paths[search_sql(f, viewer, sort=sort, limit=1, offset=0).counted_from_cube] += 1
-            checked += bool(expected_ids)
     # Both ways of counting were exercised, and most combinations found something.
     assert paths[True] >= 40 and paths[False] >= 120, paths
     assert checked >= 100
@@ -296,21 +303,6 @@ def one_term_filters(rng: random.Random, context: dict[str, Any]) -> SearchFilte
     if rng.random() < 0.2:  # another large threshold than the one the kept counts are split by
         f.threshold = Decimal(880000)
     return f
-
-
-async def assert_like_reference(
-    session: AsyncSession, rows: list[Row], f: SearchFilters, viewer: Viewer, sort: str
-) -> None:
-    expected_ids, expected_facets = reference(rows, f, viewer, sort)
-    context = (f, viewer, sort)
-    page = await repo.search(session, f, viewer, sort=sort, limit=200, offset=0)
-    assert [r["id"] for r in page.rows] == expected_ids, context
-    assert page.total == len(expected_ids), context
-    got = {name: [(value, n) for value, _label, n in values] for name, values in page.facets.items()}
-    assert got == expected_facets, context
-    window = await repo.search(session, f, viewer, sort=sort, limit=3, offset=2, with_facets=False)
-    assert [r["id"] for r in window.rows] == expected_ids[2:5], context
-    assert window.total == len(expected_ids) and window.facets == {}, context
 
 
 async def test_frequent_terms_answer_like_the_reference(session: AsyncSession, catalogue: dict[str, Any]) -> None:
