@@ -131,14 +131,22 @@ async def search(
     return SearchPage(rows=[row for _, row in items], total=total, facets=facets)
 
 
-async def frequent_term_candidates(session: AsyncSession, *, min_rows: int, length: int) -> list[tuple[str, int]]:
-    """Substrings of `length` characters found in at least `min_rows` live instruments that are not frequent terms
-    yet, with how many instruments have each."""
+async def frequent_term_candidates(
+    session: AsyncSession, *, min_rows: int, length: int
+) -> list[tuple[str, int, bool]]:
+    """Substrings of `length` characters found in at least `min_rows` live instruments: (term, how many instruments
+    have it, whether it is a frequent term already)."""
     result = await session.execute(
-        text("SELECT term, instruments FROM search_terms_candidates(:min_rows, :length)"),
+        text("SELECT term, instruments, known FROM search_terms_candidates(:min_rows, :length)"),
         {"min_rows": min_rows, "length": length},
     )
-    return [(term, int(n)) for term, n in result.all()]
+    return [(term, int(n), bool(known)) for term, n, known in result.all()]
+
+
+async def analyze_frequent_terms(session: AsyncSession) -> None:
+    """Fresh planner statistics after many postings and counts were added."""
+    await session.execute(text("ANALYZE search_term_postings"))
+    await session.execute(text("ANALYZE search_term_counts"))
 
 
 async def add_frequent_terms(session: AsyncSession, terms: Sequence[str]) -> int:

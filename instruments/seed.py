@@ -1335,7 +1335,7 @@ async def seed_province(
             " (SELECT 1 FROM instrument_history h WHERE h.instrument_id = i.id AND h.valid_to IS NULL)"
         )
     )
-    # The terms common enough to need kept postings and counts (the hourly job would find them too, later).
+    # The terms common enough to need kept postings and counts (the job would find them too, within six hours).
     await promote_frequent_terms(session)
     # Fresh statistics for the planner (the search tables were filled by the triggers, batch by batch).
     for table in (

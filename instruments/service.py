@@ -167,39 +167,63 @@ async def search(
     )
 
 
-async def frequent_term_candidates(session: AsyncSession) -> list[str]:
-    """The terms to make frequent now: substrings of 2 to search_frequent_term_length characters found in at least
-    search_frequent_term_rows live instruments, most common first, at most search_frequent_terms_max of them. Length
-    by length, each a statement of a few seconds at 100,000 instruments; a length with none ends the search (a longer
-    substring is never in more instruments than the shorter ones inside it)."""
+async def frequent_term_candidates(session: AsyncSession) -> list[tuple[str, int]]:
+    """The terms to make frequent now, with how many instruments have each: substrings of 2 to
+    search_frequent_term_length characters found in at least search_frequent_term_rows live instruments and not
+    frequent yet, most common first, at most search_frequent_terms_max of them. Length by length, each a statement
+    of a few seconds at 100,000 instruments; a length with no common substring at all (frequent already or not)
+    ends the search: a longer substring is never in more instruments than the shorter ones inside it."""
     settings = get_settings()
     found: list[tuple[str, int]] = []
     for length in range(2, settings.search_frequent_term_length + 1):
-        more = await repo.frequent_term_candidates(session, min_rows=settings.search_frequent_term_rows, length=length)
-        if not more:
+        common = await repo.frequent_term_candidates(
+            session, min_rows=settings.search_frequent_term_rows, length=length
+        )
+        if not common:
             break
-        found += more
+        found += [(term, n) for term, n, known in common if not known]
     found.sort(key=lambda item: (-item[1], item[0]))
-    return [term for term, _ in found[: settings.search_frequent_terms_max]]
+    return found[: settings.search_frequent_terms_max]
+
+
+def frequent_term_batches(candidates: list[tuple[str, int]]) -> list[list[str]]:
+    """The candidates in batches of at most FREQUENT_TERMS_PER_BATCH terms and FREQUENT_POSTINGS_PER_BATCH postings
+    (a term alone may exceed it): each batch is one statement, holding the catalogue writers' lock while it runs."""
+    batches: list[list[str]] = []
+    batch: list[str] = []
+    postings = 0
+    for term, n in candidates:
+        if batch and (len(batch) >= FREQUENT_TERMS_PER_BATCH or postings + n > FREQUENT_POSTINGS_PER_BATCH):
+            batches.append(batch)
+            batch, postings = [], 0
+        batch.append(term)
+        postings += n
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 async def add_frequent_terms(session: AsyncSession, terms: list[str]) -> int:
     return await repo.add_frequent_terms(session, terms)
 
 
+async def analyze_frequent_terms(session: AsyncSession) -> None:
+    await repo.analyze_frequent_terms(session)
+
+
 async def promote_frequent_terms(session: AsyncSession) -> int:
     """Make every term that is common enough now frequent, in this session's transaction (the demo seed); the
     background job (instruments.jobs) does the same in a transaction per batch. Returns how many were added."""
-    terms = await frequent_term_candidates(session)
     added = 0
-    for start in range(0, len(terms), FREQUENT_TERMS_PER_BATCH):
-        added += await add_frequent_terms(session, terms[start : start + FREQUENT_TERMS_PER_BATCH])
+    for batch in frequent_term_batches(await frequent_term_candidates(session)):
+        added += await add_frequent_terms(session, batch)
     return added
 
 
-# Terms added per statement: each builds its postings through the bigram index, about 0.1 s a term at 100,000
-# instruments, so a batch stays well inside the statement timeout.
+# A batch builds about 150,000 postings a second on the development machine (one term's postings found through the
+# bigram index): 200,000 keep a batch near a second or two, far inside the statement timeout.
 FREQUENT_TERMS_PER_BATCH = 25
+FREQUENT_POSTINGS_PER_BATCH = 200_000
 
 
 # ---- reading one instrument ---------------------------------------------------------------------------------------

@@ -100,39 +100,83 @@ POSTINGS_BUILD = """
     ORDER BY 1, 3 DESC, 2 DESC
     RETURNING term_id, restricted, original_value >= {large} AS large, {facets}"""
 
-CAME = POSTINGS_OF.format(facets=FACETS, source="new_rows", terms="search_frequent_terms", large=LARGE)
+# Rows of an update whose searched text or name changed: their postings are deleted and built again.
+RETEXTED = """(SELECT {side}.* FROM new_rows AS n JOIN old_rows AS o ON o.instrument_id = n.instrument_id
+               WHERE (n.search_text, n.name) IS DISTINCT FROM (o.search_text, o.name))"""
+CAME = POSTINGS_OF.format(facets=FACETS, source="{source}", terms="search_frequent_terms", large=LARGE)
 GONE = f"""
-    DELETE FROM search_term_postings AS p USING old_rows AS o WHERE p.instrument_id = o.instrument_id
-    RETURNING p.term_id, p.restricted, p.original_value >= {LARGE} AS large, p.city_code, p.institution_kind, p.category_code, p.sharing_mode, p.status"""
+    DELETE FROM search_term_postings AS p USING {{source}} AS o WHERE p.instrument_id = o.instrument_id
+    RETURNING p.term_id, p.restricted, p.original_value >= {LARGE} AS large, p.city_code, p.institution_kind,
+              p.category_code, p.sharing_mode, p.status"""
+# Rows of an update whose text and name stayed but whose value, restriction or a facet changed: their postings are
+# updated in place, each count moves from the old cell to the new one.
+MOVED = f"""
+    UPDATE search_term_postings AS p
+    SET restricted = n.restricted, original_value = n.original_value, city_code = n.city_code,
+        institution_kind = n.institution_kind, category_code = n.category_code, sharing_mode = n.sharing_mode,
+        status = n.status
+    FROM new_rows AS n JOIN old_rows AS o ON o.instrument_id = n.instrument_id
+    WHERE p.instrument_id = n.instrument_id AND (n.search_text, n.name) IS NOT DISTINCT FROM (o.search_text, o.name)
+      AND (n.restricted, n.original_value, n.city_code, n.institution_kind, n.category_code, n.sharing_mode, n.status)
+          IS DISTINCT FROM
+          (o.restricted, o.original_value, o.city_code, o.institution_kind, o.category_code, o.sharing_mode, o.status)
+    RETURNING p.term_id,
+              n.restricted AS n_restricted, n.original_value >= {LARGE} AS n_large, n.city_code AS n_city_code,
+              n.institution_kind AS n_institution_kind, n.category_code AS n_category_code,
+              n.sharing_mode AS n_sharing_mode, n.status AS n_status,
+              o.restricted AS o_restricted, o.original_value >= {LARGE} AS o_large, o.city_code AS o_city_code,
+              o.institution_kind AS o_institution_kind, o.category_code AS o_category_code,
+              o.sharing_mode AS o_sharing_mode, o.status AS o_status"""
+def _moved_key(side: str) -> str:
+    columns = ("restricted", "large", "city_code", "institution_kind", "category_code", "sharing_mode", "status")
+    return "term_id, " + ", ".join(f"{side}_{c} AS {c}" for c in columns)
+
+
+MOVED_DELTAS = f"SELECT {_moved_key('n')}, 1 AS d FROM moved UNION ALL SELECT {_moved_key('o')}, -1 FROM moved"
+
+
+def _dynamic(statement: str) -> str:
+    """The statement run through EXECUTE: planned afresh on each call, with the transition table's true size.
+    (A plan plpgsql caches after a 4,000-row update joins the whole postings table for every later one-row edit.)"""
+    return f"EXECUTE $statement${statement}$statement$;"
+
 
 FUNCTIONS = [
     f"""
 CREATE FUNCTION search_terms_refresh() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    -- An edit that changes neither the name, the searched text, the value nor a facet (a fee, a contact) changes no
-    -- posting.
+    -- Nothing to do for an empty statement (the search table's upsert fires empty insert and update triggers) or
+    -- an edit that changes neither the name, the searched text, the value nor a facet (a fee, a contact): return
+    -- before the lock, which every catalogue writer would otherwise hold until commit.
     -- (Nested: a transition table that the trigger does not have may not even be named in a condition.)
     IF TG_OP = 'UPDATE' THEN
-        IF NOT EXISTS (SELECT instrument_id, name, bigrams, restricted, original_value, {FACETS} FROM new_rows
+        IF NOT EXISTS (SELECT instrument_id, name, search_text, restricted, original_value, {FACETS} FROM new_rows
                        EXCEPT ALL
-                       SELECT instrument_id, name, bigrams, restricted, original_value, {FACETS} FROM old_rows) THEN
+                       SELECT instrument_id, name, search_text, restricted, original_value, {FACETS} FROM old_rows) THEN
             RETURN NULL;
         END IF;
+    ELSIF TG_OP = 'INSERT' THEN
+        IF NOT EXISTS (SELECT FROM new_rows) THEN
+            RETURN NULL;
+        END IF;
+    ELSIF NOT EXISTS (SELECT FROM old_rows) THEN
+        RETURN NULL;
     END IF;
     -- Before reading the frequent set: a promotion running now has either committed or will see these rows.
     PERFORM pg_advisory_xact_lock({CUBE_LOCK});
     IF NOT EXISTS (SELECT FROM search_frequent_terms) THEN
         RETURN NULL;
     END IF;
-    -- An update removes the rows' postings, then adds them again: two statements, because the sub-statements of
-    -- one run in no guaranteed order and an insert before the delete would collide with the old posting.
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        WITH gone AS ({GONE}),
-        {COUNTS_APPLY.format(deltas=f"SELECT {KEY}, -1 AS d FROM gone")};
-    END IF;
-    IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        WITH came AS ({CAME}),
-        {COUNTS_APPLY.format(deltas=f"SELECT {KEY}, 1 AS d FROM came")};
+    IF TG_OP = 'INSERT' THEN
+        {_dynamic(f"WITH came AS ({CAME.format(source='new_rows')}), " + COUNTS_APPLY.format(deltas=f"SELECT {KEY}, 1 AS d FROM came"))}
+    ELSIF TG_OP = 'DELETE' THEN
+        {_dynamic(f"WITH gone AS ({GONE.format(source='old_rows')}), " + COUNTS_APPLY.format(deltas=f"SELECT {KEY}, -1 AS d FROM gone"))}
+    ELSE
+        {_dynamic(f"WITH moved AS ({MOVED}), " + COUNTS_APPLY.format(deltas=MOVED_DELTAS))}
+        -- Deleted, then added again: two statements, because the sub-statements of one run in no guaranteed order
+        -- and an insert before the delete would collide with the old posting.
+        {_dynamic(f"WITH gone AS ({GONE.format(source=RETEXTED.format(side='o'))}), " + COUNTS_APPLY.format(deltas=f"SELECT {KEY}, -1 AS d FROM gone"))}
+        {_dynamic(f"WITH came AS ({CAME.format(source=RETEXTED.format(side='n'))}), " + COUNTS_APPLY.format(deltas=f"SELECT {KEY}, 1 AS d FROM came"))}
     END IF;
     RETURN NULL;
 END
@@ -180,18 +224,23 @@ $$
 """,
     r"""
 CREATE FUNCTION search_terms_candidates(min_rows integer, term_length integer)
-RETURNS TABLE (term text, instruments bigint) LANGUAGE sql STABLE AS $$
-    -- The substrings of term_length characters within a word of the searched text, counted once per instrument,
-    -- that are not frequent terms yet and are found in at least min_rows live instruments.
-    SELECT g.term, count(*) FROM (
-        SELECT DISTINCT s.instrument_id, substr(w.word, i, term_length) AS term
-        FROM instrument_search AS s
-        CROSS JOIN LATERAL regexp_split_to_table(s.search_text, '\s+') AS w(word)
-        CROSS JOIN LATERAL generate_series(1, char_length(w.word) - term_length + 1) AS i
-    ) AS g
-    WHERE g.term !~ '[\U00010000-\U0010FFFF]'
-      AND NOT EXISTS (SELECT FROM search_frequent_terms AS f WHERE f.term = g.term)
-    GROUP BY g.term HAVING count(*) >= min_rows
+RETURNS TABLE (term text, instruments bigint, known boolean) LANGUAGE sql STABLE AS $$
+    -- The substrings of term_length characters within a word of the searched text that are found in at least
+    -- min_rows live instruments (counted once per instrument), and whether each is a frequent term already. Left
+    -- out: what a search never looks up in the kept rows (characters outside the Basic Multilingual Plane, cased
+    -- letters beyond ASCII, see instruments.rules.frequent_key).
+    SELECT c.term, c.instruments, EXISTS (SELECT FROM search_frequent_terms AS f WHERE f.term = c.term)
+    FROM (
+        SELECT g.term, count(*) AS instruments FROM (
+            SELECT DISTINCT s.instrument_id, substr(w.word, i, term_length) AS term
+            FROM instrument_search AS s
+            CROSS JOIN LATERAL regexp_split_to_table(s.search_text, '\s+') AS w(word)
+            CROSS JOIN LATERAL generate_series(1, char_length(w.word) - term_length + 1) AS i
+        ) AS g
+        GROUP BY g.term HAVING count(*) >= min_rows
+    ) AS c
+    WHERE c.term !~ '[\U00010000-\U0010FFFF]'
+      AND lower(regexp_replace(c.term, '[\x01-\x7f]', '', 'g')) = upper(regexp_replace(c.term, '[\x01-\x7f]', '', 'g'))
 $$
 """,
 ]

@@ -11,15 +11,37 @@ import asyncpg
 import pytest
 
 from tests.db import TestDatabase
-from tests.instruments.test_search_index import CUBE_COLUMNS, EXPECTED_CUBE, EXPECTED_SEARCH_ROWS, SEARCH_COLUMNS
+from tests.instruments.test_search_index import (
+    CUBE_COLUMNS,
+    EXPECTED_CUBE,
+    EXPECTED_POSTINGS,
+    EXPECTED_SEARCH_ROWS,
+    EXPECTED_TERM_COUNTS,
+    POSTING_COLUMNS,
+    SEARCH_COLUMNS,
+    TERM_COUNT_COLUMNS,
+)
 from tests.live import Scratch
 
 pytestmark = [pytest.mark.race, pytest.mark.asyncio]
 
 
+# Frequent terms in the texts these tests write, so their triggers run under the concurrent writers too.
+RACE_TERMS = ["并发", "仪器", "并发仪器", "改名", "研究所", "测试", "光谱仪"]
+
+
 @pytest.fixture(scope="module")
 def scratch(test_database: TestDatabase) -> Iterator[Scratch]:
     db = Scratch.create(test_database, f"booking_search_race_{id(test_database) % 100000}")
+
+    async def promote() -> None:
+        conn = await asyncpg.connect(db.url.replace("postgresql+asyncpg://", "postgresql://", 1))
+        try:
+            await conn.execute("SELECT search_terms_add($1::text[])", RACE_TERMS)
+        finally:
+            await conn.close()
+
+    asyncio.run(promote())
     try:
         yield db
     finally:
@@ -50,6 +72,9 @@ async def _differences(conn: asyncpg.Connection, expected: str, table: str, colu
 async def _assert_in_sync(conn: asyncpg.Connection) -> None:
     assert await _differences(conn, EXPECTED_SEARCH_ROWS, "instrument_search", SEARCH_COLUMNS, "TRUE") == 0
     assert await _differences(conn, EXPECTED_CUBE, "instrument_facet_counts", CUBE_COLUMNS, "n > 0") == 0
+    assert await _differences(conn, EXPECTED_POSTINGS, "search_term_postings", POSTING_COLUMNS, "TRUE") == 0
+    assert await _differences(conn, EXPECTED_TERM_COUNTS, "search_term_counts", TERM_COUNT_COLUMNS, "n > 0") == 0
+    assert await conn.fetchval("SELECT count(*) FROM search_term_postings") > 0
 
 
 async def _institution(conn: asyncpg.Connection, name: str, kind: str = "高校") -> int:
@@ -183,3 +208,21 @@ async def test_a_promotion_and_concurrent_writers_miss_nothing(connect: object) 
         " ON t.id = c.term_id WHERE t.term = '晋升测试') AS x"
     ) == 30 + 10 + 4 * 5
     await _assert_in_sync(setup)
+
+
+async def test_edits_that_change_nothing_searched_take_no_lock(connect: object) -> None:
+    """A fee or contact edit changes no search row, count or posting: it must not take the lock every catalogue
+    writer takes (two such edits in opposite order would otherwise deadlock)."""
+    a, b = await connect(), await connect()  # type: ignore[operator]
+    inst = await _institution(a, "无锁编辑单位")
+    first, second = [r["id"] for r in await a.fetch(INSERT, inst, "L-", "无锁编辑仪器", 2)]
+    advisory = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    ta, tb = a.transaction(), b.transaction()
+    await ta.start()
+    await tb.start()
+    await a.execute("UPDATE instruments SET fee_text = '每小时 100 元' WHERE id = $1", first)
+    # Not queued behind the first edit's transaction.
+    await asyncio.wait_for(b.execute("UPDATE instruments SET contact_phone = '028-1' WHERE id = $1", second), 5)
+    assert await a.fetchval(advisory) == 0 and await b.fetchval(advisory) == 0
+    await ta.commit()
+    await tb.commit()

@@ -140,7 +140,7 @@ async def test_bigram_codes(session: AsyncSession) -> None:
 # exercises the frequent-term triggers, and assert_in_sync checks their postings and counts.
 SYNC_TERMS = (
     "仪器", "测试", "质谱", "光谱", "拉曼", "核磁", "电子", "批量", "交换", "名字", "同步", "大学", "研究",
-    "光谱仪", "质谱仪", "批量仪器", "测试仪器厂", "abc", "ms", "avance",
+    "光谱仪", "质谱仪", "批量仪器", "测试仪器厂", "abc", "ms", "avance", "分析仪", "解析仪",
 )
 
 
@@ -185,6 +185,16 @@ class TestInSync:
             "010600",
         )
         assert row.original_value == Decimal("123.45") and row.accepts_vouchers is True
+
+    async def test_a_text_change_that_keeps_the_bigrams(self, session: AsyncSession) -> None:
+        # The same set of bigrams, another text: 分析仪 leaves, 解析仪 arrives (longer terms are matched by text).
+        inst = await make_instrument(session, name="测试平台", functions="分析仪 解析")
+        await assert_in_sync(session)
+        inst.functions = "分析 解析仪"
+        await assert_in_sync(session)
+        inst.original_value = Decimal("10")  # then a value change alone: the postings move in place
+        inst.status = "standby"
+        await assert_in_sync(session)
 
     async def test_an_update_that_changes_nothing_searched_leaves_the_row(self, session: AsyncSession) -> None:
         inst = await make_instrument(session)
@@ -541,6 +551,14 @@ async def test_the_job_promotes_the_common_terms(session: AsyncSession, monkeypa
     assert max(len(t) for t in terms) <= 6
     # Idempotent: nothing new the second time.
     assert await run_job_once(job) == 0
+    await assert_in_sync(session)
+    # A later run finds a longer term that became common since (though every two-character piece of it is
+    # frequent already).
+    for n in range(6):
+        await make_instrument(session, uni, name=f"常见质谱 {n}")
+    assert "常见质谱" not in set(await session.scalars(text("SELECT term FROM search_frequent_terms")))
+    assert await run_job_once(job) > 0
+    assert "常见质谱" in set(await session.scalars(text("SELECT term FROM search_frequent_terms")))
     await assert_in_sync(session)
     # One-term searches for them read the kept postings and counts.
     page = await repo.search(session, SearchFilters(q="常见词"), Viewer(), sort="relevance", limit=3, offset=0)
