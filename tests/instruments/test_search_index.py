@@ -539,7 +539,7 @@ async def test_the_job_promotes_the_common_terms(session: AsyncSession, monkeypa
     get_settings.cache_clear()
     uni = await make_institution(session, name="晋升检索大学")
     for n in range(6):
-        await make_instrument(session, uni, name=f"常见词质谱仪 {n}", functions="Common 𠀀𠀀 功能")
+        await make_instrument(session, uni, name=f"常见词质谱仪 {n}", functions="Common 𠀀𠀀 功能 色谱 谱仪")
     await make_instrument(session, uni, name="罕见仪器")
     load_jobs()
     job = {j.name: j for j in registered_jobs()}["promote_frequent_terms"]
@@ -552,13 +552,13 @@ async def test_the_job_promotes_the_common_terms(session: AsyncSession, monkeypa
     # Idempotent: nothing new the second time.
     assert await run_job_once(job) == 0
     await assert_in_sync(session)
-    # A later run finds a longer term that became common since (though every two-character piece of it is
-    # frequent already).
+    # A later run finds a longer term that became common since, though each of its two-character pieces (色谱,
+    # 谱仪) was frequent already and nothing new turns up at two characters.
     for n in range(6):
-        await make_instrument(session, uni, name=f"常见质谱 {n}")
-    assert "常见质谱" not in set(await session.scalars(text("SELECT term FROM search_frequent_terms")))
+        await make_instrument(session, uni, name=f"色谱仪 {n}")
+    assert "色谱仪" not in set(await session.scalars(text("SELECT term FROM search_frequent_terms")))
     assert await run_job_once(job) > 0
-    assert "常见质谱" in set(await session.scalars(text("SELECT term FROM search_frequent_terms")))
+    assert "色谱仪" in set(await session.scalars(text("SELECT term FROM search_frequent_terms")))
     await assert_in_sync(session)
     # One-term searches for them read the kept postings and counts.
     page = await repo.search(session, SearchFilters(q="常见词"), Viewer(), sort="relevance", limit=3, offset=0)
