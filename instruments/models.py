@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -279,18 +280,27 @@ FACET_DIMS: dict[str, int] = {
     "sharing_mode": 2,
     "status": 1,
 }
+
+
+def _facet_cell_counted() -> list[Column[Any] | CheckConstraint]:
+    """The five facets as the last key columns of a table of counts, then the count: shared by the facet cube and
+    the frequent terms' kept counts."""
+    return [
+        *(
+            Column(name, String(6) if name in ("city_code", "category_code") else Text, primary_key=True)
+            for name in FACET_DIMS
+        ),
+        Column("n", Integer, nullable=False),
+        CheckConstraint("n >= 0", name="n"),
+    ]
+
+
 instrument_facet_counts = Table(
     "instrument_facet_counts",
     SQLModel.metadata,
     Column("dims", SmallInteger, primary_key=True),
     Column("restricted", Boolean, primary_key=True),
-    Column("city_code", String(6), primary_key=True),
-    Column("institution_kind", Text, primary_key=True),
-    Column("category_code", String(6), primary_key=True),
-    Column("sharing_mode", Text, primary_key=True),
-    Column("status", Text, primary_key=True),
-    Column("n", Integer, nullable=False),
-    CheckConstraint("n >= 0", name="n"),
+    *_facet_cell_counted(),
 )
 
 
