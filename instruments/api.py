@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Query, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from booking.auth.deps import ApiAdmin, ApiPrincipal, ApiUser
 from booking.auth.principal import Principal
@@ -88,7 +89,36 @@ class SearchParams(BaseModel):
     facets: Annotated[bool, Field(description="同时返回分面计数")] = True
 
 
-async def search_query(session: SessionDep, params: Annotated[SearchParams, Query()]) -> SearchQuery:
+def search_params(request: Request) -> SearchParams:
+    """The query string validated by one pydantic call. FastAPI's own handling of a query-parameter model
+    inspects every field's annotation on every request (~0.5 ms for these 14 fields, a third of the app's time for a
+    fast search); the errors and the 422 are the same, and the route declares the parameters for OpenAPI from
+    the model (SEARCH_PARAMETERS)."""
+    try:
+        return SearchParams.model_validate(request.query_params)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("query", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
+
+
+def _openapi_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    out = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        description = prop.pop("description", None)
+        out.append(
+            {"name": name, "in": "query", "required": name in schema.get("required", ()), "schema": prop}
+            | ({"description": description} if description else {})
+        )
+    return out
+
+
+SEARCH_PARAMETERS = {"parameters": _openapi_parameters(SearchParams)}
+
+
+async def search_query(session: SessionDep, params: Annotated[SearchParams, Depends(search_params)]) -> SearchQuery:
     filters = await service.build_filters(
         session,
         q=params.q,
@@ -154,7 +184,9 @@ def facets_of(page: SearchPage) -> dict[str, list[FacetCount]]:
     return out
 
 
-@router.get("/instruments", response_model=SearchResult, summary="Search the catalogue")
+@router.get(
+    "/instruments", response_model=SearchResult, summary="Search the catalogue", openapi_extra=SEARCH_PARAMETERS
+)
 async def search(session: SessionDep, principal: ApiPrincipal, query: SearchDep) -> dict[str, Any]:
     page = await service.search(
         session,
@@ -290,7 +322,9 @@ async def template_csv() -> Response:
 
 
 @router.get(
-    "/instruments/export.{fmt}", summary="Export search results in the import layout (csv, xlsx, json)"
+    "/instruments/export.{fmt}",
+    summary="Export search results in the import layout (csv, xlsx, json)",
+    openapi_extra=SEARCH_PARAMETERS,
 )
 async def export(
     session: SessionDep, principal: ApiPrincipal, query: SearchDep, fmt: Literal["csv", "xlsx", "json"]

@@ -326,6 +326,9 @@ class TestBadParameters:
             ({"min_value": "10", "max_value": "5"}, "min_value"),
             ({"limit": "500"}, "limit"),
             ({"sort": "random"}, "sort"),
+            ({"limit": "abc"}, "limit"),
+            ({"large": "maybe"}, "large"),
+            ({"q": "质" * 101}, "q"),
         ],
     )
     async def test_rejected_naming_the_parameter(
@@ -335,3 +338,17 @@ class TestBadParameters:
         assert r.status_code == 422, r.text
         assert r.headers["content-type"].startswith("application/problem+json")
         assert field in {e["field"] for e in r.json()["errors"]}
+
+
+async def test_openapi_declares_every_search_parameter(client: httpx.AsyncClient) -> None:
+    """The search parses its query string itself (instruments.api.search_params), so the parameters the docs show
+    come from the same model: every field, with its constraints."""
+    from instruments.api import SearchParams
+
+    spec = (await client.get("/openapi.json")).json()
+    for path in ("/api/v1/instruments", "/api/v1/instruments/export.{fmt}"):
+        declared = {p["name"]: p for p in spec["paths"][path]["get"]["parameters"] if p["in"] == "query"}
+        assert set(declared) == set(SearchParams.model_fields), path
+    city = declared["city"]
+    assert city["description"] == "市州代码"
+    assert {"pattern": r"^\d{6}$", "type": "string"} in city["schema"]["anyOf"]
