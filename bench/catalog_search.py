@@ -50,6 +50,9 @@ QUERIES: list[tuple[str, dict[str, str]]] = [
     ("q=分析仪 (3-char CJK, common)", {"q": "分析仪"}),
     ("q=分析 + 大型 (common term + value filter)", {"q": "分析", "large": "true"}),
     ("q=分析, sort=value_desc (common term)", {"q": "分析", "sort": "value_desc"}),
+    ("q=分析 + 接受创新券 (common term + vouchers)", {"q": "分析", "vouchers": "true"}),
+    ("q=分析 + 产业链 (common term + chain tag)", {"q": "分析", "chain": "1"}),
+    ("q=色谱 + 产业链 + 创新券 + 成都", {"q": "色谱", "chain": "2", "vouchers": "true", "city": "510100"}),
 ]
 
 
@@ -122,6 +125,8 @@ async def sql_for(params: dict[str, str], frequent: dict[str, int]) -> tuple[str
         category=category_prefix(params.get("category")),
         sharing_mode=params.get("sharing_mode"),
         large=True if params.get("large") == "true" else None,
+        vouchers=True if params.get("vouchers") == "true" else None,
+        chain_id=int(params["chain"]) if "chain" in params else None,
         threshold=Decimal("500000"),
     )
     query = search_sql(f, Viewer(), sort=params.get("sort", "relevance"), limit=20, offset=0, frequent=frequent)

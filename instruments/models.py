@@ -387,6 +387,9 @@ search_term_postings = Table(
     Column("category_code", String(6), nullable=False),
     Column("sharing_mode", Text, nullable=False),
     Column("status", Text, nullable=False),
+    Column("accepts_vouchers", Boolean, nullable=False),
+    # The instrument's industrial chains (instrument_chains), sorted: kept by triggers on both tables.
+    Column("chain_ids", ARRAY(Integer), nullable=False),
 )
 Index(
     "ix_search_term_postings_page",
@@ -403,17 +406,24 @@ Index(
 # The kept counts are split by large at the national definition of a large instrument (原值 ≥ 50万元), frozen in
 # the migration; a search with another large_instrument_threshold_cny counts its large filter over the postings.
 KEPT_LARGE_THRESHOLD = Decimal("500000")
+# Key order: the term (and chain) first, then restricted, large and vouchers, then the five facets.
 search_term_counts = Table(
     "search_term_counts",
     SQLModel.metadata,
     Column("term_id", Integer, primary_key=True, autoincrement=False),
     Column("restricted", Boolean, primary_key=True),
     Column("large", Boolean, primary_key=True),
-    Column("city_code", String(6), primary_key=True),
-    Column("institution_kind", Text, primary_key=True),
-    Column("category_code", String(6), primary_key=True),
-    Column("sharing_mode", Text, primary_key=True),
-    Column("status", Text, primary_key=True),
-    Column("n", Integer, nullable=False),
-    CheckConstraint("n >= 0", name="n"),
+    Column("vouchers", Boolean, primary_key=True),
+    *_facet_cell_counted(),
+)
+# The same counts per (term, industrial chain): a posting counts once in each of its chains.
+search_term_chain_counts = Table(
+    "search_term_chain_counts",
+    SQLModel.metadata,
+    Column("term_id", Integer, primary_key=True, autoincrement=False),
+    Column("chain_id", Integer, primary_key=True, autoincrement=False),
+    Column("restricted", Boolean, primary_key=True),
+    Column("large", Boolean, primary_key=True),
+    Column("vouchers", Boolean, primary_key=True),
+    *_facet_cell_counted(),
 )

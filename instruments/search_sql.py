@@ -384,11 +384,11 @@ def _live(
 
 def frequent_term(f: SearchFilters, sort: str) -> str | None:
     """The frequent-term key of a query the kept postings and counts can answer, if its term is frequent: one term,
-    no filter but the five facets and the value, not sorted by name."""
+    no filter but the five facets, the value, vouchers and a chain, not sorted by name."""
     terms = search_terms(f.q)
     if len(terms) != 1 or sort == "name":
         return None
-    if f.institution_id is not None or f.chain_id is not None or f.vouchers is not None:
+    if f.institution_id is not None:
         return None
     return frequent_key(terms[0])
 
@@ -427,7 +427,12 @@ def _frequent(
             "(NOT p.restricted OR EXISTS (SELECT FROM instrument_search AS rs"
             f" WHERE rs.instrument_id = p.instrument_id AND {_restricted_visible(viewer, 'rs')}))"
         )
-    mine = [f"p.term_id = {tid}", visible, *_value_filters(f, "p")]
+    kept = []
+    if f.vouchers is not None:
+        kept.append(f"p.accepts_vouchers = {'TRUE' if f.vouchers else 'FALSE'}")
+    if f.chain_id is not None:
+        kept.append(f"p.chain_ids @> ARRAY[{int_literal(f.chain_id)}]")
+    mine = [f"p.term_id = {tid}", visible, *_value_filters(f, "p"), *kept]
     conds = " AND ".join([*mine, *facet_conditions(f, "p").values()])
     window = f"LIMIT {int_literal(limit)} OFFSET {int_literal(offset)}"
     if sort == "relevance":
@@ -470,7 +475,13 @@ def _frequent(
         counts_rows = [f"c.term_id = {tid}", "TRUE" if viewer.is_admin else "NOT c.restricted"]
         if f.large is not None:
             counts_rows.append("c.large" if f.large else "NOT c.large")
-        sources = [("c", "search_term_counts AS c", "c.n", counts_rows)]
+        if f.vouchers is not None:
+            counts_rows.append("c.vouchers" if f.vouchers else "NOT c.vouchers")
+        counts_table = "search_term_counts"
+        if f.chain_id is not None:
+            counts_table = "search_term_chain_counts"
+            counts_rows.insert(1, f"c.chain_id = {int_literal(f.chain_id)}")
+        sources = [("c", f"{counts_table} AS c", "c.n", counts_rows)]
         if not viewer.is_admin and (viewer.managed_institution_ids or viewer.user_id is not None):
             # The restricted instruments this viewer may see, matched as the live search matches them.
             sources.append(
@@ -482,7 +493,7 @@ def _frequent(
                         f"t.id = {tid}",
                         f"s.restricted AND {_restricted_visible(viewer, 's')}",
                         "s.bigrams @> t.bigrams AND (t.bigram IS NOT NULL OR s.search_text LIKE t.pattern)",
-                        *_value_filters(f, "s"),
+                        *_other_filters(f, "s"),
                     ],
                 )
             )

@@ -12,7 +12,9 @@ import pytest
 
 from tests.db import TestDatabase
 from tests.instruments.test_search_index import (
+    CHAIN_COUNT_COLUMNS,
     CUBE_COLUMNS,
+    EXPECTED_CHAIN_COUNTS,
     EXPECTED_CUBE,
     EXPECTED_POSTINGS,
     EXPECTED_SEARCH_ROWS,
@@ -74,6 +76,10 @@ async def _assert_in_sync(conn: asyncpg.Connection) -> None:
     assert await _differences(conn, EXPECTED_CUBE, "instrument_facet_counts", CUBE_COLUMNS, "n > 0") == 0
     assert await _differences(conn, EXPECTED_POSTINGS, "search_term_postings", POSTING_COLUMNS, "TRUE") == 0
     assert await _differences(conn, EXPECTED_TERM_COUNTS, "search_term_counts", TERM_COUNT_COLUMNS, "n > 0") == 0
+    chain_counts = await _differences(
+        conn, EXPECTED_CHAIN_COUNTS, "search_term_chain_counts", CHAIN_COUNT_COLUMNS, "n > 0"
+    )
+    assert chain_counts == 0
     assert await conn.fetchval("SELECT count(*) FROM search_term_postings") > 0
 
 
@@ -102,9 +108,14 @@ async def test_concurrent_writers_keep_the_cube_exact(connect: object) -> None:
         conn = await connect()  # type: ignore[operator]
         async with conn.transaction():
             ids = [r["id"] for r in await conn.fetch(INSERT, rng.choice(institutions), f"W{n}-", f"并发仪器{n}-", 15)]
+            await conn.execute(
+                "INSERT INTO instrument_chains (instrument_id, chain_id) SELECT i, 1 + i % 6 FROM unnest($1::int[]) AS i",
+                ids[::2],
+            )
             await asyncio.sleep(rng.random() / 50)
             await conn.execute(
-                "UPDATE instruments SET status = $2, sharing_mode = 'internal' WHERE id = ANY($1::int[])",
+                "UPDATE instruments SET status = $2, sharing_mode = 'internal', accepts_vouchers = TRUE"
+                " WHERE id = ANY($1::int[])",
                 ids[::2],
                 rng.choice(["standby", "remote"]),
             )
@@ -122,8 +133,32 @@ async def test_concurrent_writers_keep_the_cube_exact(connect: object) -> None:
             "UPDATE institutions SET kind = $2 WHERE id = $1", rng.choice(institutions), rng.choice(["企业", "高校"])
         )
 
+    tagged = [r["id"] for r in await setup.fetch(INSERT, institutions[0], "T-", "并发测试仪器", 12)]
+
+    async def retag(n: int) -> None:
+        # A manager re-tagging committed instruments while they are renamed and moved (both tables' triggers).
+        rng = random.Random(200 + n)
+        conn = await connect()  # type: ignore[operator]
+        async with conn.transaction():
+            chosen = rng.sample(tagged, 4)
+            await conn.execute("DELETE FROM instrument_chains WHERE instrument_id = ANY($1::int[])", chosen)
+            await asyncio.sleep(rng.random() / 50)
+            await conn.execute(
+                "INSERT INTO instrument_chains (instrument_id, chain_id) SELECT i, $2 FROM unnest($1::int[]) AS i"
+                " ON CONFLICT DO NOTHING",  # another re-tagging may have linked the same pair meanwhile
+                chosen, rng.randint(1, 6),
+            )
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE instruments SET name = name || '改', city_code = $2 WHERE id = ANY($1::int[])",
+                rng.sample(tagged, 3), rng.choice(["510100", "510700"]),
+            )
+
     await asyncio.wait_for(
-        asyncio.gather(*(writer(n) for n in range(8)), *(reclassify(n) for n in range(4))), timeout=60
+        asyncio.gather(
+            *(writer(n) for n in range(8)), *(reclassify(n) for n in range(4)), *(retag(n) for n in range(4))
+        ),
+        timeout=60,
     )
     await _assert_in_sync(setup)
     assert await setup.fetchval("SELECT count(*) FROM instrument_search WHERE name LIKE '并发仪器%'") == 8 * 12

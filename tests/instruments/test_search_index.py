@@ -61,22 +61,31 @@ async def _differences(session: AsyncSession, expected: str, table: str, columns
 # plain substring tests (the triggers use bigram containment and LIKE).
 EXPECTED_POSTINGS = """
 SELECT t.id AS term_id, s.instrument_id, strpos(lower(s.name), t.term) > 0 AS name_hit, s.restricted,
-       s.original_value, s.city_code, s.institution_kind, s.category_code, s.sharing_mode, s.status
+       s.original_value, s.city_code, s.institution_kind, s.category_code, s.sharing_mode, s.status,
+       s.accepts_vouchers,
+       coalesce((SELECT array_agg(c.chain_id ORDER BY c.chain_id) FROM instrument_chains AS c
+                 WHERE c.instrument_id = s.instrument_id), '{}') AS chain_ids
 FROM instrument_search AS s JOIN search_frequent_terms AS t ON strpos(s.search_text, t.term) > 0
 """
 POSTING_COLUMNS = (
     "term_id, instrument_id, name_hit, restricted, original_value, city_code, institution_kind, category_code,"
-    " sharing_mode, status"
+    " sharing_mode, status, accepts_vouchers, chain_ids"
 )
+_CELL = "restricted, large, vouchers, city_code, institution_kind, category_code, sharing_mode, status"
 EXPECTED_TERM_COUNTS = f"""
-SELECT term_id, restricted, original_value >= 500000 AS large, city_code, institution_kind, category_code,
-       sharing_mode, status, count(*)::int AS n
-FROM ({EXPECTED_POSTINGS}) AS p GROUP BY term_id, restricted, large, city_code, institution_kind, category_code,
-                                         sharing_mode, status
+SELECT term_id, {_CELL}, count(*)::int AS n
+FROM (SELECT *, original_value >= 500000 AS large, accepts_vouchers AS vouchers FROM ({EXPECTED_POSTINGS}) AS e) AS p
+GROUP BY term_id, {_CELL}
 """  # noqa: S608 (fixed fragments)
-TERM_COUNT_COLUMNS = (
-    "term_id, restricted, large, city_code, institution_kind, category_code, sharing_mode, status, n"
-)
+TERM_COUNT_COLUMNS = f"term_id, {_CELL}, n"
+# Per chain: each instrument counted in each of its chains, from instrument_chains itself.
+EXPECTED_CHAIN_COUNTS = f"""
+SELECT term_id, c.chain_id, {_CELL}, count(*)::int AS n
+FROM (SELECT *, original_value >= 500000 AS large, accepts_vouchers AS vouchers FROM ({EXPECTED_POSTINGS}) AS e) AS p
+JOIN instrument_chains AS c ON c.instrument_id = p.instrument_id
+GROUP BY term_id, c.chain_id, {_CELL}
+"""  # noqa: S608 (fixed fragments)
+CHAIN_COUNT_COLUMNS = f"term_id, chain_id, {_CELL}, n"
 
 
 async def assert_in_sync(session: AsyncSession) -> None:
@@ -86,6 +95,10 @@ async def assert_in_sync(session: AsyncSession) -> None:
     assert await _differences(session, EXPECTED_CUBE, "instrument_facet_counts", CUBE_COLUMNS, "n > 0") == 0
     assert await _differences(session, EXPECTED_POSTINGS, "search_term_postings", POSTING_COLUMNS) == 0
     assert await _differences(session, EXPECTED_TERM_COUNTS, "search_term_counts", TERM_COUNT_COLUMNS, "n > 0") == 0
+    assert (
+        await _differences(session, EXPECTED_CHAIN_COUNTS, "search_term_chain_counts", CHAIN_COUNT_COLUMNS, "n > 0")
+        == 0
+    )
 
 
 async def add_frequent_terms(session: AsyncSession, *terms: str) -> int:
@@ -218,6 +231,70 @@ class TestInSync:
         inst.restricted = False
         await assert_in_sync(session)
         assert await found(session, "军工光谱") == {inst.id}
+
+    async def test_chain_tags_follow(self, session: AsyncSession) -> None:
+        # Kept by the triggers on instrument_chains (postings' chain_ids, chain counts) and on instrument_search
+        # (a new, moved or re-texted posting takes or keeps the instrument's chains).
+        ids = await repo.chain_ids_by_name(session)
+        inst = await make_instrument(session, name="质谱分析仪", chains=["先进材料"])
+        other = await make_instrument(session, name="光谱测试仪", chains=["先进材料", "医药健康"])
+        await assert_in_sync(session)
+        await repo.set_chains(session, inst.id, [ids["医药健康"], ids["先进材料"]])  # type: ignore[arg-type]
+        await assert_in_sync(session)
+        await repo.set_chains(session, inst.id, [])  # type: ignore[arg-type]
+        await assert_in_sync(session)
+        await repo.set_chains(session, inst.id, [ids["电子信息"], ids["能源化工"]])  # type: ignore[arg-type]
+        inst.city_code, inst.accepts_vouchers, inst.original_value = "510700", True, Decimal("100")
+        await assert_in_sync(session)  # moved in place, chains kept
+        inst.name = "拉曼光谱仪"
+        await assert_in_sync(session)  # re-texted: deleted and added with its chains
+        await session.execute(
+            text("UPDATE instrument_chains SET chain_id = :c WHERE instrument_id = :i AND chain_id = :old"),
+            {"c": ids["食品轻纺"], "i": inst.id, "old": ids["电子信息"]},
+        )
+        await assert_in_sync(session)
+        # A chain deleted: its links go by cascade.
+        chain_id = await session.scalar(text("INSERT INTO chains (name) VALUES ('临时链') RETURNING id"))
+        await session.execute(
+            text("INSERT INTO instrument_chains (instrument_id, chain_id) VALUES (:a, :c), (:b, :c)"),
+            {"a": inst.id, "b": other.id, "c": chain_id},
+        )
+        await assert_in_sync(session)
+        await session.execute(text("DELETE FROM chains WHERE id = :c"), {"c": chain_id})
+        await assert_in_sync(session)
+        # Retired with its chains still linked, then unlinked: the postings went with the search row.
+        inst.retired_at, inst.retired_reason = utcnow(), "报废"
+        await assert_in_sync(session)
+        await repo.set_chains(session, inst.id, [])  # type: ignore[arg-type]
+        await assert_in_sync(session)
+        # Deleted outright: the search row and the links go by cascade within one statement, in either order.
+        await session.execute(delete(Instrument).where(Instrument.id == other.id))  # type: ignore[arg-type]
+        await assert_in_sync(session)
+
+    async def test_bulk_chain_links(self, session: AsyncSession) -> None:
+        uni = await make_institution(session)
+        for n in range(30):
+            await make_instrument(session, uni, name=f"批量仪器{n}", accepts_vouchers=n % 2 == 0)
+        await session.execute(
+            text(
+                "INSERT INTO instrument_chains (instrument_id, chain_id)"
+                " SELECT i.id, c.id FROM instruments AS i JOIN chains AS c ON (i.id + c.id) % 3 = 0"
+                " WHERE i.institution_id = :u"
+            ),
+            {"u": uni.id},
+        )
+        await assert_in_sync(session)
+        await session.execute(
+            text("DELETE FROM instrument_chains WHERE chain_id % 2 = 0 AND instrument_id IN"
+                 " (SELECT id FROM instruments WHERE institution_id = :u)"),
+            {"u": uni.id},
+        )
+        await assert_in_sync(session)
+        await session.execute(
+            text("UPDATE instruments SET accepts_vouchers = NOT accepts_vouchers WHERE institution_id = :u"),
+            {"u": uni.id},
+        )
+        await assert_in_sync(session)
 
     async def test_retire_removes_the_row(self, session: AsyncSession) -> None:
         inst = await make_instrument(session, name="待退役质谱仪")
@@ -384,15 +461,22 @@ async def many(session: AsyncSession) -> None:
     await session.execute(
         text(
             "INSERT INTO instruments (institution_id, asset_number, name, category_code, original_value, city_code,"
-            " sharing_mode, status, manufacturer, model, functions)"
+            " sharing_mode, status, manufacturer, model, functions, accepts_vouchers)"
             " SELECT :inst, 'BULK-' || g, CASE WHEN g % 200 = 0 THEN '质谱仪' ELSE '高速冷冻离心机' END || g,"
             " (ARRAY['010200', '011000', '140000'])[g % 3 + 1], 1000 * (g % 2000), "
             " CASE WHEN g % 4 = 0 THEN '510700' ELSE '510100' END,"
             " (ARRAY['external', 'internal', 'none'])[g % 3 + 1], CASE WHEN g % 10 = 0 THEN 'standby' ELSE 'normal' END,"
             " '某某科学仪器有限公司', 'XK-' || g,"
-            " '用于生物样品的分离与纯化、细胞收集、蛋白沉淀、核酸提取，转速可达每分钟两万转，配备多种转头' || g"
+            " '用于生物样品的分离与纯化、细胞收集、蛋白沉淀、核酸提取，转速可达每分钟两万转，配备多种转头' || g,"
+            " g % 4 = 1"
             " FROM generate_series(1, 20000) AS g"
         ),
+        {"inst": inst.id},
+    )
+    # A quarter accept vouchers (above); three in ten are tagged with chain 1, as in the demo.
+    await session.execute(
+        text("INSERT INTO instrument_chains (instrument_id, chain_id) SELECT id, 1 FROM instruments"
+             " WHERE institution_id = :inst AND id % 10 < 3"),
         {"inst": inst.id},
     )
     await session.execute(text("ANALYZE instrument_search"))
@@ -574,6 +658,7 @@ async def test_frequent_term_searches_read_the_kept_rows(session: AsyncSession, 
     frequent = await repo.frequent_terms(await repo.driver_connection(session))
     await session.execute(text("ANALYZE search_term_postings"))
     await session.execute(text("ANALYZE search_term_counts"))
+    await session.execute(text("ANALYZE search_term_chain_counts"))
     for params, sort in (
         ({"q": "离心"}, "relevance"),
         ({"q": "离心机", "city": "510700", "sharing_mode": "external"}, "relevance"),
@@ -581,6 +666,8 @@ async def test_frequent_term_searches_read_the_kept_rows(session: AsyncSession, 
         ({"q": "离心", "city": "510700"}, "value_desc"),
         ({"q": "离心", "large": True, "city": "510700"}, "relevance"),
         ({"q": "离心机", "min_value": Decimal(1000), "max_value": Decimal(50000)}, "value_asc"),
+        ({"q": "离心", "vouchers": True}, "relevance"),
+        ({"q": "离心", "chain_id": 1, "vouchers": False, "city": "510700"}, "newest"),
     ):
         query = search_sql(SearchFilters(**params), Viewer(), sort=sort, limit=20, offset=0, frequent=frequent)  # type: ignore[arg-type]
         assert query.frequent_term is not None
@@ -591,12 +678,13 @@ async def test_frequent_term_searches_read_the_kept_rows(session: AsyncSession, 
             relations = {n.get("Relation Name") for n in nodes}
             assert "instrument_search" not in relations, (params, mode)
             # Counted from the kept counts, or, with a value filter, over the term's postings.
-            assert ("search_term_counts" in relations) is not value_filtered, (params, mode)
+            kept_counts = "search_term_chain_counts" if "chain_id" in params else "search_term_counts"
+            assert (kept_counts in relations) is not value_filtered, (params, mode)
             assert _indexes(nodes) & {"ix_search_term_postings_page", "ix_search_term_postings_value"}, (params, mode)
             if not value_filtered:  # (counting over the postings reads all of the term's: here, half the table)
                 assert "search_term_postings" not in _scans(nodes, "Seq Scan"), (params, mode)
     # Sorted by name, several terms, or filters the postings do not hold: answered live.
-    for params, sort in (({"q": "离心"}, "name"), ({"q": "离心 质谱"}, "relevance"), ({"q": "离心", "vouchers": True},
-                         "relevance"), ({"q": "离心", "institution_id": 1}, "newest")):
+    for params, sort in (({"q": "离心"}, "name"), ({"q": "离心 质谱"}, "relevance"),
+                         ({"q": "离心", "institution_id": 1}, "newest")):
         query = search_sql(SearchFilters(**params), Viewer(), sort=sort, limit=20, offset=0, frequent=frequent)  # type: ignore[arg-type]
         assert query.frequent_term is None, params
