@@ -219,14 +219,18 @@ def _other_filters(f: SearchFilters, alias: str) -> list[str]:
     if f.institution_id is not None:
         conds.append(f"{alias}.institution_id = {int_literal(f.institution_id)}")
     if f.chain_id is not None:
-        conds.append(
-            "EXISTS (SELECT FROM instrument_chains AS ic"
-            f" WHERE ic.instrument_id = {alias}.instrument_id AND ic.chain_id = {int_literal(f.chain_id)})"
-        )
+        conds.append(_in_chain(f.chain_id, alias))
     conds += _value_filters(f, alias)
     if f.vouchers is not None:
         conds.append(f"{alias}.accepts_vouchers = {'TRUE' if f.vouchers else 'FALSE'}")
     return conds
+
+
+def _in_chain(chain_id: int, alias: str) -> str:
+    return (
+        "EXISTS (SELECT FROM instrument_chains AS ic"
+        f" WHERE ic.instrument_id = {alias}.instrument_id AND ic.chain_id = {int_literal(chain_id)})"
+    )
 
 
 def _value_filters(f: SearchFilters, alias: str) -> list[str]:
@@ -431,7 +435,10 @@ def _frequent(
     if f.vouchers is not None:
         kept.append(f"p.accepts_vouchers = {'TRUE' if f.vouchers else 'FALSE'}")
     if f.chain_id is not None:
-        kept.append(f"p.chain_ids @> ARRAY[{int_literal(f.chain_id)}]")
+        # Through instrument_chains (whose ids the postings' chain_ids equal), not `p.chain_ids @> ...`: the planner
+        # knows how common each chain is there, and for a rare one finds its few instruments instead of walking
+        # every posting of the term (分析 + a chain of three: 1.6 ms instead of 12).
+        kept.append(_in_chain(f.chain_id, "p"))
     mine = [f"p.term_id = {tid}", visible, *_value_filters(f, "p"), *kept]
     conds = " AND ".join([*mine, *facet_conditions(f, "p").values()])
     window = f"LIMIT {int_literal(limit)} OFFSET {int_literal(offset)}"

@@ -125,8 +125,11 @@ async def build_filters(
         )
     chain_id: int | None = None
     if chain:
-        if chain.isdigit():
+        if chain.isascii() and chain.isdigit():
             chain_id = int(chain)
+            if not 1 <= chain_id <= 2**31 - 1:  # not an id the table can hold (and not a literal the SQL may write)
+                chain_id = None
+                problems.append(Problem("chain", "unknown_chain", f"未知的产业链标签 {chain}"))
         else:
             chain_id = (await repo.chain_ids_by_name(session)).get(chain.strip())
             if chain_id is None:
