@@ -407,23 +407,16 @@ Index(
 # the migration; a search with another large_instrument_threshold_cny counts its large filter over the postings.
 KEPT_LARGE_THRESHOLD = Decimal("500000")
 # Key order: the term (and chain) first, then restricted, large and vouchers, then the five facets.
-search_term_counts = Table(
-    "search_term_counts",
-    SQLModel.metadata,
-    Column("term_id", Integer, primary_key=True, autoincrement=False),
-    Column("restricted", Boolean, primary_key=True),
-    Column("large", Boolean, primary_key=True),
-    Column("vouchers", Boolean, primary_key=True),
-    *_facet_cell_counted(),
-)
+def _kept_counts(name: str, *leading: str) -> Table:
+    return Table(
+        name,
+        SQLModel.metadata,
+        *(Column(column, Integer, primary_key=True, autoincrement=False) for column in leading),
+        *(Column(column, Boolean, primary_key=True) for column in ("restricted", "large", "vouchers")),
+        *_facet_cell_counted(),
+    )
+
+
+search_term_counts = _kept_counts("search_term_counts", "term_id")
 # The same counts per (term, industrial chain): a posting counts once in each of its chains.
-search_term_chain_counts = Table(
-    "search_term_chain_counts",
-    SQLModel.metadata,
-    Column("term_id", Integer, primary_key=True, autoincrement=False),
-    Column("chain_id", Integer, primary_key=True, autoincrement=False),
-    Column("restricted", Boolean, primary_key=True),
-    Column("large", Boolean, primary_key=True),
-    Column("vouchers", Boolean, primary_key=True),
-    *_facet_cell_counted(),
-)
+search_term_chain_counts = _kept_counts("search_term_chain_counts", "term_id", "chain_id")

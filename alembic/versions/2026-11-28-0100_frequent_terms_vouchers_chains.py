@@ -203,16 +203,14 @@ def _dynamic(statement: str) -> str:
 
 SEARCHED = f"instrument_id, name, search_text, {COUNTED}"
 
-FUNCTIONS = [
-    f"""
-CREATE OR REPLACE FUNCTION search_terms_refresh() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    -- Nothing to do for an empty statement (the search table's upsert fires empty insert and update triggers) or
-    -- an edit that changes neither the name, the searched text, the value, vouchers nor a facet (a fee, a
-    -- contact): return before the lock, which every catalogue writer would otherwise hold until commit.
-    -- (Nested: a transition table that the trigger does not have may not even be named in a condition.)
-    IF TG_OP = 'UPDATE' THEN
-        IF NOT EXISTS (SELECT {SEARCHED} FROM new_rows EXCEPT ALL SELECT {SEARCHED} FROM old_rows) THEN
+
+def _unless_changed(columns: str) -> str:
+    """The start of a trigger body: return at once for an empty statement or an update that changes none of
+    `columns`, else take the cube's lock (before reading the frequent set: a promotion running now has either
+    committed or will see these rows) and return if no term is frequent. (Nested: a transition table the trigger
+    does not have may not even be named in a condition.)"""
+    return f"""IF TG_OP = 'UPDATE' THEN
+        IF NOT EXISTS (SELECT {columns} FROM new_rows EXCEPT ALL SELECT {columns} FROM old_rows) THEN
             RETURN NULL;
         END IF;
     ELSIF TG_OP = 'INSERT' THEN
@@ -222,11 +220,19 @@ BEGIN
     ELSIF NOT EXISTS (SELECT FROM old_rows) THEN
         RETURN NULL;
     END IF;
-    -- Before reading the frequent set: a promotion running now has either committed or will see these rows.
     PERFORM pg_advisory_xact_lock({CUBE_LOCK});
     IF NOT EXISTS (SELECT FROM search_frequent_terms) THEN
         RETURN NULL;
-    END IF;
+    END IF;"""
+
+FUNCTIONS = [
+    f"""
+CREATE OR REPLACE FUNCTION search_terms_refresh() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- Nothing to do for an empty statement (the search table's upsert fires empty insert and update triggers) or
+    -- an edit that changes neither the name, the searched text, the value, vouchers nor a facet (a fee, a
+    -- contact): return before the lock, which every catalogue writer would otherwise hold until commit.
+    {_unless_changed(SEARCHED)}
     IF TG_OP = 'INSERT' THEN
         {_dynamic(f"WITH came AS ({CAME.format(source='new_rows')}), " + _apply_both("came", 1))}
     ELSIF TG_OP = 'DELETE' THEN
@@ -245,21 +251,7 @@ $$
     f"""
 CREATE OR REPLACE FUNCTION search_terms_chains_refresh() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        IF NOT EXISTS (SELECT * FROM new_rows EXCEPT ALL SELECT * FROM old_rows) THEN
-            RETURN NULL;
-        END IF;
-    ELSIF TG_OP = 'INSERT' THEN
-        IF NOT EXISTS (SELECT FROM new_rows) THEN
-            RETURN NULL;
-        END IF;
-    ELSIF NOT EXISTS (SELECT FROM old_rows) THEN
-        RETURN NULL;
-    END IF;
-    PERFORM pg_advisory_xact_lock({CUBE_LOCK});
-    IF NOT EXISTS (SELECT FROM search_frequent_terms) THEN
-        RETURN NULL;
-    END IF;
+    {_unless_changed('*')}
     IF TG_OP = 'INSERT' THEN
         {_dynamic(RECHAINED.format(changed="SELECT instrument_id FROM new_rows"))}
     ELSIF TG_OP = 'DELETE' THEN
