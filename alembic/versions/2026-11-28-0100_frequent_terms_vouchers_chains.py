@@ -225,6 +225,40 @@ def _unless_changed(columns: str) -> str:
         RETURN NULL;
     END IF;"""
 
+def _revision_0008() -> ModuleType:
+    """Revision 0008's module, for its function definitions (restored on downgrade): frozen like every revision."""
+    path = Path(__file__).with_name("2026-11-27-2100_frequent_terms.py")
+    spec = importlib.util.spec_from_file_location("revision_0008_frequent_terms", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _terms_add() -> str:
+    """search_terms_add() as revision 0008 wrote it, but its build step also writes the chain counts: the new
+    postings (POSTINGS_BUILD, with vouchers and chains) counted per cell and per (chain, cell)."""
+    previous = _revision_0008()
+    [old] = [f for f in previous.FUNCTIONS if "FUNCTION search_terms_add(" in f]
+    old_build = (
+        f"WITH came AS ({previous.POSTINGS_BUILD.format(facets=previous.FACETS, terms='added_rows', large=LARGE)})\n"
+        f"        INSERT INTO search_term_counts ({previous.KEY}, n) SELECT {previous.KEY}, count(*) FROM came"
+        f" GROUP BY {previous.KEY} ORDER BY {previous.KEY};"
+    )
+    cell = ", ".join(f"came.{c.strip()}" for c in CELL.split(","))
+    new_build = f"""WITH came AS ({POSTINGS_BUILD}), counted AS (
+            INSERT INTO search_term_counts ({KEY}, n)
+            SELECT {KEY}, count(*) FROM came GROUP BY {KEY} ORDER BY {KEY}
+        )
+        INSERT INTO search_term_chain_counts ({CHAIN_KEY}, n)
+        SELECT came.term_id, c.chain_id, {cell}, count(*)
+        FROM came CROSS JOIN LATERAL unnest(came.chain_ids) AS c(chain_id)
+        GROUP BY came.term_id, c.chain_id, {cell}
+        ORDER BY 1, 2;"""
+    assert old.count(old_build) == 1, "revision 0008's build step is not where it was"
+    return old.replace(old_build, new_build).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+
+
 FUNCTIONS = [
     f"""
 CREATE OR REPLACE FUNCTION search_terms_refresh() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -284,43 +318,7 @@ BEGIN
 END
 $$
 """,
-    rf"""
-CREATE OR REPLACE FUNCTION search_terms_add(terms text[]) RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE
-    added integer;
-BEGIN
-    PERFORM pg_advisory_xact_lock({CUBE_LOCK});
-    -- Lowercased as the searched text is; what no search can ask for is skipped: one character, whitespace,
-    -- characters outside the Basic Multilingual Plane (see instruments.rules.frequent_key).
-    CREATE TEMPORARY TABLE added_terms ON COMMIT DROP AS
-        WITH candidates AS (SELECT DISTINCT lower(t) AS term FROM unnest(terms) AS t)
-        SELECT c.term FROM candidates AS c
-        WHERE char_length(c.term) >= 2 AND c.term !~ '\s' AND c.term !~ '[\U00010000-\U0010FFFF]'
-          AND NOT EXISTS (SELECT FROM search_frequent_terms AS f WHERE f.term = c.term);
-    INSERT INTO search_frequent_terms (term, bigram, bigrams, pattern)
-    SELECT a.term, CASE WHEN char_length(a.term) = 2 THEN (text_bigram_codes(a.term))[1] END,
-           text_bigram_codes(a.term), '%' || replace(replace(replace(a.term, '\', '\\'), '%', '\%'), '_', '\_') || '%'
-    FROM added_terms AS a ORDER BY a.term;
-    GET DIAGNOSTICS added = ROW_COUNT;
-    IF added > 0 THEN
-        CREATE TEMPORARY TABLE added_rows ON COMMIT DROP AS
-            SELECT f.* FROM search_frequent_terms AS f JOIN added_terms AS a ON a.term = f.term;
-        WITH came AS ({POSTINGS_BUILD}), counted AS (
-            INSERT INTO search_term_counts ({KEY}, n)
-            SELECT {KEY}, count(*) FROM came GROUP BY {KEY} ORDER BY {KEY}
-        )
-        INSERT INTO search_term_chain_counts ({CHAIN_KEY}, n)
-        SELECT came.term_id, c.chain_id, {", ".join(f"came.{c.strip()}" for c in CELL.split(","))}, count(*)
-        FROM came CROSS JOIN LATERAL unnest(came.chain_ids) AS c(chain_id)
-        GROUP BY came.term_id, c.chain_id, {", ".join(f"came.{c.strip()}" for c in CELL.split(","))}
-        ORDER BY 1, 2;
-        DROP TABLE added_rows;
-    END IF;
-    DROP TABLE added_terms;
-    RETURN added;
-END
-$$
-""",
+    _terms_add(),
 ]
 
 CHAIN_TRIGGERS = [
@@ -341,16 +339,6 @@ POSTING_CELLS = (
     f"SELECT term_id, restricted, original_value >= {LARGE} AS large, accepts_vouchers AS vouchers, chain_ids, {FACETS}"
     " FROM search_term_postings"
 )
-
-
-def _revision_0008() -> ModuleType:
-    """Revision 0008's module, for its function definitions (restored on downgrade): frozen like every revision."""
-    path = Path(__file__).with_name("2026-11-27-2100_frequent_terms.py")
-    spec = importlib.util.spec_from_file_location("revision_0008_frequent_terms", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # Taken first by the upgrade and the downgrade, until commit: writers already running finish under the old triggers
