@@ -50,6 +50,8 @@ QUERIES: list[tuple[str, dict[str, str]]] = [
     ("q=分析仪 (3-char CJK, common)", {"q": "分析仪"}),
     ("q=分析 + 大型 (common term + value filter)", {"q": "分析", "large": "true"}),
     ("q=分析, sort=value_desc (common term)", {"q": "分析", "sort": "value_desc"}),
+    ("q=分析, sort=name (common term)", {"q": "分析", "sort": "name"}),
+    ("q=分析仪 + 绵阳, sort=name", {"q": "分析仪", "city": "510700", "sort": "name"}),
     ("q=分析 + 接受创新券 (common term + vouchers)", {"q": "分析", "vouchers": "true"}),
     ("q=分析 + 产业链 (common term + chain tag)", {"q": "分析", "chain": "1"}),
     ("q=色谱 + 产业链 + 创新券 + 成都", {"q": "色谱", "chain": "2", "vouchers": "true", "city": "510100"}),

@@ -9,10 +9,11 @@ Three shapes, by what the query asks:
 - **Counted live** (a text query or any other filter): the matching rows of instrument_search (through the bigram
   GIN index when there is a term of two or more characters); the page is the top of them, and one grouping-sets
   pass over them counts every facet under every filter but its own.
-- **A frequent term** (one term found in thousands of instruments; no filter but the facets and the value; not by
-  name): the page walks the term's kept postings in order, the total and facets sum its kept counts
-  (search_term_postings, search_term_counts; see the frequent-terms migration), so 43,000 matches of 分析 are
-  neither gathered nor grouped; with a value filter they are counted over the term's postings.
+- **A frequent term** (one term found in thousands of instruments; no filter but the facets, the value, vouchers
+  and a chain): the page walks the term's kept postings in order (by name: the name index, tested against the
+  postings), the total and facets sum its kept counts (search_term_postings, search_term_counts,
+  search_term_chain_counts; see the frequent-terms migrations), so 43,000 matches of 分析 are neither gathered nor
+  grouped; with a value filter other than 大型 they are counted over the term's postings.
 
 Facet semantics are the same in both: each facet counts the results of every other filter but not its own, and
 lists only values with at least one result; `_total` is the count under all filters.
@@ -388,9 +389,9 @@ def _live(
 
 def frequent_term(f: SearchFilters, sort: str) -> str | None:
     """The frequent-term key of a query the kept postings and counts can answer, if its term is frequent: one term,
-    no filter but the five facets, the value, vouchers and a chain, not sorted by name."""
+    no filter but the five facets, the value, vouchers and a chain."""
     terms = search_terms(f.q)
-    if len(terms) != 1 or sort == "name":
+    if len(terms) != 1:
         return None
     if f.institution_id is not None:
         return None
@@ -418,7 +419,8 @@ def _frequent(
 ) -> str:
     """A one-term query for a frequent term, from its postings (search_term_postings) and kept counts
     (search_term_counts). The page walks a postings index in the query's order with the filters applied while
-    walking: (name_hit, id) for relevance, its two halves merged for newest, (value, id) for value. The total and
+    walking: (name_hit, id) for relevance, its two halves merged for newest, (value, id) for value; by name, the
+    name index of instrument_search tested against the postings. The total and
     facets sum the kept counts (plus, for viewers who may see some restricted instruments, those few counted live),
     which are also split by large at the national threshold; with another value filter, which the counts cannot
     answer, they are counted over the term's postings instead: narrow rows, side by side. A last row, facet `_frequent`, says whether the term is still in the frequent set under that
@@ -456,6 +458,24 @@ def _frequent(
         top = (
             "SELECT p.instrument_id, p.original_value AS k_value, p.instrument_id AS k_id FROM search_term_postings"
             f" AS p WHERE {conds} ORDER BY p.original_value{direction}, p.instrument_id{direction} {window}"
+        )
+    elif sort == "name":
+        # The postings hold no names: the name index of instrument_search is walked (or, under a narrow facet
+        # filter, the filter's rows gathered and sorted, as the planner judges), each row tested against the term's
+        # postings by their primary key. 分析 at 100,000 instruments: ~3 ms instead of ~40 gathering its 43,000.
+        order = "k_name, k_id"
+        where = " AND ".join(
+            [
+                visibility(viewer, "s"),
+                *facet_conditions(f, "s").values(),
+                *_other_filters(f, "s"),
+                f"EXISTS (SELECT FROM search_term_postings AS p WHERE p.term_id = {tid}"
+                " AND p.instrument_id = s.instrument_id)",
+            ]
+        )
+        top = (
+            "SELECT s.instrument_id, s.name AS k_name, s.instrument_id AS k_id FROM instrument_search AS s"
+            f" WHERE {where} ORDER BY s.name, s.instrument_id {window}"
         )
     else:
         # Newest first: the two halves of the relevance index (name matches and the rest), each in that order, merged.
