@@ -55,6 +55,11 @@ QUERIES: list[tuple[str, dict[str, str]]] = [
     ("q=分析 + 接受创新券 (common term + vouchers)", {"q": "分析", "vouchers": "true"}),
     ("q=分析 + 产业链 (common term + chain tag)", {"q": "分析", "chain": "1"}),
     ("q=色谱 + 产业链 + 创新券 + 成都", {"q": "色谱", "chain": "2", "vouchers": "true", "city": "510100"}),
+    ("q=分析 + 原值 ≥ 10万 (common term + value bound)", {"q": "分析", "min_value": "100000"}),
+    ("q=分析 + 原值 20万–80万 (common term + value range)", {"q": "分析", "min_value": "200000", "max_value": "800000"}),
+    ("q=分析 + 成都 + 原值 ≤ 30万", {"q": "分析", "city": "510100", "max_value": "300000"}),
+    ("no text: 接受创新券 only", {"vouchers": "true"}),
+    ("no text: 产业链 only", {"chain": "1"}),
 ]
 
 
@@ -129,6 +134,8 @@ async def sql_for(params: dict[str, str], frequent: dict[str, int]) -> tuple[str
         large=True if params.get("large") == "true" else None,
         vouchers=True if params.get("vouchers") == "true" else None,
         chain_id=int(params["chain"]) if "chain" in params else None,
+        min_value=Decimal(params["min_value"]) if "min_value" in params else None,
+        max_value=Decimal(params["max_value"]) if "max_value" in params else None,
         threshold=Decimal("500000"),
     )
     query = search_sql(f, Viewer(), sort=params.get("sort", "relevance"), limit=20, offset=0, frequent=frequent)

@@ -13,7 +13,8 @@ Three shapes, by what the query asks:
   and a chain): the page walks the term's kept postings in order (by name: the name index, tested against the
   postings), the total and facets sum its kept counts (search_term_postings, search_term_counts,
   search_term_chain_counts; see the frequent-terms migrations), so 43,000 matches of 分析 are neither gathered nor
-  grouped; with a value filter other than 大型 they are counted over the term's postings.
+  grouped; the counts are split by value class, and a value bound inside a class has that class's postings on
+  one side of it counted (value_split).
 
 Facet semantics are the same in both: each facet counts the results of every other filter but not its own, and
 lists only values with at least one result; `_total` is the count under all filters.
@@ -26,13 +27,14 @@ parameters: the bigram containment is served by its GIN index for any term, so n
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from instruments.models import FACET_DIMS, KEPT_LARGE_THRESHOLD
+from instruments.models import FACET_DIMS, VALUE_CLASS_BOUNDS
 from instruments.rules import frequent_key, has_bigram, like_pattern, search_terms
 
 FACETS = ("city", "institution_kind", "category", "sharing_mode", "status")
@@ -387,6 +389,93 @@ def _live(
     return f"WITH {base}, {page} " + _items_and_counts("page", _live_counts("base", flags, with_facets=with_facets))
 
 
+@dataclass(frozen=True)
+class ValueRange:
+    """Postings whose value lies in this range, counted `sign` times. None: unbounded."""
+
+    low: Decimal | None
+    low_inclusive: bool
+    high: Decimal | None
+    high_inclusive: bool
+    sign: int
+
+    def sql(self, alias: str) -> list[str]:
+        conds = []
+        if self.low is not None:
+            conds.append(f"{alias}.original_value {'>=' if self.low_inclusive else '>'} {numeric_literal(self.low)}")
+        if self.high is not None:
+            conds.append(f"{alias}.original_value {'<=' if self.high_inclusive else '<'} {numeric_literal(self.high)}")
+        return conds
+
+
+@dataclass(frozen=True)
+class ValueSplit:
+    """How the value filters of a frequent-term search are counted: the kept counts of the value classes
+    first..last (None: none), plus or minus the term's postings in `postings`."""
+
+    classes: tuple[int, int] | None
+    postings: tuple[ValueRange, ...]
+
+
+def value_bounds(f: SearchFilters) -> tuple[Decimal | None, Decimal | None, bool]:
+    """The value filters (原值 bounds and 大型 at the threshold) as one range: low (inclusive), high, whether high is
+    inclusive."""
+    lows = [v for v in (f.min_value, f.threshold if f.large is True else None) if v is not None]
+    highs = [(v, True) for v in (f.max_value,) if v is not None]
+    if f.large is False:
+        highs.append((f.threshold, False))
+    high, inclusive = min(highs) if highs else (None, True)  # at equal values, exclusive (False) sorts first
+    return (max(lows) if lows else None), high, inclusive
+
+
+def value_split(
+    low: Decimal | None, high: Decimal | None, inclusive: bool, bounds: tuple[Decimal, ...] = VALUE_CLASS_BOUNDS
+) -> ValueSplit:
+    """Which value classes (class i: bounds[i-1] <= value < bounds[i]) lie wholly in the range and are summed from
+    the kept counts, and which postings are counted besides: the part of a class that a bound cuts. That part is
+    counted as it is, or, when a log-uniform guess says it is most of its class, as the whole class less the
+    postings on the other side of the bound (the first and last classes, unbounded, are always counted as they
+    are). A range inside one class is counted directly."""
+    edges: tuple[Decimal | None, ...] = (None, *bounds, None)  # class i spans edges[i] .. edges[i + 1]
+
+    def whole(i: int) -> bool:
+        start, end = edges[i], edges[i + 1]
+        return (low is None or (start is not None and low <= start)) and (
+            high is None or (end is not None and end <= high)
+        )
+
+    inside = [i for i in range(len(bounds) + 1) if whole(i)]
+    if not inside:
+        return ValueSplit(None, (ValueRange(low, True, high, inclusive, 1),))
+    first, last = inside[0], inside[-1]
+    postings: list[ValueRange] = []
+    if low is not None and (bound := edges[first]) is not None and low < bound:  # low cuts class first - 1
+        start = edges[first - 1]
+        if _mostly(start, bound, counted=(low, bound)):
+            first -= 1
+            postings.append(ValueRange(start, True, low, False, -1))
+        else:
+            postings.append(ValueRange(low, True, bound, False, 1))
+    if high is not None and (bound := edges[last + 1]) is not None and (bound < high or (bound == high and inclusive)):
+        end = edges[last + 2]  # high cuts class last + 1
+        if _mostly(bound, end, counted=(bound, high)):
+            last += 1
+            postings.append(ValueRange(high, not inclusive, end, False, -1))
+        else:
+            postings.append(ValueRange(bound, True, high, inclusive, 1))
+    return ValueSplit((first, last), tuple(postings))
+
+
+def _mostly(start: Decimal | None, end: Decimal | None, *, counted: tuple[Decimal, Decimal]) -> bool:
+    """Whether `counted` is more than half of the class start..end, values spread log-uniformly."""
+    if start is None or end is None or start <= 0:
+        return False
+    a, b = (max(counted[0], start), min(counted[1], end))
+    if a <= 0:
+        return False
+    return math.log(b / a) > math.log(end / start) / 2
+
+
 def frequent_term(f: SearchFilters, sort: str) -> str | None:
     """The frequent-term key of a query the kept postings and counts can answer, if its term is frequent: one term,
     no filter but the five facets, the value, vouchers and a chain."""
@@ -422,8 +511,8 @@ def _frequent(
     walking: (name_hit, id) for relevance, its two halves merged for newest, (value, id) for value; by name, the
     name index of instrument_search tested against the postings. The total and
     facets sum the kept counts (plus, for viewers who may see some restricted instruments, those few counted live),
-    which are also split by large at the national threshold; with another value filter, which the counts cannot
-    answer, they are counted over the term's postings instead: narrow rows, side by side. A last row, facet `_frequent`, says whether the term is still in the frequent set under that
+    of the value classes a value filter covers whole, with the postings of a class a bound cuts counted besides
+    (value_split); a range inside one class is counted over the term's postings: narrow rows, side by side. A last row, facet `_frequent`, says whether the term is still in the frequent set under that
     id, which the caller checks before trusting the answer (its map of frequent terms is a cache)."""
     tid = int_literal(term_id)
     if viewer.is_admin:
@@ -493,15 +582,14 @@ def _frequent(
     columns = ("city_code", "institution_kind", "category_code", "sharing_mode", "status")
     # (alias, relation, how many instruments a row stands for (None: one), conditions)
     sources: list[tuple[str, str, str | None, list[str]]]
-    kept_large = f.large is not None and f.min_value is None and f.max_value is None and (
-        Decimal(f.threshold) == KEPT_LARGE_THRESHOLD
-    )
-    if _value_filters(f, "p") and not kept_large:
+    split = value_split(*value_bounds(f))
+    if split.classes is None:
         sources = [("p", "search_term_postings AS p", None, mine)]
     else:
         counts_rows = [f"c.term_id = {tid}", "TRUE" if viewer.is_admin else "NOT c.restricted"]
-        if f.large is not None:
-            counts_rows.append("c.large" if f.large else "NOT c.large")
+        if split.classes != (0, len(VALUE_CLASS_BOUNDS)):
+            first, last = split.classes
+            counts_rows.append(f"c.value_class BETWEEN {int_literal(first)} AND {int_literal(last)}")
         if f.vouchers is not None:
             counts_rows.append("c.vouchers" if f.vouchers else "NOT c.vouchers")
         counts_table = "search_term_counts"
@@ -509,6 +597,17 @@ def _frequent(
             counts_table = "search_term_chain_counts"
             counts_rows.insert(1, f"c.chain_id = {int_literal(f.chain_id)}")
         sources = [("c", f"{counts_table} AS c", "c.n", counts_rows)]
+        # The postings of the classes a bound cuts, counted in the same scope as the kept counts.
+        unrestricted = "TRUE" if viewer.is_admin else "NOT p.restricted"
+        for part in split.postings:
+            sources.append(
+                (
+                    "p",
+                    "search_term_postings AS p",
+                    str(part.sign),
+                    [f"p.term_id = {tid}", unrestricted, *kept, *part.sql("p")],
+                )
+            )
         if not viewer.is_admin and (viewer.managed_institution_ids or viewer.user_id is not None):
             # The restricted instruments this viewer may see, matched as the live search matches them.
             sources.append(

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.core.clock import utcnow
 from instruments import repository as repo
-from instruments.models import Instrument
+from instruments.models import VALUE_CLASS_BOUNDS, Instrument
 from instruments.repository import SearchFilters, Viewer
-from instruments.search_sql import SearchSQL, search_sql
+from instruments.search_sql import SearchSQL, search_sql, value_bounds, value_split
 from tests.factories import make_institution, make_instrument
 
 pytestmark = pytest.mark.asyncio
@@ -71,17 +71,18 @@ POSTING_COLUMNS = (
     "term_id, instrument_id, name_hit, restricted, original_value, city_code, institution_kind, category_code,"
     " sharing_mode, status, accepts_vouchers, chain_ids"
 )
-_CELL = "restricted, large, vouchers, city_code, institution_kind, category_code, sharing_mode, status"
+_CELL = "restricted, value_class, vouchers, city_code, institution_kind, category_code, sharing_mode, status"
+_VALUE_CLASS = f"width_bucket(original_value, ARRAY[{', '.join(str(b) for b in VALUE_CLASS_BOUNDS)}]::numeric[])"
 EXPECTED_TERM_COUNTS = f"""
 SELECT term_id, {_CELL}, count(*)::int AS n
-FROM (SELECT *, original_value >= 500000 AS large, accepts_vouchers AS vouchers FROM ({EXPECTED_POSTINGS}) AS e) AS p
+FROM (SELECT *, {_VALUE_CLASS} AS value_class, accepts_vouchers AS vouchers FROM ({EXPECTED_POSTINGS}) AS e) AS p
 GROUP BY term_id, {_CELL}
 """  # noqa: S608 (fixed fragments)
 TERM_COUNT_COLUMNS = f"term_id, {_CELL}, n"
 # Per chain: each instrument counted in each of its chains, from instrument_chains itself.
 EXPECTED_CHAIN_COUNTS = f"""
 SELECT term_id, c.chain_id, {_CELL}, count(*)::int AS n
-FROM (SELECT *, original_value >= 500000 AS large, accepts_vouchers AS vouchers FROM ({EXPECTED_POSTINGS}) AS e) AS p
+FROM (SELECT *, {_VALUE_CLASS} AS value_class, accepts_vouchers AS vouchers FROM ({EXPECTED_POSTINGS}) AS e) AS p
 JOIN instrument_chains AS c ON c.instrument_id = p.instrument_id
 GROUP BY term_id, c.chain_id, {_CELL}
 """  # noqa: S608 (fixed fragments)
@@ -666,14 +667,18 @@ async def test_frequent_term_searches_read_the_kept_rows(session: AsyncSession, 
         ({"q": "离心", "city": "510700"}, "value_desc"),
         ({"q": "离心", "large": True, "city": "510700"}, "relevance"),
         ({"q": "离心机", "min_value": Decimal(1000), "max_value": Decimal(50000)}, "value_asc"),
+        ({"q": "离心", "min_value": Decimal(100000)}, "relevance"),
+        ({"q": "离心机", "min_value": Decimal(150000), "max_value": Decimal(2500000)}, "value_desc"),
+        ({"q": "离心", "max_value": Decimal(1900000), "city": "510700"}, "newest"),
         ({"q": "离心", "vouchers": True}, "relevance"),
         ({"q": "离心", "chain_id": 1, "vouchers": False, "city": "510700"}, "newest"),
         ({"q": "离心", "city": "510700"}, "name"),
     ):
         query = search_sql(SearchFilters(**params), Viewer(), sort=sort, limit=20, offset=0, frequent=frequent)  # type: ignore[arg-type]
         assert query.frequent_term is not None
-        # (large is counted in the kept counts too; other value filters over the postings)
-        value_filtered = any(k in params for k in ("min_value", "max_value"))
+        # Value filters sum whole value classes from the kept counts, except a range inside one class.
+        f = SearchFilters(**params)  # type: ignore[arg-type]
+        value_filtered = value_split(*value_bounds(f)).classes is None
         for mode in ("force_custom_plan", "force_generic_plan"):
             nodes = await _plan(session, query, mode)
             relations = {n.get("Relation Name") for n in nodes}
@@ -683,7 +688,7 @@ async def test_frequent_term_searches_read_the_kept_rows(session: AsyncSession, 
                 assert "search_term_counts" in relations, (params, mode)
                 continue
             assert "instrument_search" not in relations, (params, mode)
-            # Counted from the kept counts, or, with a value filter, over the term's postings.
+            # Counted from the kept counts, or, for a value range inside one class, over the term's postings.
             kept_counts = "search_term_chain_counts" if "chain_id" in params else "search_term_counts"
             assert (kept_counts in relations) is not value_filtered, (params, mode)
             assert _indexes(nodes) & {"ix_search_term_postings_page", "ix_search_term_postings_value"}, (params, mode)

@@ -18,7 +18,7 @@ from booking.core.clock import utcnow
 from instruments import repository as repo
 from instruments.repository import FACETS, SearchFilters, Viewer
 from instruments.rules import search_terms
-from instruments.search_sql import search_sql
+from instruments.search_sql import search_sql, value_bounds, value_split
 from tests.factories import grant_instrument_access, make_institution, make_instrument, make_user
 
 pytestmark = pytest.mark.asyncio
@@ -39,6 +39,9 @@ FUNCTIONS = [None, "小分子定性定量", "超快光谱与质谱电离源研�
 MAKERS = [None, "安捷伦", "岛津", "布鲁克", "Thermo Fisher", "蔡司"]
 CATEGORIES = ["010200", "010500", "010600", "010102", "010101", "140000", "990000"]
 MODES = ["external", "internal", "none"]
+# Values on, just below and inside the kept counts' value classes (instruments.models.VALUE_CLASS_BOUNDS), so that
+# bounds on class edges, inside a class near either end, and at an instrument's exact value are all exercised.
+VALUES = [100000, 110000, 120000, 150000, 300000, 499999, 500000, 880000, 1900000, 1950000, 2300000, 4500000]
 STATUSES = ["normal", "normal", "standby", "awaiting_repair"]
 
 
@@ -87,7 +90,7 @@ async def catalogue(session: AsyncSession) -> dict[str, Any]:
             category_code=rng.choice(CATEGORIES),
             sharing_mode=rng.choice(MODES),
             status=rng.choice(STATUSES),
-            original_value=Decimal(rng.choice([100000, 300000, 499999, 500000, 880000, 2300000, 4500000])),
+            original_value=Decimal(rng.choice(VALUES)),
             accepts_vouchers=rng.random() < 0.3,
             restricted=rng.random() < 0.15,
             chains=[chain_names[c] for c in chain_ids if rng.random() < 0.25],
@@ -224,8 +227,8 @@ def random_filters(rng: random.Random, context: dict[str, Any]) -> SearchFilters
         status=maybe(["normal", "standby", "awaiting_repair", "remote"]),
         institution_id=None if plain else maybe([i.id for i in context["institutions"]], 0.15),
         chain_id=None if plain else maybe(context["chain_ids"], 0.15),
-        min_value=None if plain else maybe([Decimal(300000), Decimal(880000)], 0.15),
-        max_value=None if plain else maybe([Decimal(500000), Decimal(2300000)], 0.15),
+        min_value=None if plain else maybe([Decimal(v) for v in (120000, 300000, 880000)], 0.15),
+        max_value=None if plain else maybe([Decimal(v) for v in (500000, 1900000, 2300000)], 0.15),
         large=None if plain else maybe([True, False], 0.2),
         vouchers=None if plain else maybe([True, False], 0.15),
     )
@@ -303,7 +306,14 @@ def one_term_filters(rng: random.Random, context: dict[str, Any]) -> SearchFilte
         f.chain_id = rng.choice(context["chain_ids"])
     if rng.random() < 0.5:
         f.min_value = f.max_value = f.large = None
-    if rng.random() < 0.2:  # another large threshold than the one the kept counts are split by
+    if rng.random() < 0.3:  # 原值 bounds on class edges, cutting a class near either end, or inside one class
+        low, high = rng.choice(
+            [(120000, None), (150000, 1900000), (None, 110000), (300000, 500000), (110000, 150000), (None, 1950000),
+             (880000, None), (500000, 500000)]
+        )
+        f.min_value = None if low is None else Decimal(low)
+        f.max_value = None if high is None else Decimal(high)
+    if rng.random() < 0.2:  # a large threshold inside a value class of the kept counts
         f.threshold = Decimal(880000)
     return f
 
@@ -338,6 +348,7 @@ async def test_frequent_terms_answer_like_the_reference(session: AsyncSession, c
     frequent = await repo.frequent_terms(await repo.driver_connection(session))
     rng = random.Random(11)
     kept = kept_other = 0
+    split_parts: Counter[str] = Counter()  # how value filters on the kept path were counted
     for _ in range(70):
         f = one_term_filters(rng, catalogue)
         sort = rng.choice(["relevance", "relevance", "newest", "value_desc", "value_asc", "name"])
@@ -346,8 +357,14 @@ async def test_frequent_terms_answer_like_the_reference(session: AsyncSession, c
             frequent_path = search_sql(f, viewer, sort=sort, limit=1, offset=0, frequent=frequent).frequent_term
             kept += frequent_path is not None
             kept_other += frequent_path is not None and found and (f.chain_id or f.vouchers) is not None
-    # Most of them were answered from the kept postings and counts, some with a chain or vouchers filter.
+            split = value_split(*value_bounds(f))
+            if frequent_path is not None and found and split.postings:
+                split_parts["one class" if split.classes is None else "classes"] += 1
+                split_parts.update({1: "plus", -1: "minus"}[p.sign] for p in split.postings)
+    # Most of them were answered from the kept postings and counts, some with a chain or vouchers filter, some with
+    # value bounds cutting a class: its postings added to whole classes, or subtracted from its kept count.
     assert kept >= 140 and kept_other >= 25, (kept, kept_other)
+    assert min(split_parts[k] for k in ("one class", "classes", "plus", "minus")) >= 4, split_parts
 
 
 async def test_a_stale_list_of_frequent_terms_falls_back(session: AsyncSession, catalogue: dict[str, Any]) -> None:
