@@ -428,3 +428,17 @@ def _kept_counts(name: str, *leading: str) -> Table:
 search_term_counts = _kept_counts("search_term_counts", "term_id")
 # The same counts per (term, industrial chain): a posting counts once in each of its chains.
 search_term_chain_counts = _kept_counts("search_term_chain_counts", "term_id", "chain_id")
+# The same counts per facet value alone (category: its 大类, the first two digits), which is all a search without a
+# facet filter or a chain needs: a few hundred rows per term instead of every cell.
+search_term_marginals = Table(
+    "search_term_marginals",
+    SQLModel.metadata,
+    Column("term_id", Integer, primary_key=True, autoincrement=False),
+    Column("restricted", Boolean, primary_key=True),
+    Column("value_class", SmallInteger, primary_key=True, autoincrement=False),
+    Column("vouchers", Boolean, primary_key=True),
+    Column("facet", Text, primary_key=True),
+    Column("value", Text, primary_key=True),
+    Column("n", Integer, nullable=False),
+    CheckConstraint("n >= 0", name="n"),
+)

@@ -145,8 +145,8 @@ async def frequent_term_candidates(
 
 async def analyze_frequent_terms(session: AsyncSession) -> None:
     """Fresh planner statistics after many postings and counts were added."""
-    await session.execute(text("ANALYZE search_term_postings"))
-    await session.execute(text("ANALYZE search_term_counts"))
+    for table in ("search_term_postings", "search_term_counts", "search_term_chain_counts", "search_term_marginals"):
+        await session.execute(text(f"ANALYZE {table}"))
 
 
 async def add_frequent_terms(session: AsyncSession, terms: Sequence[str]) -> int:

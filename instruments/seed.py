@@ -1344,6 +1344,8 @@ async def seed_province(
         "instrument_facet_counts",
         "search_term_postings",
         "search_term_counts",
+        "search_term_chain_counts",
+        "search_term_marginals",
     ):
         await session.execute(text(f"ANALYZE {table}"))
     result = {"institutions": len(specs), "instruments": done, "chain_links": len(links)}

@@ -1,4 +1,4 @@
-"""frequent terms: kept counts split by value class, not only by large
+"""frequent terms: kept counts split by value class, not only by large; marginals per facet value
 
 Revisions 0008 and 0009 keep, for each frequent term, its counts per facet cell, split by `large` (原值 ≥ 50万元).
 The 大型 filter was answered from them, but any other 原值 bound counted every posting of the term in range: at
@@ -8,6 +8,10 @@ Now the counts (and the chain counts) are split by `value_class` = width_bucket(
 seven round sums in 万元 (10, 20, 50, 100, 200, 500, 1000万), 50万 among them, so the 大型 filter is still whole
 classes. A search sums the classes its bounds cover whole and counts only the postings of the class a bound cuts
 (instruments.search_sql). The cells hold fewer instruments each: 分析 has 13,400 count rows instead of 9,900.
+
+A search without a facet filter or a chain (the commonest: 分析 alone, by any order, with 大型, vouchers or a 原值
+bound) needs only each facet's counts on its own. search_term_marginals keeps them, per (term, restricted, value
+class, vouchers, facet, value): 784 rows for 分析, summed in well under a millisecond, where the counts took 8.
 
 The trigger functions are revision 0009's, with the cell's `large` (original_value >= 500000) replaced by the value
 class: derived from its frozen text (each replacement asserted), so the two cannot drift apart.
@@ -59,11 +63,55 @@ def _by_value_class(sql: str) -> str:
     return sql
 
 
-FUNCTIONS = [_by_value_class(f) if _LARGE.search(f) else f for f in PREVIOUS.FUNCTIONS]
-assert sum(f != g for f, g in zip(FUNCTIONS, PREVIOUS.FUNCTIONS, strict=True)) == 3  # refresh, chains, add
 KEY = _by_value_class(PREVIOUS.KEY)
 CHAIN_KEY = _by_value_class(PREVIOUS.CHAIN_KEY)
 POSTING_CELLS = _by_value_class(PREVIOUS.POSTING_CELLS)
+
+MARGINAL_KEY = "term_id, restricted, value_class, vouchers, facet, value"
+
+
+def _marginals_of(rows: str) -> str:
+    """Rows of counts (key KEY, count n) as signed marginals: each counted once under each of its five facet values
+    (category: its 大类)."""
+    return (
+        f"SELECT x.term_id, x.restricted, x.value_class, x.vouchers, m.facet, m.value, x.n AS d FROM ({rows}) AS x"
+        " CROSS JOIN LATERAL (VALUES ('city', x.city_code::text), ('institution_kind', x.institution_kind),"
+        " ('category', left(x.category_code, 2)), ('sharing_mode', x.sharing_mode), ('status', x.status))"
+        " AS m(facet, value)"
+    )
+
+
+# Wherever revision 0009 adds deltas to the counts (CTEs terms_deltas .. terms_added), the marginals take the same
+# deltas.
+_TERMS_APPLIED = re.compile(r"terms_added AS \(\n.*?\n    \)", re.DOTALL)
+MARGINALS_APPLIED = PREVIOUS._apply(
+    "search_term_marginals", MARGINAL_KEY, _marginals_of("SELECT * FROM terms_deltas"), "marginals"
+)
+# search_terms_add: the counts it builds for new terms, returned and summed into marginals.
+_COUNTS_BUILT = f"SELECT {KEY}, count(*) FROM came GROUP BY {KEY} ORDER BY {KEY}\n        )"
+_COUNTS_AND_MARGINALS_BUILT = f"""SELECT {KEY}, count(*) FROM came GROUP BY {KEY} ORDER BY {KEY}
+            RETURNING {KEY}, n
+        ), marginals AS (
+            INSERT INTO search_term_marginals ({MARGINAL_KEY}, n)
+            SELECT {MARGINAL_KEY}, sum(d) FROM ({_marginals_of("SELECT * FROM counted")}) AS y
+            GROUP BY {MARGINAL_KEY} ORDER BY {MARGINAL_KEY}
+        )"""
+_COUNTS_CLEARED = "DELETE FROM search_term_counts;\n"
+
+
+def _with_marginals(function: str) -> str:
+    """A function of revision 0009 (by value class) that also keeps the marginals."""
+    function, applied = _TERMS_APPLIED.subn(lambda m: m.group(0) + "," + MARGINALS_APPLIED, function)
+    built, cleared = function.count(_COUNTS_BUILT), function.count(_COUNTS_CLEARED)
+    function = function.replace(_COUNTS_BUILT, _COUNTS_AND_MARGINALS_BUILT)
+    function = function.replace(_COUNTS_CLEARED, _COUNTS_CLEARED + "    DELETE FROM search_term_marginals;\n")
+    assert (applied, built, cleared) in ((0, 0, 0), (5, 0, 0), (0, 1, 0), (0, 0, 1)), (applied, built, cleared)
+    return function
+
+
+FUNCTIONS = [_with_marginals(_by_value_class(f) if _LARGE.search(f) else f) for f in PREVIOUS.FUNCTIONS]
+# search_terms_refresh, search_terms_chains_refresh, search_terms_clear, search_terms_add
+assert sum(f != g for f, g in zip(FUNCTIONS, PREVIOUS.FUNCTIONS, strict=True)) == 4
 
 
 def _rekey(old: str, new: str, new_type: sa.types.TypeEngine[bool] | sa.types.TypeEngine[int], cells: str) -> None:
@@ -90,9 +138,25 @@ def upgrade() -> None:
     # Writers already running finish under the old triggers; later ones wait, then run the new ones.
     op.execute(PREVIOUS.QUIESCE)
     op.execute(f"SELECT pg_advisory_xact_lock({PREVIOUS.CUBE_LOCK})")
+    op.create_table(
+        "search_term_marginals",
+        sa.Column("term_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("restricted", sa.Boolean(), nullable=False),
+        sa.Column("value_class", sa.SmallInteger(), autoincrement=False, nullable=False),
+        sa.Column("vouchers", sa.Boolean(), nullable=False),
+        sa.Column("facet", sa.Text(), nullable=False),
+        sa.Column("value", sa.Text(), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.CheckConstraint("n >= 0", name=op.f("ck_search_term_marginals_n")),
+        sa.PrimaryKeyConstraint(*MARGINAL_KEY.split(", "), name=op.f("pk_search_term_marginals")),
+    )
     for statement in FUNCTIONS:
         op.execute(statement)
     _rekey("large", "value_class", sa.SmallInteger(), POSTING_CELLS)
+    op.execute(
+        f"INSERT INTO search_term_marginals ({MARGINAL_KEY}, n) SELECT {MARGINAL_KEY}, sum(d)"
+        f" FROM ({_marginals_of('SELECT * FROM search_term_counts')}) AS y GROUP BY {MARGINAL_KEY}"
+    )
 
 
 def downgrade() -> None:
@@ -100,4 +164,5 @@ def downgrade() -> None:
     op.execute(f"SELECT pg_advisory_xact_lock({PREVIOUS.CUBE_LOCK})")
     for statement in PREVIOUS.FUNCTIONS:
         op.execute(statement)
+    op.drop_table("search_term_marginals")
     _rekey("value_class", "large", sa.Boolean(), PREVIOUS.POSTING_CELLS)

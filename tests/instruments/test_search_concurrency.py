@@ -16,9 +16,11 @@ from tests.instruments.test_search_index import (
     CUBE_COLUMNS,
     EXPECTED_CHAIN_COUNTS,
     EXPECTED_CUBE,
+    EXPECTED_MARGINALS,
     EXPECTED_POSTINGS,
     EXPECTED_SEARCH_ROWS,
     EXPECTED_TERM_COUNTS,
+    MARGINAL_COLUMNS,
     POSTING_COLUMNS,
     SEARCH_COLUMNS,
     TERM_COUNT_COLUMNS,
@@ -80,6 +82,7 @@ async def _assert_in_sync(conn: asyncpg.Connection) -> None:
         conn, EXPECTED_CHAIN_COUNTS, "search_term_chain_counts", CHAIN_COUNT_COLUMNS, "n > 0"
     )
     assert chain_counts == 0
+    assert await _differences(conn, EXPECTED_MARGINALS, "search_term_marginals", MARGINAL_COLUMNS, "n > 0") == 0
     assert await conn.fetchval("SELECT count(*) FROM search_term_postings") > 0
 
 

@@ -87,6 +87,16 @@ JOIN instrument_chains AS c ON c.instrument_id = p.instrument_id
 GROUP BY term_id, c.chain_id, {_CELL}
 """  # noqa: S608 (fixed fragments)
 CHAIN_COUNT_COLUMNS = f"term_id, chain_id, {_CELL}, n"
+# Per facet value alone (category: its first two digits).
+_MARGINALS_BY_FACET = [
+    f"""SELECT term_id, restricted, {_VALUE_CLASS} AS value_class, accepts_vouchers AS vouchers,
+       '{facet}' AS facet, {value}::text AS value, count(*)::int AS n
+FROM ({EXPECTED_POSTINGS}) AS e GROUP BY 1, 2, 3, 4, 5, 6"""  # noqa: S608 (fixed fragments)
+    for facet, value in (("city", "city_code"), ("institution_kind", "institution_kind"),
+                         ("category", "left(category_code, 2)"), ("sharing_mode", "sharing_mode"), ("status", "status"))
+]
+EXPECTED_MARGINALS = f"SELECT * FROM ({' UNION ALL '.join(_MARGINALS_BY_FACET)}) AS m"  # noqa: S608 (fixed fragments)
+MARGINAL_COLUMNS = "term_id, restricted, value_class, vouchers, facet, value, n"
 
 
 async def assert_in_sync(session: AsyncSession) -> None:
@@ -99,6 +109,9 @@ async def assert_in_sync(session: AsyncSession) -> None:
     assert (
         await _differences(session, EXPECTED_CHAIN_COUNTS, "search_term_chain_counts", CHAIN_COUNT_COLUMNS, "n > 0")
         == 0
+    )
+    assert (
+        await _differences(session, EXPECTED_MARGINALS, "search_term_marginals", MARGINAL_COLUMNS, "n > 0") == 0
     )
 
 
@@ -436,6 +449,7 @@ class TestInSync:
         assert await session.scalar(text("SELECT count(*) FROM instrument_facet_counts")) == 0
         assert await session.scalar(text("SELECT count(*) FROM search_term_postings")) == 0
         assert await session.scalar(text("SELECT count(*) FROM search_term_counts")) == 0
+        assert await session.scalar(text("SELECT count(*) FROM search_term_marginals")) == 0
 
     async def test_the_cube_refuses_to_go_negative(self, session: AsyncSession) -> None:
         from sqlalchemy.exc import IntegrityError
@@ -660,6 +674,7 @@ async def test_frequent_term_searches_read_the_kept_rows(session: AsyncSession, 
     await session.execute(text("ANALYZE search_term_postings"))
     await session.execute(text("ANALYZE search_term_counts"))
     await session.execute(text("ANALYZE search_term_chain_counts"))
+    await session.execute(text("ANALYZE search_term_marginals"))
     for params, sort in (
         ({"q": "离心"}, "relevance"),
         ({"q": "离心机", "city": "510700", "sharing_mode": "external"}, "relevance"),
@@ -673,6 +688,7 @@ async def test_frequent_term_searches_read_the_kept_rows(session: AsyncSession, 
         ({"q": "离心", "vouchers": True}, "relevance"),
         ({"q": "离心", "chain_id": 1, "vouchers": False, "city": "510700"}, "newest"),
         ({"q": "离心", "city": "510700"}, "name"),
+        ({"q": "离心"}, "name"),
     ):
         query = search_sql(SearchFilters(**params), Viewer(), sort=sort, limit=20, offset=0, frequent=frequent)  # type: ignore[arg-type]
         assert query.frequent_term is not None
@@ -682,15 +698,24 @@ async def test_frequent_term_searches_read_the_kept_rows(session: AsyncSession, 
         for mode in ("force_custom_plan", "force_generic_plan"):
             nodes = await _plan(session, query, mode)
             relations = {n.get("Relation Name") for n in nodes}
+            # Without a facet filter or a chain, each facet's marginals.
+            if "chain_id" in params:
+                kept_counts = "search_term_chain_counts"
+            elif set(params) & {"city", "category", "status", "sharing_mode", "institution_kind"}:
+                kept_counts = "search_term_counts"
+            else:
+                kept_counts = "search_term_marginals"
             if sort == "name":  # the page walks the name index, testing each row against the postings
                 assert "ix_instrument_search_name" in _indexes(nodes), (params, mode)
                 assert "pk_search_term_postings" in _indexes(nodes), (params, mode)
-                assert "search_term_counts" in relations, (params, mode)
+                assert kept_counts in relations, (params, mode)
                 continue
             assert "instrument_search" not in relations, (params, mode)
             # Counted from the kept counts, or, for a value range inside one class, over the term's postings.
-            kept_counts = "search_term_chain_counts" if "chain_id" in params else "search_term_counts"
             assert (kept_counts in relations) is not value_filtered, (params, mode)
+            assert not relations & {"search_term_counts", "search_term_chain_counts", "search_term_marginals"} - {
+                kept_counts
+            }, (params, mode)
             assert _indexes(nodes) & {"ix_search_term_postings_page", "ix_search_term_postings_value"}, (params, mode)
             if not value_filtered:  # (counting over the postings reads all of the term's: here, half the table)
                 assert "search_term_postings" not in _scans(nodes, "Seq Scan"), (params, mode)

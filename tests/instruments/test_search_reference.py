@@ -296,6 +296,14 @@ async def test_items_carry_what_the_list_shows(session: AsyncSession, catalogue:
 FREQUENT = ["质谱", "色谱", "谱仪", "质谱仪", "ms", "显微", "激光", "研究院", "thermo", "m1", "ICP-MS", "分析"]
 
 
+# 原值 bounds on class edges, cutting a class near either end, or inside one class.
+VALUE_BOUNDS = [
+    (None if low is None else Decimal(low), None if high is None else Decimal(high))
+    for low, high in [(120000, None), (150000, 1900000), (None, 110000), (300000, 500000), (110000, 150000),
+                      (None, 1950000), (880000, None), (500000, 500000), (100000, 2000000)]
+]
+
+
 def one_term_filters(rng: random.Random, context: dict[str, Any]) -> SearchFilters:
     f = random_filters(rng, context)
     f.q = rng.choice(FREQUENT)
@@ -306,13 +314,10 @@ def one_term_filters(rng: random.Random, context: dict[str, Any]) -> SearchFilte
         f.chain_id = rng.choice(context["chain_ids"])
     if rng.random() < 0.5:
         f.min_value = f.max_value = f.large = None
-    if rng.random() < 0.3:  # 原值 bounds on class edges, cutting a class near either end, or inside one class
-        low, high = rng.choice(
-            [(120000, None), (150000, 1900000), (None, 110000), (300000, 500000), (110000, 150000), (None, 1950000),
-             (880000, None), (500000, 500000)]
-        )
-        f.min_value = None if low is None else Decimal(low)
-        f.max_value = None if high is None else Decimal(high)
+    if rng.random() < 0.3:  # no facet filter: counted from the marginals
+        f.city = f.institution_kind = f.category = f.sharing_mode = f.status = None
+    if rng.random() < 0.3:
+        f.min_value, f.max_value = rng.choice(VALUE_BOUNDS)
     if rng.random() < 0.2:  # a large threshold inside a value class of the kept counts
         f.threshold = Decimal(880000)
     return f
@@ -358,13 +363,23 @@ async def test_frequent_terms_answer_like_the_reference(session: AsyncSession, c
             kept += frequent_path is not None
             kept_other += frequent_path is not None and found and (f.chain_id or f.vouchers) is not None
             split = value_split(*value_bounds(f))
-            if frequent_path is not None and found and split.postings:
-                split_parts["one class" if split.classes is None else "classes"] += 1
-                split_parts.update({1: "plus", -1: "minus"}[p.sign] for p in split.postings)
-    # Most of them were answered from the kept postings and counts, some with a chain or vouchers filter, some with
-    # value bounds cutting a class: its postings added to whole classes, or subtracted from its kept count.
-    assert kept >= 140 and kept_other >= 25, (kept, kept_other)
-    assert min(split_parts[k] for k in ("one class", "classes", "plus", "minus")) >= 4, split_parts
+            facet_free = not any((f.city, f.institution_kind, f.category, f.sharing_mode, f.status, f.chain_id))
+            split_parts["marginals"] += frequent_path is not None and found and facet_free and bool(split.classes)
+    # Most of them were answered from the kept postings and counts, some with a chain or vouchers filter, some
+    # without any facet filter (from the marginals).
+    assert kept >= 140 and kept_other >= 25 and split_parts["marginals"] >= 8, (kept, kept_other, split_parts)
+    # Every kind of value bound, on the marginals (no facet filter), the counts (a city) and the chain counts, with
+    # the postings of a class a bound cuts added to whole classes or taken from its kept count.
+    for low, high in VALUE_BOUNDS:
+        for city, chain_id in ((None, None), ("510100", None), (None, catalogue["chain_ids"][1])):
+            f = SearchFilters(q="质谱", min_value=low, max_value=high, city=city, chain_id=chain_id)
+            assert search_sql(f, Viewer(), sort="newest", limit=1, offset=0, frequent=frequent).frequent_term
+            split = value_split(*value_bounds(f))
+            for viewer in catalogue["viewers"]:
+                if await assert_like_reference(session, rows, f, viewer, rng.choice(["relevance", "value_asc"])):
+                    split_parts["one class" if split.classes is None else "classes"] += 1
+                    split_parts.update({1: "plus", -1: "minus"}[p.sign] for p in split.postings)
+    assert min(split_parts[k] for k in ("one class", "classes", "plus", "minus")) >= 6, split_parts
 
 
 async def test_a_stale_list_of_frequent_terms_falls_back(session: AsyncSession, catalogue: dict[str, Any]) -> None:
