@@ -60,6 +60,9 @@ QUERIES: list[tuple[str, dict[str, str]]] = [
     ("q=分析 + 成都 + 原值 ≤ 30万", {"q": "分析", "city": "510100", "max_value": "300000"}),
     ("no text: 接受创新券 only", {"vouchers": "true"}),
     ("no text: 产业链 only", {"chain": "1"}),
+    ("no text: 原值 ≥ 100万", {"min_value": "1000000"}),
+    ("no text: 接受创新券 + 成都", {"vouchers": "true", "city": "510100"}),
+    ("no text: 原值 ≥ 100万 + 高校", {"min_value": "1000000", "institution_kind": "高校"}),
 ]
 
 

@@ -480,13 +480,22 @@ def _mostly(start: Decimal | None, end: Decimal | None, *, counted: tuple[Decima
     return math.log(b / a) > math.log(end / start) / 2
 
 
+# The empty term, kept as frequent since revision 0010: its postings are every live instrument, so a search without
+# text but with a filter the facet cube does not hold (vouchers, 原值, a chain) is answered like a frequent term's.
+EVERYTHING = ""
+
+
 def frequent_term(f: SearchFilters, sort: str) -> str | None:
     """The frequent-term key of a query the kept postings and counts can answer, if its term is frequent: one term,
-    no filter but the five facets, the value, vouchers and a chain."""
+    no filter but the five facets, the value, vouchers and a chain. Without text, the empty term (EVERYTHING): at
+    100,000 instruments vouchers alone take 0.6 ms of SQL instead of 25 counted live, vouchers and a city 5.5
+    instead of 37, 原值 and an institution kind 24 instead of 56."""
     terms = search_terms(f.q)
-    if len(terms) != 1:
-        return None
     if f.institution_id is not None:
+        return None
+    if not terms:
+        return EVERYTHING
+    if len(terms) != 1:
         return None
     return frequent_key(terms[0])
 

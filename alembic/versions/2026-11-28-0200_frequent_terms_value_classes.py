@@ -9,12 +9,16 @@ seven round sums in 万元 (10, 20, 50, 100, 200, 500, 1000万), 50万 among the
 classes. A search sums the classes its bounds cover whole and counts only the postings of the class a bound cuts
 (instruments.search_sql). The cells hold fewer instruments each: 分析 has 13,400 count rows instead of 9,900.
 
+The empty term is made frequent: its postings are every live instrument, so a search without text but with a
+filter the facet cube does not hold (vouchers, 原值, a chain) reads kept rows too.
+
 A search without a facet filter or a chain (the commonest: 分析 alone, by any order, with 大型, vouchers or a 原值
 bound) needs only each facet's counts on its own. search_term_marginals keeps them, per (term, restricted, value
 class, vouchers, facet, value): 784 rows for 分析, summed in well under a millisecond, where the counts took 8.
 
 The trigger functions are revision 0009's, with the cell's `large` (original_value >= 500000) replaced by the value
-class: derived from its frozen text (each replacement asserted), so the two cannot drift apart.
+class and the marginals moved wherever the counts are: derived from its frozen text (each change asserted), so the
+two cannot drift apart.
 
 Revision ID: 0010
 Revises: 0009
@@ -68,6 +72,8 @@ CHAIN_KEY = _by_value_class(PREVIOUS.CHAIN_KEY)
 POSTING_CELLS = _by_value_class(PREVIOUS.POSTING_CELLS)
 
 MARGINAL_KEY = "term_id, restricted, value_class, vouchers, facet, value"
+# instruments.search_sql.EVERYTHING: term, bigram, bigrams, pattern.
+EVERYTHING = "'', NULL, '{}', '%'"
 
 
 def _marginals_of(rows: str) -> str:
@@ -152,6 +158,12 @@ def upgrade() -> None:
     )
     for statement in FUNCTIONS:
         op.execute(statement)
+    # The empty term: every live instrument is a posting of it (its pattern matches any text, it has no bigrams to
+    # contain); counted below with every other term.
+    op.execute(f"INSERT INTO search_frequent_terms (term, bigram, bigrams, pattern) VALUES ({EVERYTHING})")
+    op.execute("CREATE TEMPORARY TABLE added_rows ON COMMIT DROP AS SELECT * FROM search_frequent_terms WHERE term = ''")
+    op.execute(f"WITH came AS ({PREVIOUS.POSTINGS_BUILD}) SELECT count(*) FROM came")
+    op.execute("DROP TABLE added_rows")
     _rekey("large", "value_class", sa.SmallInteger(), POSTING_CELLS)
     op.execute(
         f"INSERT INTO search_term_marginals ({MARGINAL_KEY}, n) SELECT {MARGINAL_KEY}, sum(d)"
@@ -165,4 +177,8 @@ def downgrade() -> None:
     for statement in PREVIOUS.FUNCTIONS:
         op.execute(statement)
     op.drop_table("search_term_marginals")
+    op.execute(
+        "DELETE FROM search_term_postings WHERE term_id = (SELECT id FROM search_frequent_terms WHERE term = '')"
+    )
+    op.execute("DELETE FROM search_frequent_terms WHERE term = ''")
     _rekey("value_class", "large", sa.Boolean(), PREVIOUS.POSTING_CELLS)

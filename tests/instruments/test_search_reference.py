@@ -4,6 +4,7 @@ order, total and facets of many random filter combinations, for anonymous, admin
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -254,18 +255,30 @@ async def assert_like_reference(
 
 async def test_search_matches_the_reference(session: AsyncSession, catalogue: dict[str, Any]) -> None:
     rows = await load_rows(session)
+    frequent = await repo.frequent_terms(await repo.driver_connection(session))
     rng = random.Random(7)
-    paths = Counter()
+    paths: Counter[str] = Counter()
     checked = 0
     for _ in range(70):
         f = random_filters(rng, catalogue)
         sort = rng.choice(["relevance", "newest", "name", "value_desc", "value_asc"])
         for viewer in catalogue["viewers"]:
             checked += await assert_like_reference(session, rows, f, viewer, sort)
-            paths[search_sql(f, viewer, sort=sort, limit=1, offset=0).counted_from_cube] += 1
-    # Both ways of counting were exercised, and most combinations found something.
-    assert paths[True] >= 40 and paths[False] >= 120, paths
-    assert checked >= 100
+            query = search_sql(f, viewer, sort=sort, limit=1, offset=0, frequent=frequent)
+            paths["cube" if query.counted_from_cube else "kept" if query.frequent_term else "live"] += 1
+    # Without text, vouchers, 原值 bounds or a chain are answered from the empty term's kept rows.
+    for vouchers, chain_id, (low, high), city in itertools.product(
+        (True, False, None), (None, catalogue["chain_ids"][0]), VALUE_BOUNDS[:4], (None, "510100")
+    ):
+        f = SearchFilters(vouchers=vouchers, chain_id=chain_id, min_value=low, max_value=high, city=city)
+        sort = rng.choice(["relevance", "newest", "name", "value_desc", "value_asc"])
+        for viewer in catalogue["viewers"]:
+            checked += await assert_like_reference(session, rows, f, viewer, sort)
+            query = search_sql(f, viewer, sort=sort, limit=1, offset=0, frequent=frequent)
+            paths["cube" if query.counted_from_cube else "kept" if query.frequent_term else "live"] += 1
+    # Every way of counting was exercised, and most combinations found something.
+    assert paths["cube"] >= 40 and paths["live"] >= 100 and paths["kept"] >= 120, paths
+    assert checked >= 200
 
 
 async def test_items_carry_what_the_list_shows(session: AsyncSession, catalogue: dict[str, Any]) -> None:
