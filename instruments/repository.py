@@ -224,9 +224,7 @@ async def chain_names_of(session: AsyncSession, instrument_ids: Sequence[int]) -
 async def set_chains(session: AsyncSession, instrument_id: int, chain_ids: Sequence[int]) -> None:
     await session.execute(delete(IC).where(IC.c.instrument_id == instrument_id))
     if chain_ids:
-        await session.execute(
-            IC.insert(), [{"instrument_id": instrument_id, "chain_id": c} for c in chain_ids]
-        )
+        await add_chain_links(session, [{"instrument_id": instrument_id, "chain_id": c} for c in chain_ids])
 
 
 async def close_history(session: AsyncSession, instrument_id: int, at: datetime) -> None:
@@ -327,7 +325,18 @@ async def get_many(session: AsyncSession, ids: Sequence[int]) -> list[Instrument
 
 
 async def add_chain_links(session: AsyncSession, links: list[dict[str, int | None]]) -> None:
-    await session.execute(IC.insert(), links)
+    # One statement, not one per link: each statement on instrument_chains runs the kept postings' trigger once.
+    await session.execute(
+        text(
+            "INSERT INTO instrument_chains (instrument_id, chain_id)"
+            " SELECT * FROM unnest(CAST(:instruments AS int[]), CAST(:chains AS int[]))"
+        ),
+        {"instruments": [link["instrument_id"] for link in links], "chains": [link["chain_id"] for link in links]},
+    )
+
+
+async def clear_chains(session: AsyncSession, instrument_ids: Sequence[int]) -> None:
+    await session.execute(delete(IC).where(IC.c.instrument_id.in_(list(instrument_ids))))
 
 
 async def close_history_many(session: AsyncSession, instrument_ids: Sequence[int], at: datetime) -> None:

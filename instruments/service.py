@@ -721,10 +721,11 @@ async def import_rows(
             target_id=inst.id,
             after=record_snapshot(inst, names),
         )
-    for inst, _b, _a, _h, new_chains in updated:
-        if new_chains is not None:
-            await repo.set_chains(session, inst.id, [])  # type: ignore[arg-type]
-            links += [{"instrument_id": inst.id, "chain_id": chain_ids[n]} for n in sorted(set(new_chains))]
+    rechained = [(inst, new_chains) for inst, _b, _a, _h, new_chains in updated if new_chains is not None]
+    if rechained:
+        await repo.clear_chains(session, [inst.id for inst, _c in rechained])  # type: ignore[misc]
+    for inst, new_chains in rechained:
+        links += [{"instrument_id": inst.id, "chain_id": chain_ids[n]} for n in sorted(set(new_chains))]
     if links:
         await repo.add_chain_links(session, links)
     moved = [inst for inst, _b, _a, history, _c in updated if history]

@@ -132,11 +132,12 @@ def _rekey(old: str, new: str, new_type: sa.types.TypeEngine[bool] | sa.types.Ty
         )
     key = KEY if new == "value_class" else PREVIOUS.KEY
     chain_key = CHAIN_KEY if new == "value_class" else PREVIOUS.CHAIN_KEY
-    op.execute(PREVIOUS.RECOUNT.format(key=key, postings=cells))
+    # In key order, so that each term's rows share pages (a search reads all of a term's).
+    op.execute(PREVIOUS.RECOUNT.format(key=key, postings=cells) + f" ORDER BY {key}")
     op.execute(
         f"INSERT INTO search_term_chain_counts ({chain_key}, n) SELECT {chain_key}, count(*)"
         f" FROM (SELECT p.*, c.chain_id FROM ({cells}) AS p CROSS JOIN LATERAL unnest(p.chain_ids) AS c(chain_id))"
-        f" AS x GROUP BY {chain_key}"
+        f" AS x GROUP BY {chain_key} ORDER BY {chain_key}"
     )
 
 
@@ -168,6 +169,7 @@ def upgrade() -> None:
     op.execute(
         f"INSERT INTO search_term_marginals ({MARGINAL_KEY}, n) SELECT {MARGINAL_KEY}, sum(d)"
         f" FROM ({_marginals_of('SELECT * FROM search_term_counts')}) AS y GROUP BY {MARGINAL_KEY}"
+        f" ORDER BY {MARGINAL_KEY}"
     )
 
 
