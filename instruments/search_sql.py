@@ -494,7 +494,7 @@ def frequent_term(f: SearchFilters, sort: str) -> str | None:
     if f.institution_id is not None:
         return None
     if not terms:
-        return EVERYTHING
+        return None if countable_from_cube(f) else EVERYTHING
     if len(terms) != 1:
         return None
     return frequent_key(terms[0])
