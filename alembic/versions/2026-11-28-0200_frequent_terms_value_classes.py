@@ -132,12 +132,20 @@ def _rekey(old: str, new: str, new_type: sa.types.TypeEngine[bool] | sa.types.Ty
         )
     key = KEY if new == "value_class" else PREVIOUS.KEY
     chain_key = CHAIN_KEY if new == "value_class" else PREVIOUS.CHAIN_KEY
-    # In key order, so that each term's rows share pages (a search reads all of a term's).
-    op.execute(PREVIOUS.RECOUNT.format(key=key, postings=cells) + f" ORDER BY {key}")
+    _count_into("search_term_counts", key, "count(*)", cells)
+    _count_into(
+        "search_term_chain_counts",
+        chain_key,
+        "count(*)",
+        f"SELECT p.*, c.chain_id FROM ({cells}) AS p CROSS JOIN LATERAL unnest(p.chain_ids) AS c(chain_id)",
+    )
+
+
+def _count_into(table: str, key: str, counted: str, rows: str) -> None:
+    """`table` filled with `rows` counted per `key`, in key order so that each term's rows share pages (a search
+    reads all of a term's)."""
     op.execute(
-        f"INSERT INTO search_term_chain_counts ({chain_key}, n) SELECT {chain_key}, count(*)"
-        f" FROM (SELECT p.*, c.chain_id FROM ({cells}) AS p CROSS JOIN LATERAL unnest(p.chain_ids) AS c(chain_id))"
-        f" AS x GROUP BY {chain_key} ORDER BY {chain_key}"
+        f"INSERT INTO {table} ({key}, n) SELECT {key}, {counted} FROM ({rows}) AS x GROUP BY {key} ORDER BY {key}"
     )
 
 
@@ -166,11 +174,7 @@ def upgrade() -> None:
     op.execute(f"WITH came AS ({PREVIOUS.POSTINGS_BUILD}) SELECT count(*) FROM came")
     op.execute("DROP TABLE added_rows")
     _rekey("large", "value_class", sa.SmallInteger(), POSTING_CELLS)
-    op.execute(
-        f"INSERT INTO search_term_marginals ({MARGINAL_KEY}, n) SELECT {MARGINAL_KEY}, sum(d)"
-        f" FROM ({_marginals_of('SELECT * FROM search_term_counts')}) AS y GROUP BY {MARGINAL_KEY}"
-        f" ORDER BY {MARGINAL_KEY}"
-    )
+    _count_into("search_term_marginals", MARGINAL_KEY, "sum(d)", _marginals_of("SELECT * FROM search_term_counts"))
 
 
 def downgrade() -> None:
