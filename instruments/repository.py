@@ -4,10 +4,11 @@ SQLAlchemy Core, and single records use the ORM."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,10 +20,12 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col
 
 from booking.accounts.models import Facility, Institution, User
@@ -333,6 +336,40 @@ async def add_chain_links(session: AsyncSession, links: list[dict[str, int | Non
         ),
         {"instruments": [link["instrument_id"] for link in links], "chains": [link["chain_id"] for link in links]},
     )
+
+
+async def update_many(session: AsyncSession, instruments: Sequence[Instrument]) -> None:
+    """Write the changed attributes of these loaded instruments in one UPDATE per 500 (the unit of work would send
+    one per instrument, and every statement on instruments runs the search triggers once: 1,000 changed rows of an
+    import at 100,000 instruments took 20-25 s that way), then mark them clean so the next flush sends nothing."""
+    table = Instrument.__table__  # type: ignore[attr-defined]
+    changed: set[str] = set()
+    for inst in instruments:
+        state = sa_inspect(inst)
+        changed |= {attr.key for attr in state.attrs if attr.history.has_changes()}
+    if not changed:
+        return
+    columns = [c.name for c in table.columns if c.name in changed and c.name != "id"]
+    assignments = ", ".join(f'"{c}" = v."{c}"' for c in columns)
+    statement = text(
+        f"UPDATE instruments AS i SET {assignments}"  # noqa: S608 (column names from the table's metadata)
+        " FROM jsonb_populate_recordset(NULL::instruments, CAST(:rows AS jsonb)) AS v WHERE i.id = v.id"
+    )
+    with session.no_autoflush:  # (an autoflush would send the one-by-one updates first)
+        for start in range(0, len(instruments), 500):
+            batch = instruments[start : start + 500]
+            rows = [{"id": inst.id, **{c: _json_value(getattr(inst, c)) for c in columns}} for inst in batch]
+            await session.execute(statement, {"rows": json.dumps(rows, ensure_ascii=False)})
+    for inst in instruments:
+        for key in columns:
+            set_committed_value(inst, key, getattr(inst, key))
+
+
+def _json_value(value: Any) -> Any:
+    """A column value as jsonb_populate_recordset reads it back: amounts and times as text, exact."""
+    if isinstance(value, Decimal | date | datetime):
+        return value.isoformat() if not isinstance(value, Decimal) else str(value)
+    return value
 
 
 async def clear_chains(session: AsyncSession, instrument_ids: Sequence[int]) -> None:

@@ -706,6 +706,7 @@ async def import_rows(
                 new_chains,
             )
         )
+    await repo.update_many(session, [inst for inst, _b, _a, _h, _c in updated])
     await _flush(session)
     if progress:
         progress("写入", len(rows), len(rows))

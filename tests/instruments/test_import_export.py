@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from openpyxl import Workbook, load_workbook
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.activity.models import ActivityEntry
@@ -155,6 +155,9 @@ class TestImport:
         await session.refresh(inst)
         assert inst.status == "awaiting_repair" and inst.original_value == 625000
         assert inst.city_code == "510700"
+        renamed = (await session.scalars(select(Instrument).where(Instrument.asset_number == "IMP-00011"))).one()
+        await session.refresh(renamed)
+        assert renamed.name == "改名的质谱仪"
         history = await session.scalar(
             select(func.count())
             .select_from(InstrumentHistory)
@@ -167,6 +170,36 @@ class TestImport:
             .where(ActivityEntry.action == "instrument.updated")
         )
         assert updated == 2
+
+    async def test_changed_rows_are_written_in_one_statement(
+        self, client: httpx.AsyncClient, manager: dict[str, str], session: AsyncSession, mianyang: Any
+    ) -> None:
+        # Every statement on instruments runs the search triggers once: 300 changed rows are one UPDATE, not 300.
+        assert (await upload(client, manager, xlsx(rows(300)))).json()["created"] == 300
+        changed = rows(300)
+        for row in changed:
+            row[5] = "待修"
+        updates: list[str] = []
+
+        def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+            if statement.lstrip().upper().startswith("UPDATE INSTRUMENTS"):
+                updates.extend([statement] * (len(parameters) if executemany else 1))  # executions, not calls
+
+        sync_connection = (await session.connection()).sync_connection
+        assert sync_connection is not None
+        event.listen(sync_connection, "before_cursor_execute", count)
+        try:
+            result = await upload(client, manager, xlsx(changed))
+        finally:
+            event.remove(sync_connection, "before_cursor_execute", count)
+        assert result.json() == {"rows": 300, "created": 0, "updated": 300, "unchanged": 0}
+        assert len(updates) == 1, updates
+        statuses = await session.scalars(
+            select(Instrument.status).where(Instrument.institution_id == mianyang.id).execution_options(
+                populate_existing=True
+            )
+        )
+        assert set(statuses) == {"awaiting_repair"}
 
     async def test_every_problem_reported_with_row_and_column(
         self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any, manager: dict[str, str]
