@@ -132,9 +132,18 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
     return respond(request, 503, err.title, err.detail, type_slug=err.type_slug, headers={"Retry-After": "5"})
 
 
+# PostgreSQL aborted the transaction because of another one (deadlock victim, serialization failure): nothing was
+# written, and the same request a moment later normally succeeds.
+_TRANSIENT_SQLSTATES = {"40P01", "40001"}
+
+
 async def _dbapi_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, OperationalError | InterfaceError) or _is_connection_error(exc):
         return await _database_unavailable(request, exc)
+    if getattr(getattr(exc, "orig", None), "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        log.warning("transaction aborted by a concurrent one: %s", getattr(exc.orig, "sqlstate", ""))  # type: ignore[attr-defined]
+        err = ServiceUnavailable("与其他同时进行的操作冲突，未做任何更改，请重试")
+        return respond(request, 503, err.title, err.detail, type_slug=err.type_slug, headers={"Retry-After": "1"})
     return await _unhandled(request, exc)
 
 

@@ -136,3 +136,26 @@ async def test_database_restart_while_idle_fails_no_request(
 
 async def _restart(proxy: Proxy) -> None:
     proxy.server = await asyncio.start_server(proxy._handle, "127.0.0.1", proxy.port)
+
+
+async def test_a_transaction_aborted_by_a_concurrent_one_is_a_503_to_retry(session) -> None:  # type: ignore[no-untyped-def]
+    # A deadlock victim (or a serialization failure) wrote nothing and usually succeeds when retried: 503 with
+    # Retry-After, not a 500.
+    from sqlalchemy import text
+
+    from booking.app import create_app
+
+    app = create_app()
+
+    @app.get("/api/v1/test-deadlock")
+    async def deadlock() -> None:
+        async with core_db.get_sessionmaker()() as s:
+            await s.execute(text("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$"))
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        r = await client.get("/api/v1/test-deadlock")
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"] == "1"
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "请重试" in r.json()["detail"]
