@@ -352,6 +352,11 @@ async def test_frequent_terms_answer_like_the_reference(session: AsyncSession, c
                                " WHERE id = ANY(:ids)"), {"ids": ids[3::13]})
     await session.execute(text("UPDATE institutions SET kind = '医疗机构', name = '参照质谱医院'"
                                " WHERE id = :id"), {"id": catalogue["institutions"][2].id})
+    # Only searched text changing (no name, nothing counted): the postings of terms gained or lost move alone.
+    await session.execute(text("UPDATE institutions SET name = '参照激光显微研究院' WHERE id = :id"),
+                          {"id": catalogue["institutions"][1].id})
+    await session.execute(text("UPDATE instruments SET functions = '色谱分离与 thermo 质谱' WHERE id = ANY(:ids)"),
+                          {"ids": ids[7::8]})
     await make_instrument(session, catalogue["institutions"][0], name="新增激光显微质谱仪", city_code="510300")
     # Chain links and vouchers changed after the promotion (the triggers on instrument_chains and the moves).
     await session.execute(text("DELETE FROM instrument_chains WHERE instrument_id = ANY(:ids)"), {"ids": ids[4::6]})
