@@ -121,6 +121,12 @@ async def add_frequent_terms(session: AsyncSession, *terms: str) -> int:
     return int(added or 0)
 
 
+async def write_in_sync(session: AsyncSession, sql: str, **params: Any) -> None:
+    """Run one write statement, then check that every kept table still matches a recount."""
+    await session.execute(text(sql), params)
+    await assert_in_sync(session)
+
+
 async def search_row(session: AsyncSession, instrument_id: int) -> Any:
     return (
         await session.execute(text("SELECT * FROM instrument_search WHERE instrument_id = :id"), {"id": instrument_id})
@@ -262,18 +268,18 @@ class TestInSync:
         await assert_in_sync(session)  # moved in place, chains kept
         inst.name = "拉曼光谱仪"
         await assert_in_sync(session)  # re-texted: deleted and added with its chains
-        await session.execute(
-            text("UPDATE instrument_chains SET chain_id = :c WHERE instrument_id = :i AND chain_id = :old"),
-            {"c": ids["食品轻纺"], "i": inst.id, "old": ids["电子信息"]},
+        await write_in_sync(
+            session,
+            "UPDATE instrument_chains SET chain_id = :c WHERE instrument_id = :i AND chain_id = :old",
+            c=ids["食品轻纺"], i=inst.id, old=ids["电子信息"],
         )
-        await assert_in_sync(session)
         # A chain deleted: its links go by cascade.
         chain_id = await session.scalar(text("INSERT INTO chains (name) VALUES ('临时链') RETURNING id"))
-        await session.execute(
-            text("INSERT INTO instrument_chains (instrument_id, chain_id) VALUES (:a, :c), (:b, :c)"),
-            {"a": inst.id, "b": other.id, "c": chain_id},
+        await write_in_sync(
+            session,
+            "INSERT INTO instrument_chains (instrument_id, chain_id) VALUES (:a, :c), (:b, :c)",
+            a=inst.id, b=other.id, c=chain_id,
         )
-        await assert_in_sync(session)
         await session.execute(text("DELETE FROM chains WHERE id = :c"), {"c": chain_id})
         await assert_in_sync(session)
         # Retired with its chains still linked, then unlinked: the postings went with the search row.
@@ -298,17 +304,17 @@ class TestInSync:
             {"u": uni.id},
         )
         await assert_in_sync(session)
-        await session.execute(
-            text("DELETE FROM instrument_chains WHERE chain_id % 2 = 0 AND instrument_id IN"
-                 " (SELECT id FROM instruments WHERE institution_id = :u)"),
-            {"u": uni.id},
+        await write_in_sync(
+            session,
+            "DELETE FROM instrument_chains WHERE chain_id % 2 = 0 AND instrument_id IN"
+            " (SELECT id FROM instruments WHERE institution_id = :u)",
+            u=uni.id,
         )
-        await assert_in_sync(session)
-        await session.execute(
-            text("UPDATE instruments SET accepts_vouchers = NOT accepts_vouchers WHERE institution_id = :u"),
-            {"u": uni.id},
+        await write_in_sync(
+            session,
+            "UPDATE instruments SET accepts_vouchers = NOT accepts_vouchers WHERE institution_id = :u",
+            u=uni.id,
         )
-        await assert_in_sync(session)
 
     async def test_retire_removes_the_row(self, session: AsyncSession) -> None:
         inst = await make_instrument(session, name="待退役质谱仪")
@@ -371,11 +377,11 @@ class TestInSync:
             {"inst": uni.id},
         )
         await assert_in_sync(session)
-        await session.execute(
-            text("UPDATE instruments SET status = 'remote', restricted = NOT restricted WHERE institution_id = :i"),
-            {"i": uni.id},
+        await write_in_sync(
+            session,
+            "UPDATE instruments SET status = 'remote', restricted = NOT restricted WHERE institution_id = :i",
+            i=uni.id,
         )
-        await assert_in_sync(session)
         await session.execute(delete(Instrument).where(Instrument.institution_id == uni.id))  # type: ignore[arg-type]
         await assert_in_sync(session)
         assert await found(session, "批量仪器", Viewer(is_admin=True)) == set()
