@@ -89,7 +89,7 @@ class SearchParams(BaseModel):
     facets: Annotated[bool, Field(description="同时返回分面计数")] = True
 
 
-def search_params(request: Request) -> SearchParams:
+async def search_params(request: Request) -> SearchParams:
     """The query string validated by one pydantic call. FastAPI's own handling of a query-parameter model
     inspects every field's annotation on every request (~0.5 ms for these 14 fields, a third of the app's time for a
     fast search); the errors and the 422 are the same, and the route declares the parameters for OpenAPI from

@@ -22,7 +22,7 @@ class PageParams(BaseModel):
     offset: int
 
 
-def _page_params(
+async def _page_params(
     limit: Annotated[int, Query(ge=1, le=200, description="每页条数 / page size")] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000, description="偏移 / offset")] = 0,
 ) -> PageParams:
