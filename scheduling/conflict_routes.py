@@ -6,6 +6,7 @@ renders the form again with its errors (422/409) — the savepoint keeps a refus
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -244,17 +245,53 @@ async def flexible_cancel(request: Request, session: SessionDep, principal: WebU
 
 # ---- equivalence groups -------------------------------------------------------------------------------------------
 
-async def _groups_page(request: Request, session: SessionDep, principal: WebManager, *, status_code: int = 200,
-                       **extra: Any) -> Response:
-    views, _ = await equivalence.list_groups(session, principal, limit=200, offset=0)
+# A picker lists at most this many instruments; the search box and the classification code narrow it (a manager of
+# a university may manage thousands).
+PICK_LIMIT = 50
+PickQuery = Annotated[str | None, Query(max_length=50, description="名称、型号或内部编码")]
+PickCategory = Annotated[str | None, Query(pattern=r"^\d{0,6}$", description="分类编码（前缀）")]
+
+
+async def _pick(session: SessionDep, principal: WebManager, *, q: str | None, category: str | None,
+                chosen: Sequence[int] = (), exclude: Sequence[int] = ()) -> dict[str, Any]:
+    """The instrument picker: the chosen instruments the principal manages (ticked, kept across searches), then the
+    first PICK_LIMIT other managed instruments matching the search, by classification code and name."""
     ids = await managed_instrument_ids(session, principal)
-    mine = await queries.instruments_for_schedule(session, ids)
-    return render(request, "scheduling/groups.html", _ctx(groups=views, mine=mine, **extra), status_code=status_code)
+    managed = None if ids is None else set(ids)
+    mine = [i for i in dict.fromkeys(chosen) if managed is None or i in managed][:PICK_LIMIT * 4]
+    picked = (await queries.schedule_index(session, mine, by_category=True, limit=len(mine), count=False))[0] \
+        if mine else []
+    q, category = (q or "").strip() or None, category or None
+    matches, total = await queries.schedule_index(session, ids, q=q, category=category, by_category=True,
+                                                  exclude=[*mine, *exclude], limit=PICK_LIMIT)
+    return {"picked": picked, "matches": matches, "match_total": total, "pick_q": q or "",
+            "pick_category": category or "", "has_managed": ids is None or bool(ids)}
+
+
+async def _groups_page(request: Request, session: SessionDep, principal: WebManager, *, status_code: int = 200,
+                       offset: int = 0, chosen: Sequence[int] = (), values: dict[str, str] | None = None,
+                       **extra: Any) -> Response:
+    views, total = await equivalence.list_groups(session, principal, limit=PICK_LIMIT, offset=offset)
+    values = values or {}
+    pick = await _pick(session, principal, q=values.get("q"), category=values.get("category"), chosen=chosen)
+    return render(request, "scheduling/groups.html",
+                  _ctx(groups=views, total=total, offset=offset, params={}, values=values, **pick, **extra),
+                  status_code=status_code)
 
 
 @router.get("/equivalence")
-async def groups_page(request: Request, session: SessionDep, principal: WebManager) -> Response:
-    return await _groups_page(request, session, principal)
+async def groups_page(request: Request, session: SessionDep, principal: WebManager,
+                      offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
+    return await _groups_page(request, session, principal, offset=offset)
+
+
+@router.get("/equivalence/pick")
+async def groups_pick(request: Request, session: SessionDep, principal: WebManager, q: PickQuery = None,
+                      category: PickCategory = None,
+                      instrument_ids: Annotated[list[int], Query(max_length=200)] = []) -> Response:  # noqa: B006
+    """The new group's instrument picker after a search (htmx fragment): ticked instruments stay ticked."""
+    pick = await _pick(session, principal, q=q, category=category, chosen=instrument_ids)
+    return render(request, "scheduling/groups.html", _ctx(**pick), block="pick")
 
 
 def _tags(text: str) -> list[str]:
@@ -279,20 +316,36 @@ async def group_create(request: Request, session: SessionDep, principal: WebMana
         return await _groups_page(request, session, principal, status_code=exc.status,
                                   problems=exc.problems or [Problem(None, "error", exc.detail)],
                                   errors=errors_by_field(exc.problems), values=form_values(values),
-                                  chosen={int(v) for v in raw["instrument_ids"] if v.isdigit()})
+                                  chosen=[int(v) for v in raw["instrument_ids"] if v.isdigit()])
     return redirect(request, f"/equivalence/{view.group.id}")
+
+
+async def _candidates(session: SessionDep, principal: WebManager, view: equivalence.GroupView, *, q: str | None,
+                      category: str | None) -> dict[str, Any]:
+    """The add-a-member picker: managed instruments not in the group, by default of the group's classification."""
+    pick = await _pick(session, principal, q=q, category=category, exclude=[i.id for _, i in view.members])
+    return {"candidates": pick["matches"], "candidate_total": pick["match_total"], "cand_q": pick["pick_q"],
+            "cand_category": pick["pick_category"], "has_managed": pick["has_managed"]}
 
 
 async def _group_page(request: Request, session: SessionDep, principal: WebManager, group_id: int, *,
                       status_code: int = 200, **extra: Any) -> Response:
     view = await equivalence.get_group(session, principal, group_id)
-    ids = await managed_instrument_ids(session, principal)
-    member_ids = {i.id for _, i in view.members}
-    candidates = [i for i in await queries.instruments_for_schedule(session, ids) if i.id not in member_ids]
     group_rounds = await repo.rounds_of_groups(session, [group_id], 20)
+    picker = await _candidates(session, principal, view, q=None, category=view.group.category_code)
     return render(request, "scheduling/group.html",
-                  _ctx(v=view, g=view.group, candidates=candidates, rounds=group_rounds,
+                  _ctx(v=view, g=view.group, rounds=group_rounds, **picker,
                        next_cutoff=rounds.next_cutoff(view.group, utcnow()), **extra), status_code=status_code)
+
+
+@router.get("/equivalence/{group_id:int}/candidates")
+async def group_candidates(request: Request, session: SessionDep, principal: WebManager, group_id: int,
+                           q: PickQuery = None, category: PickCategory = None) -> Response:
+    """The add-a-member picker after a search (htmx fragment)."""
+    await equivalence.managed_group(session, principal, group_id)
+    view = await equivalence.get_group(session, principal, group_id)
+    picker = await _candidates(session, principal, view, q=q, category=category)
+    return render(request, "scheduling/group.html", _ctx(v=view, g=view.group, **picker), block="candidates")
 
 
 @router.get("/equivalence/{group_id:int}")

@@ -131,16 +131,12 @@ async def no_show_count(session: AsyncSession, user_id: int, instrument_id: int)
     return int(count or 0)
 
 
-async def instruments_for_schedule(session: AsyncSession, ids: Sequence[int] | None, limit: int = 200
-                                   ) -> list[Instrument]:
-    """Live instruments a manager may edit (None = every instrument, for platform admins), by name."""
-    return (await schedule_index(session, ids, limit=limit, count=False))[0]
-
-
 async def schedule_index(session: AsyncSession, ids: Sequence[int] | None, *, q: str | None = None,
+                         category: str | None = None, exclude: Sequence[int] = (), by_category: bool = False,
                          limit: int = 50, offset: int = 0, count: bool = True) -> tuple[list[Instrument], int]:
-    """A page of the live instruments a manager may edit (None = every instrument, for platform admins), by name,
-    optionally those whose name, model or internal number contains `q`; and how many there are (-1 unless
+    """A page of the live instruments a manager may edit (None = every instrument, for platform admins), by name
+    (or by classification code, then name), optionally those whose name, model or internal number contains `q`,
+    whose classification code starts with `category`, leaving out `exclude`; and how many there are (-1 unless
     `count`)."""
     cond = col(Instrument.retired_at).is_(None)
     if ids is not None:
@@ -149,6 +145,13 @@ async def schedule_index(session: AsyncSession, ids: Sequence[int] | None, *, q:
         pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         cond = cond & (col(Instrument.name).ilike(pattern) | col(Instrument.model).ilike(pattern)
                        | col(Instrument.asset_number).ilike(pattern))
+    if category:
+        cond = cond & col(Instrument.category_code).startswith(category)
+    if exclude:
+        cond = cond & col(Instrument.id).not_in(list(exclude))
     total = int(await session.scalar(select(func.count()).select_from(Instrument).where(cond)) or 0) if count else -1
-    stmt = select(Instrument).where(cond).order_by(col(Instrument.name), col(Instrument.id)).limit(limit).offset(offset)
+    order = [col(Instrument.name), col(Instrument.id)]
+    if by_category:
+        order.insert(0, col(Instrument.category_code))
+    stmt = select(Instrument).where(cond).order_by(*order).limit(limit).offset(offset)
     return list(await session.scalars(stmt)), total

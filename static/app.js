@@ -9,3 +9,12 @@ document.addEventListener("htmx:beforeSwap", function (event) {
     event.detail.isError = false;
   }
 });
+
+// A filter box inside another form (the new group's instrument picker) narrows a list as you type; Enter there
+// must not submit the surrounding form.
+document.addEventListener("keydown", function (event) {
+  var target = event.target;
+  if (event.key === "Enter" && target instanceof Element && target.matches("input[data-filter]")) {
+    event.preventDefault();
+  }
+});

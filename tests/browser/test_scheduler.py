@@ -10,6 +10,7 @@ not depend on what the demo seeds; everything the issue asks to see happens in t
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -223,6 +224,7 @@ def test_flexible_request_and_simulation_pages(live_server: str, browser, page) 
     manager = _token(live_server, "manager@demo.local")
     tag = secrets.token_hex(2)
     inst = _instrument(live_server, manager, f"气相色谱-质谱联用仪（灵活测试 {tag}）")
+    _instrument(live_server, manager, f"气相色谱-质谱联用仪 乙（灵活测试 {tag}）")  # its equivalent, below
     day = _local(3, 8).date().isoformat()
     login(page, "researcher@demo.local")
     page.goto(f"/requests/flexible/new?instrument_id={inst}")
@@ -260,5 +262,35 @@ def test_flexible_request_and_simulation_pages(live_server: str, browser, page) 
         mpage.goto("/equivalence")
         expect(mpage.get_by_test_id("groups")).to_contain_text("液相色谱-质谱联用（三重四极杆）")
         screenshot(mpage, "scheduler-groups")
+
+        # The demo manager manages hundreds of instruments: the picker lists a page and searches the rest; what is
+        # ticked stays ticked across searches, and Enter in the search box does not submit the form.
+        expect(mpage.get_by_test_id("pick-count")).to_contain_text("请输入关键词或分类编码缩小范围")
+        mpage.locator("#f-name").fill(f"GC-MS {tag}")
+        mpage.locator("#f-pick-q").fill(f"灵活测试 {tag}")
+        picks = mpage.locator("#pick-list input[name='instrument_ids']")
+        expect(picks).to_have_count(2)
+        picks.nth(0).check()
+        picks.nth(1).check()
+        mpage.locator("#f-pick-q").fill("色谱")
+        expect(mpage.locator("#pick-list")).to_contain_text("已选 2 台")
+        expect(mpage.locator("#pick-list input[name='instrument_ids']:checked")).to_have_count(2)
+        mpage.locator("#f-pick-q").press("Enter")
+        mpage.wait_for_timeout(300)
+        expect(mpage).to_have_url(re.compile(r".*/equivalence$"))
+        expect(mpage.locator("#pick-list")).to_contain_text("已选 2 台")
+        screenshot(mpage, "scheduler-group-picker")
+        # A full-page screenshot leaves Chromium's scroll offset stale, and the next click lands beside the button.
+        mpage.evaluate("window.scrollTo(0, 0)")
+        mpage.get_by_role("button", name="创建").click()
+        mpage.wait_for_url(re.compile(r".*/equivalence/\d+$"))
+        members = mpage.get_by_test_id("members")
+        expect(members).to_contain_text(f"气相色谱-质谱联用仪（灵活测试 {tag}）")
+        expect(members).to_contain_text(f"气相色谱-质谱联用仪 乙（灵活测试 {tag}）")
+        # Adding a member: the group's classification by default, searchable; members are not offered again.
+        expect(mpage.locator("#f-cand-category")).to_have_value("010200")
+        expect(mpage.get_by_test_id("candidate-count")).to_contain_text("符合条件")
+        mpage.locator("#f-cand-q").fill(f"灵活测试 {tag}")
+        expect(mpage.get_by_test_id("candidate-count")).to_have_text("没有符合条件、可加入本组的仪器。")
     finally:
         mcontext.close()
