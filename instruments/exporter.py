@@ -16,10 +16,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from openpyxl import Workbook
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
-
+from booking.core.spreadsheets import XlsxBook
 from instruments.columns import COLUMNS, Col, write_cell
 from instruments.rules import neutralise_cell
 from instruments.service import public_url
@@ -106,21 +103,17 @@ async def json_chunks(rows: AsyncIterator[Mapping[Any, Any]], show_contact: bool
 
 
 def _workbook(rows: list[list[Any]]) -> bytes:
-    wb = Workbook(write_only=True)
-    ws = wb.create_sheet("仪器")
-    for i, col in enumerate(COLUMNS, start=1):
-        ws.column_dimensions[get_column_letter(i)].width = 28 if col.kind == "text" else 16
-    ws.append(HEADERS)
-    for values in rows:
-        ws.append([_sheet_text(v) for v in values])
-    buffer = io.BytesIO()
-    wb.save(buffer)
-    return buffer.getvalue()
+    book = XlsxBook()
+    ws = book.sheet("仪器", [28 if col.kind == "text" else 16 for col in COLUMNS])
+    book.row(ws, 0, HEADERS)
+    for r, values in enumerate(rows, start=1):
+        book.row(ws, r, [_sheet_text(v) for v in values])
+    return book.close()
 
 
 async def xlsx_bytes(rows: AsyncIterator[Mapping[Any, Any]], show_contact: bool) -> bytes:
     values = [record_values(row, show_contact) async for row in rows]
-    # openpyxl is CPU-bound: keep it off the event loop.
+    # Writing a workbook is CPU-bound: keep it off the event loop.
     return await asyncio.to_thread(_workbook, values)
 
 
@@ -134,28 +127,18 @@ def _notes(col: Col) -> str:
 
 
 def template_xlsx() -> bytes:
-    wb = Workbook()
-    ws = wb.active
-    assert ws is not None
-    ws.title = "仪器"
-    ws.append(HEADERS)
-    for i, col in enumerate(COLUMNS, start=1):
-        cell = ws.cell(row=1, column=i)
-        cell.font = Font(bold=True, color="B3261E" if col.required else "000000")
-        ws.column_dimensions[get_column_letter(i)].width = max(14, len(col.header) * 2 + 2)
-        # Codes with leading zeros must stay text.
-        if col.kind == "code6":
-            for r in range(2, 1002):
-                ws.cell(row=r, column=i).number_format = "@"
-    notes = wb.create_sheet("填写说明")
-    notes.append(["列名", "说明"])
-    for col in COLUMNS:
-        notes.append([col.header, _notes(col)])
-    notes.column_dimensions["A"].width = 24
-    notes.column_dimensions["B"].width = 90
-    buffer = io.BytesIO()
-    wb.save(buffer)
-    return buffer.getvalue()
+    book = XlsxBook()
+    # Codes with leading zeros must stay text: the code columns are formatted as text for whatever is typed in.
+    text = book.format(num_format="@")
+    ws = book.sheet("仪器", [max(14, len(col.header) * 2 + 2) for col in COLUMNS],
+                    column_formats=[text if col.kind == "code6" else None for col in COLUMNS])
+    book.row(ws, 0, HEADERS, [book.format(bold=True, font_color="#B3261E" if col.required else "#000000")
+                              for col in COLUMNS])
+    notes = book.sheet("填写说明", [24, 90], freeze_header=False)
+    book.row(notes, 0, ["列名", "说明"])
+    for r, col in enumerate(COLUMNS, start=1):
+        book.row(notes, r, [col.header, _notes(col)])
+    return book.close()
 
 
 def template_csv() -> bytes:

@@ -18,3 +18,44 @@ document.addEventListener("keydown", function (event) {
     event.preventDefault();
   }
 });
+
+// Export links (a[data-download]): a report can take several seconds to build, and a plain download link shows
+// nothing until the file arrives. Fetch it instead, say so beside the link while it is built, then save it under
+// the server's file name. Without JavaScript the link still downloads the file.
+function downloadName(disposition) {
+  var match = /filename\*=UTF-8''([^;]+)/i.exec(disposition || "");
+  return match ? decodeURIComponent(match[1]) : "export";
+}
+
+document.addEventListener("click", function (event) {
+  var link = event.target instanceof Element ? event.target.closest("a[data-download]") : null;
+  if (!link || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+  event.preventDefault();
+  if (link.getAttribute("aria-busy") === "true") return;
+  var status = link.parentElement.querySelector("[data-download-status]");
+  var started = Date.now();
+  var say = function (text) { if (status) status.textContent = text; };
+  link.setAttribute("aria-busy", "true");
+  say("正在生成文件，请稍候……");
+  fetch(link.href, { credentials: "same-origin" })
+    .then(function (response) {
+      if (!response.ok) {
+        say("导出失败（" + response.status + "），请稍后重试。");
+        return null;
+      }
+      var name = downloadName(response.headers.get("Content-Disposition"));
+      return response.blob().then(function (blob) {
+        var url = URL.createObjectURL(blob);
+        var save = document.createElement("a");
+        save.href = url;
+        save.download = name;
+        document.body.appendChild(save);
+        save.click();
+        save.remove();
+        setTimeout(function () { URL.revokeObjectURL(url); }, 60000);
+        say("已生成 " + name + "（用时 " + ((Date.now() - started) / 1000).toFixed(1) + " 秒），已开始下载。");
+      });
+    })
+    .catch(function () { say("导出失败：网络中断，请重试。"); })
+    .finally(function () { link.removeAttribute("aria-busy"); });
+});

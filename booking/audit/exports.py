@@ -7,7 +7,6 @@ Every text cell a spreadsheet would evaluate as a formula (= + - @, tab, CR) get
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 from collections.abc import AsyncIterator, Mapping
@@ -16,10 +15,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.styles import Alignment, Font
-from openpyxl.utils import get_column_letter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.audit import service
@@ -27,6 +22,7 @@ from booking.audit.rules import AsOf
 from booking.auth.principal import Principal
 from booking.core.clock import to_local, utcnow
 from booking.core.regions import city_name
+from booking.core.spreadsheets import XlsxBook
 from booking.reservations.models import SERVICE_MODE_LABELS
 from booking.usage.models import RATINGS, SERVICE_TYPES
 from instruments.models import SHARING_MODE_LABELS, STATUS_LABELS, USAGE_KIND_LABELS
@@ -191,41 +187,15 @@ def _cell(value: Any) -> Any:
 
 
 def report_xlsx(sheets: list[Sheet]) -> bytes:
-    # Write-only mode streams rows out; each cell carries its own number format.
-    wb = Workbook(write_only=True)
-    bold = Font(bold=True)
-    wrap = Alignment(wrap_text=True)
+    book = XlsxBook()
+    header = book.format(bold=True, text_wrap=True)
     for sheet in sheets:
-        ws = wb.create_sheet(sheet.title)
-        for i, col in enumerate(sheet.columns, start=1):
-            ws.column_dimensions[get_column_letter(i)].width = col.width
-        ws.freeze_panes = "A2"
-        header = []
-        for col in sheet.columns:
-            cell = WriteOnlyCell(ws, value=col.header)
-            cell.font = bold
-            cell.alignment = wrap
-            header.append(cell)
-        ws.append(header)
-        # One styled prototype cell per column; copying its style array is much cheaper than assigning the
-        # number format cell by cell.
-        protos: list[Any] = []
-        for col in sheet.columns:
-            proto = WriteOnlyCell(ws)
-            if col.fmt:
-                proto.number_format = col.fmt
-            protos.append(proto._style if col.fmt else None)
-        for row in sheet.rows:
-            out = []
-            for col, style in zip(sheet.columns, protos, strict=True):
-                cell = WriteOnlyCell(ws, value=_cell(row.get(col.field)))
-                if style is not None:
-                    cell._style = copy.copy(style)
-                out.append(cell)
-            ws.append(out)
-    buffer = io.BytesIO()
-    wb.save(buffer)
-    return buffer.getvalue()
+        ws = book.sheet(sheet.title, [col.width for col in sheet.columns])
+        book.row(ws, 0, [col.header for col in sheet.columns], [header] * len(sheet.columns))
+        formats = [book.format(num_format=col.fmt) if col.fmt else None for col in sheet.columns]
+        for r, row in enumerate(sheet.rows, start=1):
+            book.row(ws, r, [_cell(row.get(col.field)) for col in sheet.columns], formats)
+    return book.close()
 
 
 def _csv_value(value: Any, fmt: str | None) -> str:

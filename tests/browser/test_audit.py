@@ -69,9 +69,13 @@ def test_auditor_dashboard_drill_down_and_export(page) -> None:  # type: ignore[
     screenshot(page, "audit-records")
 
     page.goto(f"/audit?as_of={as_of}")
+    # The report takes seconds to build: the page says so while it does, then how long it took.
     with page.expect_download() as info:
         page.get_by_test_id("export-xlsx").click()
+        expect(page.get_by_test_id("export-status")).to_contain_text("正在生成文件")
     download = info.value
+    assert download.suggested_filename == f"共享统计-{as_of}.xlsx"
+    expect(page.get_by_test_id("export-status")).to_contain_text(f"已生成 共享统计-{as_of}.xlsx")
     path = ARTIFACTS / "audit-export.xlsx"
     download.save_as(str(path))
     wb = load_workbook(path)

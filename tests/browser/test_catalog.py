@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import re
+from pathlib import Path
 
 import pytest
+from openpyxl import load_workbook
 from playwright.sync_api import expect
 
 from tests.browser.conftest import login, logout, query, screenshot
@@ -62,6 +65,15 @@ def test_filters_without_text(page, live: tuple[str, str]) -> None:  # type: ign
     for text in results.all_inner_texts():
         assert "创新券" in text
     screenshot(page, "catalog-vouchers")
+
+    # The export carries the same filters: one row per result, in the import layout.
+    with page.expect_download() as info:
+        page.get_by_role("link", name="XLSX").click()
+    download = info.value
+    assert download.suggested_filename == "仪器目录.xlsx"
+    sheet = load_workbook(io.BytesIO(Path(download.path()).read_bytes())).active
+    assert sheet is not None and sheet.max_row == row["n"] + 1
+    expect(page.locator("[data-download-status]")).to_contain_text("已生成 仪器目录.xlsx")
 
 
 def test_restricted_instrument_access_granted_by_manager(page, live: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]

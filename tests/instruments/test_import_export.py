@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import date
 from typing import Any
 
 import httpx
 import pytest
 from openpyxl import Workbook, load_workbook
+from openpyxl.utils import get_column_letter
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -314,8 +316,15 @@ class TestTemplates:
     async def test_xlsx_template_headers(self, client: httpx.AsyncClient) -> None:
         r = await client.get("/api/v1/instruments/import/template.xlsx")
         assert r.status_code == 200
-        ws = load_workbook(io.BytesIO(r.content))["仪器"]
+        book = load_workbook(io.BytesIO(r.content))
+        ws = book["仪器"]
         assert [c.value for c in ws[1]] == [c.header for c in COLUMNS]
+        for i, (col, cell) in enumerate(zip(COLUMNS, ws[1], strict=True), start=1):
+            assert cell.font.b
+            assert cell.font.color.rgb.endswith("B3261E" if col.required else "000000"), col.header
+            # Codes with leading zeros stay text when typed into the sheet.
+            assert (ws.column_dimensions[get_column_letter(i)].number_format == "@") == (col.kind == "code6")
+        assert book["填写说明"]["A2"].value == COLUMNS[0].header
 
     async def test_csv_template_headers(self, client: httpx.AsyncClient) -> None:
         r = await client.get("/api/v1/instruments/import/template.csv")
@@ -400,6 +409,7 @@ class TestExport:
             original_value="523456.78",
             contact_email="rt@example.cn",
             model="=danger",
+            start_date=date(2019, 5, 6),  # written as a date cell
         )
         exported = await client.get(
             "/api/v1/instruments/export.xlsx", params={"institution": mianyang.id}, headers=manager
