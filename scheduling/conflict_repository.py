@@ -48,6 +48,18 @@ async def groups(session: AsyncSession, *, limit: int, offset: int) -> tuple[lis
     return list(rows), int(total or 0)
 
 
+async def groups_within(session: AsyncSession, instrument_ids: Sequence[int] | None) -> list[EquivalenceGroup]:
+    """The groups that have members, all of them among `instrument_ids` (None: every such group), by name."""
+    grouped = select(col(EquivalenceMember.group_id)).group_by(col(EquivalenceMember.group_id))
+    if instrument_ids is not None:
+        if not instrument_ids:
+            return []
+        grouped = grouped.having(func.bool_and(col(EquivalenceMember.instrument_id).in_(list(instrument_ids))))
+    stmt = (select(EquivalenceGroup).where(col(EquivalenceGroup.id).in_(grouped))
+            .order_by(col(EquivalenceGroup.name), col(EquivalenceGroup.id)))
+    return list(await session.scalars(stmt))
+
+
 async def membership(session: AsyncSession, instrument_id: int) -> tuple[EquivalenceMember, EquivalenceGroup] | None:
     stmt = (select(EquivalenceMember, EquivalenceGroup)
             .join(EquivalenceGroup, col(EquivalenceGroup.id) == col(EquivalenceMember.group_id))

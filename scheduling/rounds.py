@@ -34,6 +34,7 @@ from booking.core.errors import Conflict, Forbidden, NotFound, Problem, RuleViol
 from booking.core.regions import CITIES
 from booking.notify.service import notify
 from booking.reservations import service as reservations
+from booking.reservations.queue import managed_instrument_ids
 from booking.reservations.schemas import BookingCreate
 from instruments.models import Instrument
 from scheduling import conflict_repository as repo
@@ -83,8 +84,8 @@ async def _managed_round(session: AsyncSession, principal: Principal, round_id: 
 
 
 async def list_rounds(session: AsyncSession, principal: Principal, limit: int = 100) -> list[RoundView]:
-    views, _ = await equivalence.list_groups(session, principal, limit=1000, offset=0)
-    managed = [v.group for v in views if v.can_manage and v.members]
+    """The latest rounds of the groups whose every instrument the principal manages."""
+    managed = await repo.groups_within(session, await managed_instrument_ids(session, principal))
     rounds = await repo.rounds_of_groups(session, [g.id for g in managed], limit)  # type: ignore[misc]
     groups = {g.id: g for g in managed}
     now = utcnow()

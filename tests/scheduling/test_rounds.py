@@ -14,8 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.accounts.models import Role, User
 from booking.reservations.models import Booking
+from scheduling import conflict_repository as repo
+from scheduling import equivalence
 from scheduling.conflict_models import FlexibleBooking
-from tests.factories import bearer_headers, login_web, make_user
+from scheduling.conflict_schemas import GroupIn
+from tests.factories import bearer_headers, login_web, make_instrument, make_user, principal_for
 from tests.ops_helpers import Clock, notifications_of
 from tests.scheduling.conflict_world import World, at, book, make_world
 
@@ -196,3 +199,24 @@ class TestDirectBookingInRoundsMode:
 
 async def bookings_of_user(session: AsyncSession, user: User) -> list[Booking]:
     return list(await session.scalars(select(Booking).where(Booking.user_id == user.id)))
+
+
+class TestGroupsWithin:
+    """Which groups' rounds a manager sees: those whose every member they manage (no cap on how many groups)."""
+
+    async def test_table(self, session: AsyncSession) -> None:
+        w = await make_world(session)  # group: x, y (owner) and z (绵阳)
+        extra = [await make_instrument(session, w.owner, category_code="010200") for _ in range(2)]
+        own = await equivalence.create_group(session, await principal_for(session, w.manager), GroupIn(
+            name="本单位组", instrument_ids=[i.id for i in extra]))
+        mixed, mine = w.group.id, own.group.id  # type: ignore[union-attr]
+        owner_ids = [w.x.id, w.y.id, *(i.id for i in extra)]
+        for ids, expected in (
+            (owner_ids, {mine}),  # the mixed group has z, which the owner's manager does not manage
+            ([*owner_ids, w.z.id], {mine, mixed}),
+            ([w.x.id, extra[0].id], set()),  # part of each
+            ([], set()),
+        ):
+            got = {g.id for g in await repo.groups_within(session, ids)} & {mine, mixed}
+            assert got == expected, ids
+        assert {mine, mixed} <= {g.id for g in await repo.groups_within(session, None)}
