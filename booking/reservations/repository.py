@@ -167,7 +167,7 @@ async def list_for_instruments(session: AsyncSession, instrument_ids: Sequence[i
     if end is not None:
         stmt = stmt.where(col(Booking.start_at) < end)
     total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = await session.scalars(stmt.order_by(col(Booking.start_at)).limit(limit).offset(offset))
+    rows = await session.scalars(stmt.order_by(col(Booking.start_at), col(Booking.id)).limit(limit).offset(offset))
     return list(rows), int(total or 0)
 
 

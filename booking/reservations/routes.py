@@ -261,9 +261,14 @@ async def rate(request: Request, session: SessionDep, principal: WebUser, record
     return redirect(request, f"/bookings/{rec.booking_id}" if rec.booking_id else "/bookings")
 
 
+# Rows per page of the approval queue.
+QUEUE_PAGE = 100
+
+
 @router.get("/manage/bookings")
 async def queue(request: Request, session: SessionDep, principal: WebUser,
                 view: Annotated[str, Query(pattern="^(pending|today|upcoming)$")] = "pending",
+                offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
                 done: Annotated[int, Query(ge=0, le=10_000)] = 0,
                 did: Annotated[str, Query(pattern="^(approve|reject)?$")] = "") -> Response:
     ids = await managed_instrument_ids(session, principal)
@@ -272,15 +277,16 @@ async def queue(request: Request, session: SessionDep, principal: WebUser,
     now = utcnow()
     if view == "pending":
         rows, total = await repo.list_for_instruments(session, ids, status="pending", start=None, end=None,
-                                                      limit=200, offset=0)
+                                                      limit=QUEUE_PAGE, offset=offset)
     else:
         day_start = datetime.combine(to_local(now).date(), time(0), tzinfo=LOCAL_TZ)
         end = day_start + timedelta(days=1 if view == "today" else 14)
         rows, total = await repo.list_for_instruments(session, ids, status=None, start=day_start, end=end,
-                                                      limit=300, offset=0)
+                                                      limit=QUEUE_PAGE, offset=offset)
     flash = f"已{'批准' if did == 'approve' else '拒绝'} {done} 个预约" if done and did else None
     return render(request, "reservations/queue.html",
-                  _ctx(rows=await _rows(session, list(rows)), total=total, view=view, now=now, flash=flash),
+                  _ctx(rows=await _rows(session, list(rows)), total=total, view=view, now=now, flash=flash,
+                       offset=offset, page_size=QUEUE_PAGE, params={"view": view}),
                   block="queue")
 
 

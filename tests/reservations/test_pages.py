@@ -6,10 +6,12 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.accounts.models import Role
+from booking.reservations import routes
 from booking.reservations.models import Booking
 from tests.factories import login_web, make_institution, make_instrument, make_schedule, make_user
 
@@ -136,6 +138,26 @@ class TestMineAndQueue:
         assert "已批准 2 个预约" in after.text
         none = await client.post("/manage/bookings/bulk", data={"action": "approve"}, headers={"HX-Request": "true"})
         assert none.status_code == 422 and "请至少选择一个预约" in none.text and "booking_id" not in none.text
+
+    async def test_queue_is_paged(self, client: httpx.AsyncClient, session: AsyncSession,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(routes, "QUEUE_PAGE", 1)
+        w = await _world(session, approval_required=True)
+        await login_web(session, client, w["researcher"])
+        await client.post(f"/instruments/{w['inst'].id}/book", data=FORM)
+        await client.post(f"/instruments/{w['inst'].id}/book", data={**FORM, "start_time": "13:00", "end_time": "14:00"})
+        first, second = await session.scalars(select(Booking.id).where(Booking.user_id == w["researcher"].id)
+                                              .order_by(Booking.start_at))
+        client.cookies.clear()
+        await login_web(session, client, w["manager"])
+        page = await client.get("/manage/bookings")
+        assert "共 2 条，第 1–1 条" in page.text
+        assert f'value="{first}"' in page.text and f'value="{second}"' not in page.text
+        assert "/manage/bookings?view=pending&amp;offset=1" in page.text
+        page = await client.get("/manage/bookings", params={"view": "pending", "offset": 1})
+        assert "共 2 条，第 2–2 条" in page.text
+        assert f'value="{second}"' in page.text and f'value="{first}"' not in page.text
+        assert (await client.get("/manage/bookings", params={"offset": -1})).status_code == 422
 
     async def test_queue_forbidden_for_researchers(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
         user = await make_user(session)
