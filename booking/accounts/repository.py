@@ -51,6 +51,12 @@ async def list_users(session: AsyncSession, *, q: str | None, institution_id: in
     return list(rows), int(total or 0)
 
 
+async def users_by_id(session: AsyncSession, user_ids: Sequence[int]) -> dict[int, User]:
+    if not user_ids:
+        return {}
+    return {u.id: u for u in await session.scalars(select(User).where(col(User.id).in_(set(user_ids))))}  # type: ignore[misc]
+
+
 async def names_of(session: AsyncSession, user_ids: Sequence[int]) -> dict[int, str]:
     """Display names by user id (for lists that store only ids, like the activity log)."""
     if not user_ids:

@@ -18,18 +18,22 @@ from booking.core.web import redirect, render
 router = APIRouter(include_in_schema=False, dependencies=[Depends(load_web_principal), CsrfDep])
 
 
+# Rows per page of the role-request list.
+REQUESTS_PAGE = 50
+
+
 @router.get("/admin/role-requests")
 async def role_requests(request: Request, session: SessionDep, principal: WebAdmin,
-                        status: Annotated[str, Query(pattern="^(pending|approved|rejected|all)$")] = "pending"
-                        ) -> Response:
+                        status: Annotated[str, Query(pattern="^(pending|approved|rejected|all)$")] = "pending",
+                        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
     rows, total = await accounts_repo.list_role_requests(session, status=None if status == "all" else status,
-                                                         user_id=None, limit=200, offset=0)
-    users = {u.id: u for u in (await accounts_repo.list_users(session, q=None, institution_id=None, limit=10000,
-                                                                offset=0))[0]}
-    institutions = {i.id: i for i in (await accounts_repo.list_institutions(
-        session, q=None, city_code=None, kind=None, limit=10000, offset=0))[0]}
+                                                         user_id=None, limit=REQUESTS_PAGE, offset=offset)
+    users = await accounts_repo.users_by_id(session, [r.user_id for r in rows])
+    institutions = await accounts_repo.institution_names_of(
+        session, [r.institution_id for r in rows if r.institution_id is not None])
     return render(request, "admin/role_requests.html",
-                  {"rows": rows, "total": total, "status": status, "users": users, "institutions": institutions})
+                  {"rows": rows, "total": total, "status": status, "users": users, "institutions": institutions,
+                   "offset": offset, "page_size": REQUESTS_PAGE, "params": {"status": status}})
 
 
 @router.post("/admin/role-requests/{request_id}/{decision}")

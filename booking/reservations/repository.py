@@ -149,7 +149,7 @@ async def list_for_user(session: AsyncSession, user_id: int, *, status: str | No
         stmt = stmt.where(col(Booking.end_at) < now)
     total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
     order = col(Booking.start_at).asc() if upcoming else col(Booking.start_at).desc()
-    rows = await session.scalars(stmt.order_by(order).limit(limit).offset(offset))
+    rows = await session.scalars(stmt.order_by(order, col(Booking.id)).limit(limit).offset(offset))
     return list(rows), int(total or 0)
 
 

@@ -200,18 +200,24 @@ async def _rows(session: SessionDep, bookings: list[Booking]) -> list[dict[str, 
              "record": records.get(b.id)} for b in bookings]
 
 
+# Rows per page of a user's bookings.
+MINE_PAGE = 50
+
+
 @router.get("/bookings")
 async def my_bookings(request: Request, session: SessionDep, principal: WebUser,
                       past: Annotated[int, Query(ge=0, le=1)] = 0,
+                      offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
                       created: Annotated[int | None, Query(ge=0)] = None,
                       skipped: Annotated[int | None, Query(ge=0)] = None) -> Response:
     rows, total = await repo.list_for_user(session, principal.id, status=None, upcoming=not past, now=utcnow(),
-                                           limit=100, offset=0)
+                                           limit=MINE_PAGE, offset=offset)
     flash = None
     if created is not None:
         flash = f"已创建 {created} 个预约" + (f"，{skipped} 个时段因冲突或规则被跳过" if skipped else "")
     return render(request, "reservations/mine.html",
-                  _ctx(rows=await _rows(session, list(rows)), total=total, past=past, flash=flash, now=utcnow()))
+                  _ctx(rows=await _rows(session, list(rows)), total=total, past=past, flash=flash, now=utcnow(),
+                       offset=offset, page_size=MINE_PAGE, params={"past": past or None}))
 
 
 @router.get("/bookings/{booking_id:int}.ics")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -74,7 +75,7 @@ class TestRoleRequests:
         client.cookies.clear()
         await login_web(session, client, admin)
         page = await client.get("/admin/role-requests")
-        assert "单位管理员" in page.text and user.email in page.text
+        assert "单位管理员" in page.text and user.email in page.text and inst.name in page.text
         grant_before = (await session.scalars(select(RoleGrant).where(RoleGrant.user_id == user.id))).first()
         assert grant_before is None
         from booking.accounts.models import RoleRequest
@@ -83,6 +84,24 @@ class TestRoleRequests:
         assert r.status_code == 303
         grant = (await session.scalars(select(RoleGrant).where(RoleGrant.user_id == user.id))).one()
         assert grant.role == "institution_admin" and grant.institution_id == inst.id
+
+
+    async def test_web_list_is_paged(self, client: httpx.AsyncClient, session: AsyncSession,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+        from booking.admin import routes
+
+        monkeypatch.setattr(routes, "REQUESTS_PAGE", 1)
+        first, second = await make_user(session, name="申请人甲"), await make_user(session, name="申请人乙")
+        for user in (first, second):
+            r = await client.post("/api/v1/me/role-requests", headers=await bearer_headers(session, user),
+                                  json={"role": "auditor", "city_code": "510700", "reason": "绵阳市科技局"})
+            assert r.status_code == 201
+        await login_web(session, client, await make_user(session, role=Role.platform_admin, institution_id=None))
+        page = await client.get("/admin/role-requests")  # newest first
+        assert second.email in page.text and first.email not in page.text and "第 1–1 条" in page.text
+        assert "/admin/role-requests?status=pending&amp;offset=1" in page.text
+        page = await client.get("/admin/role-requests", params={"offset": 1})
+        assert first.email in page.text and second.email not in page.text
 
 
 class TestInstitutions:

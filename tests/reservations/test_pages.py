@@ -159,6 +159,21 @@ class TestMineAndQueue:
         assert f'value="{second}"' in page.text and f'value="{first}"' not in page.text
         assert (await client.get("/manage/bookings", params={"offset": -1})).status_code == 422
 
+    async def test_my_bookings_are_paged(self, client: httpx.AsyncClient, session: AsyncSession,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(routes, "MINE_PAGE", 1)
+        w = await _world(session)
+        await login_web(session, client, w["researcher"])
+        await client.post(f"/instruments/{w['inst'].id}/book", data=FORM)
+        await client.post(f"/instruments/{w['inst'].id}/book", data={**FORM, "start_time": "13:00", "end_time": "14:00"})
+        first, second = await session.scalars(select(Booking.id).where(Booking.user_id == w["researcher"].id)
+                                              .order_by(Booking.start_at))
+        page = await client.get("/bookings")  # upcoming: soonest first
+        assert "共 2 个预约，第 1–1 个" in page.text
+        assert f"/bookings/{first}" in page.text and f"/bookings/{second}" not in page.text
+        page = await client.get("/bookings", params={"offset": 1})
+        assert f"/bookings/{second}" in page.text and f"/bookings/{first}" not in page.text
+
     async def test_queue_forbidden_for_researchers(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
         user = await make_user(session)
         await login_web(session, client, user)
