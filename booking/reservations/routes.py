@@ -16,6 +16,7 @@ from booking.core.clock import LOCAL_TZ, to_local, utcnow
 from booking.core.db import SessionDep
 from booking.core.errors import Conflict, Forbidden, Problem, RuleViolation
 from booking.core.forms import errors_by_field
+from booking.core.settings import get_settings
 from booking.core.validation import problems_from_errors
 from booking.core.web import redirect, render
 from booking.reservations import repository as repo
@@ -230,15 +231,27 @@ async def booking_ics(session: SessionDep, principal: WebUser, booking_id: int) 
                     headers={"Content-Disposition": f'attachment; filename="booking-{booking_id}.ics"'})
 
 
+# What the detail page says after each action (the action's redirect carries `did`).
+_DONE = {"approve": "已批准该预约，预约人会收到通知", "reject": "已拒绝该预约，预约人会收到通知",
+         "cancel": "已取消该预约", "check_in": "已签到上机", "check_out": "已签退，服务记录已生成",
+         "no_show": "已记为爽约", "record_service": "已登记服务，服务记录已生成"}
+
+
 @router.get("/bookings/{booking_id:int}")
 async def booking_detail(request: Request, session: SessionDep, principal: WebUser, booking_id: int,
-                         created: int = 0) -> Response:
+                         created: int = 0,
+                         did: Annotated[str | None, Query(pattern="^(" + "|".join(_DONE) + ")$")] = None
+                         ) -> Response:
     booking, inst = await service.get_booking(session, principal, booking_id)
     [row] = await _rows(session, [booking])
     is_manager = may_manage(principal, inst.institution_id, inst.facility_id)
+    now = utcnow()
+    early = timedelta(minutes=get_settings().check_in_early_min)
     return render(request, "reservations/detail.html",
-                  _ctx(row=row, is_manager=is_manager, is_owner=booking.user_id == principal.id, now=utcnow(),
-                       flash="预约已提交" if created else None))
+                  _ctx(row=row, is_manager=is_manager, is_owner=booking.user_id == principal.id, now=now,
+                       check_in_open=booking.start_at - early <= now < booking.end_at,
+                       check_in_from=booking.start_at - early,
+                       flash="预约已提交" if created else _DONE.get(did or "")))
 
 
 _WEB_ACTIONS = {"approve", "reject", "cancel", "check_in", "check_out", "no_show", "record_service"}
@@ -253,7 +266,7 @@ async def booking_action(request: Request, session: SessionDep, principal: WebUs
     note = str(form.get("note") or "").strip()[:500] or None
     samples = int(str(form.get("samples") or "0")) if str(form.get("samples") or "0").isdigit() else 0
     await service.transition(session, principal, booking_id, action, note=note, samples=samples)
-    back = str(form.get("next") or f"/bookings/{booking_id}")
+    back = str(form.get("next") or f"/bookings/{booking_id}?did={action}")
     return redirect(request, back if back.startswith("/") and not back.startswith("//") else "/bookings")
 
 

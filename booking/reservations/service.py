@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from booking.accounts.models import Institution, User
 from booking.activity.service import record
 from booking.auth.principal import Principal
-from booking.core.clock import utcnow
+from booking.core.clock import to_local, utcnow
 from booking.core.errors import Conflict, Forbidden, NotFound, Problem, RuleViolation
 from booking.core.settings import get_settings
 from booking.notify.service import notify
@@ -444,6 +444,11 @@ def actor_kind(principal: Principal | None, booking: Booking, inst: Instrument) 
     return Actor.owner
 
 
+def _span_text(start: datetime, end: datetime) -> str:
+    a, b = to_local(start), to_local(end)
+    return f"{a:%Y-%m-%d %H:%M}–{b:%H:%M}" if a.date() == b.date() else f"{a:%Y-%m-%d %H:%M}–{b:%Y-%m-%d %H:%M}"
+
+
 async def transition(session: AsyncSession, principal: Principal | None, booking_id: int, action: str, *,
                      note: str | None = None, now: datetime | None = None, booking: Booking | None = None,
                      samples: int = 0, service_type: str = "research") -> Booking:
@@ -481,6 +486,16 @@ async def transition(session: AsyncSession, principal: Principal | None, booking
         if now < booking.start_at + timedelta(minutes=grace):
             raise RuleViolation("还不能记为爽约", problems=[Problem(
                 "status", "too_early", f"预约开始 {grace} 分钟后仍未签到，才能记为爽约")])
+    if action == "approve":
+        # A maintenance blackout added after the request: approving would confirm time the instrument is down.
+        ctx = await instrument_context(session, inst, booking.start_at, booking.end_at)
+        closures = ctx.availability.closures(booking.start_at, booking.end_at)
+        if closures:
+            raise Conflict("该时段已停机维护，不能批准", problems=[Problem(
+                "status", "blackout",
+                "预约时段与停机维护重叠（" + "；".join(_span_text(c.interval.start, c.interval.end)
+                                                    + (f" {c.reason}" if c.reason else "") for c in closures)
+                + "），请拒绝该申请或与预约人协商改期")])
     if action == "check_in":
         early = timedelta(minutes=get_settings().check_in_early_min)
         if now < booking.start_at - early or now >= booking.end_at:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -11,9 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.accounts.models import Role
+from booking.core.clock import LOCAL_TZ
 from booking.reservations import routes
 from booking.reservations.models import Booking
-from tests.factories import login_web, make_institution, make_instrument, make_schedule, make_user
+from scheduling.models import Blackout
+from tests.factories import bearer_headers, login_web, make_institution, make_instrument, make_schedule, make_user
 
 
 async def _world(session: AsyncSession, **rules: Any) -> dict[str, Any]:
@@ -173,6 +176,41 @@ class TestMineAndQueue:
         assert f"/bookings/{first}" in page.text and f"/bookings/{second}" not in page.text
         page = await client.get("/bookings", params={"offset": 1})
         assert f"/bookings/{second}" in page.text and f"/bookings/{first}" not in page.text
+
+    async def test_approve_refused_over_a_blackout_and_actions_say_what_they_did(
+            self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        w = await _world(session, approval_required=True)
+        await login_web(session, client, w["researcher"])
+        await client.post(f"/instruments/{w['inst'].id}/book", data={**FORM, "repeat_weekly": "1"})
+        await client.post(f"/instruments/{w['inst'].id}/book", data={**FORM, "start_time": "13:00", "end_time": "14:00"})
+        morning, afternoon = await session.scalars(select(Booking).where(Booking.user_id == w["researcher"].id)
+                                                   .order_by(Booking.start_at))
+        # Maintenance added after the request, over part of the morning booking (Beijing time).
+        session.add(Blackout(instrument_id=w["inst"].id, reason="真空泵维护",
+                             starts_at=datetime(2026, 12, 2, 10, 0, tzinfo=LOCAL_TZ),
+                             ends_at=datetime(2026, 12, 2, 12, 0, tzinfo=LOCAL_TZ)))
+        await session.flush()
+        client.cookies.clear()
+        await login_web(session, client, w["manager"])
+        r = await client.post(f"/bookings/{morning.id}/approve")
+        assert r.status_code == 409
+        assert "预约时段与停机维护重叠（2026-12-02 10:00–12:00 真空泵维护）" in r.text
+        api = await client.post(f"/api/v1/bookings/{morning.id}/approve", headers=await bearer_headers(
+            session, w["manager"]))
+        assert api.status_code == 409 and api.json()["errors"][0]["code"] == "blackout"
+        await session.refresh(morning)
+        assert morning.status == "pending"
+
+        # The afternoon one is clear of it; each action's page says what was done.
+        r = await client.post(f"/bookings/{afternoon.id}/approve")
+        assert r.status_code == 303 and r.headers["location"] == f"/bookings/{afternoon.id}?did=approve"
+        page = await client.get(r.headers["location"])
+        assert "已批准该预约，预约人会收到通知" in page.text
+        # Confirmed but days away: no check-in button yet, the time it opens instead.
+        assert "签到上机</button>" not in page.text and "2026-12-02 12:30 起可签到上机" in page.text
+        r = await client.post(f"/bookings/{morning.id}/reject", data={"note": "维护期间"})
+        assert "已拒绝该预约" in (await client.get(r.headers["location"])).text
+        assert (await client.get(f"/bookings/{morning.id}", params={"did": "explode"})).status_code == 422
 
     async def test_queue_forbidden_for_researchers(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
         user = await make_user(session)
