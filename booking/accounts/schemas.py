@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic_core import PydanticCustomError
 
 from booking.accounts.models import InstitutionKind
@@ -88,11 +89,15 @@ class FacilityPublic(BaseModel):
     description: str | None
 
 
+# A person's name: surrounding spaces dropped first, so a name of spaces only is refused as empty.
+PersonName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
 class RegisterRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: Email = Field(max_length=254)
     password: str = Field(max_length=128)
-    name: str = Field(min_length=1, max_length=100)
+    name: PersonName
     phone: str | None = Field(default=None, max_length=20)
     institution_id: int
     locale: str = Field(default="zh-CN", pattern="^(zh-CN|en)$")
@@ -103,7 +108,7 @@ class RegisterRequest(BaseModel):
 
 class ProfileUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=100)
+    name: PersonName | None = None
     phone: str | None = Field(default=None, max_length=20)
     locale: str | None = Field(default=None, pattern="^(zh-CN|en)$")
 
@@ -142,7 +147,7 @@ class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: Email = Field(max_length=254)
     password: str = Field(max_length=128)
-    name: str = Field(min_length=1, max_length=100)
+    name: PersonName
     phone: str | None = Field(default=None, max_length=20)
     institution_id: int | None = None
 
