@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from booking.core.context import request_id_var
 from booking.core.errors import DomainError, Problem, ServiceUnavailable
 from booking.core.validation import problems_from_errors
-from booking.core.web import is_htmx, render
+from booking.core.web import field_label, is_htmx, render
 
 log = logging.getLogger("booking.errors")
 
@@ -115,7 +115,11 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     problems = problems_from_errors(exc.errors())
-    detail = "；".join(f"{p.field}: {p.message}" for p in problems)
+    # The API names fields as sent; pages name them as users read them.
+    if is_api(request):
+        detail = "；".join(f"{p.field}: {p.message}" if p.field else p.message for p in problems)
+    else:
+        detail = "；".join(f"{field_label(p.field)}：{p.message}" if p.field else p.message for p in problems)
     return respond(request, 422, "输入有误", detail, type_slug="validation-error", problems=problems)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -49,6 +50,40 @@ def _fmt_wan(value: Decimal | int | float | None) -> str:
     return f"{Decimal(value) / Decimal(10000):,.2f}"
 
 
+# Labels for fields that any page's error may name (query parameters, mostly); pages add their own (field_labels).
+COMMON_FIELD_LABELS = {
+    "q": "关键词", "offset": "分页位置", "limit": "每页条数", "sort": "排序", "city": "市州", "category": "分类",
+    "institution": "单位", "institution_kind": "单位类型", "sharing_mode": "共享模式", "status": "状态",
+    "chain": "产业链", "min_value": "原值下限", "max_value": "原值上限", "min_wan": "原值下限", "max_wan": "原值上限",
+    "large": "大型仪器", "vouchers": "创新券", "as_of": "统计日", "year": "年度", "view": "视图", "file": "文件",
+    "email": "邮箱", "password": "密码", "phone": "电话", "start": "开始时间", "end": "结束时间",
+    "date": "日期", "instrument_ids": "仪器", "instrument_id": "仪器", "measure": "指标", "band": "原值区间",
+    "dim": "分组维度", "code": "代码",
+}
+_FIELD_PATH = re.compile(
+    r"^(?P<base>[A-Za-z_]\w*)(?:\[(?P<index>\d+)\]|\.(?P<dotted>\d+))?(?:\.(?P<sub>[A-Za-z_]\w*))?$")
+
+
+def field_label(field: str | None, labels: Mapping[str, str] | None = None) -> str:
+    """A problem's field as users read it: "windows[0].end" (or "windows.0.end") -> "开放时段第 1 项的结束".
+    Unknown names stay as they are (still better than nothing for finding the field)."""
+    if not field:
+        return ""
+    merged = {**COMMON_FIELD_LABELS, **(labels or {})}
+    if field in merged:
+        return merged[field]
+    m = _FIELD_PATH.match(field)
+    if not m or m["base"] not in merged:
+        return field
+    text = merged[m["base"]]
+    index = m["index"] if m["index"] is not None else m["dotted"]
+    if index is not None:
+        text += f"第 {int(index) + 1} 项"
+    if m["sub"]:
+        text += "的" + merged.get(m["sub"], m["sub"])
+    return text
+
+
 def _query(params: Mapping[str, Any], **overrides: Any) -> str:
     merged = {k: v for k, v in {**params, **overrides}.items() if v not in (None, "", [])}
     return urlencode(merged, doseq=True)
@@ -60,6 +95,7 @@ templates.env.filters["isolocal"] = _fmt_iso_local
 templates.env.filters["city"] = city_name
 templates.env.globals["CITIES"] = CITIES
 templates.env.globals["query"] = _query
+templates.env.globals["field_label"] = field_label
 
 
 def is_htmx(request: Request) -> bool:

@@ -60,17 +60,17 @@ async def test_drill_down_chain(web: tuple[httpx.AsyncClient, w.World]) -> None:
 
 
 @pytest.mark.parametrize(("path", "field_text"), [
-    ("/audit?as_of=2026-02-30", "as_of"),
-    ("/audit?as_of=2099-01-01", "as_of"),
-    ("/audit?as_of=2020-01-01", "as_of"),
-    ("/audit?city=999999", "city"),
-    ("/audit?sort=bogus", "sort"),
-    ("/audit/cities/123456", "code"),
-    ("/audit/usage?year=abc", "year"),
-    ("/audit/usage?view=planet", "view"),
-    ("/audit/list?measure=everything", "measure"),
-    ("/audit/list?band=zz", "band"),
-    ("/audit/breakdown/planet", "dim"),
+    ("/audit?as_of=2026-02-30", "统计日"),
+    ("/audit?as_of=2099-01-01", "统计日"),
+    ("/audit?as_of=2020-01-01", "统计日"),
+    ("/audit?city=999999", "市州"),
+    ("/audit?sort=bogus", "排序"),
+    ("/audit/cities/123456", "代码"),
+    ("/audit/usage?year=abc", "年度"),
+    ("/audit/usage?view=planet", "视图"),
+    ("/audit/list?measure=everything", "指标"),
+    ("/audit/list?band=zz", "原值区间"),
+    ("/audit/breakdown/planet", "分组维度"),
 ])
 async def test_bad_input_is_a_chinese_422_page(web: tuple[httpx.AsyncClient, w.World], path: str,
                                                field_text: str) -> None:

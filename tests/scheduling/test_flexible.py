@@ -194,6 +194,10 @@ class TestPages:
         r = await client.post("/requests/flexible", data=data)
         assert r.status_code == 422 and "短于所需时长" in r.text and await _count(session) == 0
         data["window_end"] = "2026-12-02T18:00"
+        data["preferred_start"], data["preferred_end"] = "16:00", "09:00"
+        r = await client.post("/requests/flexible", data=data)
+        # The field is named as the user reads it, not as the schema spells it.
+        assert r.status_code == 422 and "偏好时段第 1 项</strong>：" in r.text and "preferred_hours" not in r.text
         data["preferred_start"], data["preferred_end"] = "13:00", "18:00"
         r = await client.post("/requests/flexible", data=data)
         assert r.status_code == 303

@@ -81,8 +81,8 @@ class TestNewGroupPicker:
                                                          session: AsyncSession) -> None:
         w = await make_world(session, grouped=False)
         await login_web(session, client, w.manager)
-        for params, field in (({"category": "01a"}, "category"), ({"q": "长" * 51}, "q"),
-                              ({"instrument_ids": "x"}, "instrument_ids")):
+        for params, field in (({"category": "01a"}, "分类：格式不正确"), ({"q": "长" * 51}, "关键词："),
+                              ({"instrument_ids": "x"}, "仪器第 1 项：应为整数")):
             r = await client.get("/equivalence/pick", params=params, headers={"HX-Request": "true"})
             assert r.status_code == 422, (params, r.text)
             assert field in r.text

@@ -1,0 +1,36 @@
+"""How pages name a problem's field (table-driven), and that an error page names query parameters in Chinese."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from booking.core.web import field_label
+
+PAGE = {"windows": "开放时段", "end": "结束", "name": "中文名称"}
+
+
+@pytest.mark.parametrize(("field", "labels", "expected"), [
+    (None, None, ""),
+    ("offset", None, "分页位置"),
+    ("min_value", None, "原值下限"),
+    ("name", PAGE, "中文名称"),
+    ("name", None, "name"),  # no common guess for a name: it means different things on different pages
+    ("windows[0].end", PAGE, "开放时段第 1 项的结束"),
+    ("windows[2]", PAGE, "开放时段第 3 项"),
+    ("windows.1.end", PAGE, "开放时段第 2 项的结束"),
+    ("instrument_ids.0", None, "仪器第 1 项"),
+    ("windows[0].start", PAGE, "开放时段第 1 项的开始时间"),  # the sub-field from the common labels
+    ("windows[0].weird", PAGE, "开放时段第 1 项的weird"),
+    ("unknown[0].end", PAGE, "unknown[0].end"),
+    ("a.b.c", PAGE, "a.b.c"),
+])
+def test_field_label(field: str | None, labels: dict[str, str] | None, expected: str) -> None:
+    assert field_label(field, labels) == expected
+
+
+async def test_query_errors_name_the_parameter_in_chinese(client: httpx.AsyncClient) -> None:
+    r = await client.get("/instruments", params={"offset": "-20"})
+    assert r.status_code == 422 and "分页位置" in r.text and "offset" not in r.text.split("<main", 1)[-1]
+    api = await client.get("/api/v1/instruments", params={"offset": "-20"})
+    assert api.status_code == 422 and api.json()["detail"].startswith("offset: ")
