@@ -169,6 +169,20 @@ def map_headers(header_row: tuple[int, list[Any]]) -> tuple[list[Col | None], li
     return mapping, errors
 
 
+def first_per_cell(errors: list[RowError]) -> list[RowError]:
+    """One problem per cell, the first found, by row: a cell that could not be read is then not also reported
+    as empty, nor a value out of range twice (by the schema and by the national rules)."""
+    seen: set[tuple[int, str]] = set()
+    out: list[RowError] = []
+    for e in sorted(errors, key=lambda e: e.row):
+        if e.column is not None:
+            if (e.row, e.column) in seen:
+                continue
+            seen.add((e.row, e.column))
+        out.append(e)
+    return out
+
+
 def parse_rows(table: list[tuple[int, list[Any]]]) -> tuple[list[ParsedRow], list[RowError]]:
     mapping, errors = map_headers(table[0])
     if errors:
@@ -359,7 +373,7 @@ async def import_file(
     table = read_table(filename, content)
     parsed, errors = parse_rows(table)
     plan = await validate(session, actor, parsed, default, progress)
-    errors += plan.errors
+    errors = first_per_cell(errors + plan.errors)
     if errors:
         raise ImportRejected(errors)
     return await service.import_rows(session, actor, plan.rows, progress=progress)

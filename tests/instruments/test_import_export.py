@@ -117,6 +117,20 @@ async def upload(
 
 
 class TestImport:
+    async def test_one_problem_per_cell(
+        self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any, manager: dict[str, str]
+    ) -> None:
+        data = rows(3)
+        data[0][4] = "对外开放"  # not a sharing mode: reported as that, not also as empty
+        data[1][3] = "很贵"  # not a number: likewise
+        data[2][3] = -5  # negative: once, though both the schema and the national rules refuse it
+        r = await upload(client, manager, csv_bytes(data), name="x.csv")
+        assert r.status_code == 422
+        errors = [(e["row"], e["column"]) for e in r.json()["errors"]]
+        assert errors == [(2, "共享模式"), (3, "原值（万元）"), (4, "原值（万元）")], r.json()["errors"]
+        assert "取值无效" in r.json()["errors"][0]["message"]
+        assert await count(session, mianyang.id) == 0
+
     async def test_thousand_rows_one_bad_then_fixed_then_again(
         self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any, manager: dict[str, str]
     ) -> None:
