@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import login, screenshot
+from tests.browser.conftest import login, query, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -47,3 +47,19 @@ def test_keyboard_skip_link_and_focus(page) -> None:  # type: ignore[no-untyped-
     page.keyboard.press("Tab")
     focused = page.evaluate("document.activeElement.textContent")
     assert "跳到主要内容" in focused
+
+
+def test_phone_width_pages_do_not_scroll_sideways(page, live: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """At 390 px wide tables and the week grid scroll inside their own box; the page itself never does."""
+    [row] = query(live[1], "SELECT min(id) AS id FROM instruments WHERE retired_at IS NULL AND NOT restricted")
+    page.set_viewport_size({"width": 390, "height": 844})
+    login(page, "admin@demo.local")
+    for url in ("/", "/instruments?q=质谱", f"/instruments/{row['id']}", f"/instruments/{row['id']}/book",
+                "/admin/activity", "/admin/users", "/audit", "/audit/breakdown/institution", "/manage/bookings",
+                "/schedule", "/equivalence"):
+        page.goto(url)
+        page.wait_for_load_state("networkidle")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, (url, width)
+    page.goto(f"/instruments/{row['id']}/book")
+    screenshot(page, "phone-book")

@@ -132,6 +132,10 @@ class TestMineAndQueue:
         await login_web(session, client, w["manager"])
         queue = await client.get("/manage/bookings")
         assert queue.status_code == 200 and "待审批" in queue.text
+        # Two instruments of the same name are told apart by model and internal number, and link to their page.
+        inst_id = w["inst"].id
+        assert f'<a href="/instruments/{inst_id}">场发射扫描电镜</a>' in queue.text
+        assert w["inst"].asset_number in queue.text
         r = await client.post("/manage/bookings/bulk", data={"action": "approve", "booking_id": [str(i) for i in ids],
                                                              "note": "同意"})
         assert r.status_code == 303
