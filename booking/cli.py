@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from typing import Annotated
 
@@ -67,14 +69,30 @@ def serve(
     _serve(host, port, workers)
 
 
+def _start_jobs() -> subprocess.Popen[bytes]:
+    """The background jobs in a process of their own beside the server, on the same database (DATABASE_URL is
+    exported by then): holds expire, reminders go out, the activity log is sealed, as in production."""
+    return subprocess.Popen([sys.executable, "-m", "booking.cli", "scheduler"], env=os.environ.copy())
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 @app.command()
 def demo(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,
     workers: Annotated[int, typer.Option(min=1, max=32)] = 1,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Seed only, do not serve")] = False,
+    no_jobs: Annotated[bool, typer.Option("--no-jobs", help="Serve without the background jobs")] = False,
 ) -> None:
-    """Create demo accounts and data if the database is empty, print them, then serve."""
+    """Create demo accounts and data if the database is empty, print them, then serve with the background jobs
+    running beside the server."""
     from booking import demo as demo_data
 
     url = _database_url()
@@ -89,8 +107,14 @@ def demo(
     if not created:
         console.print("[yellow]database already had data: nothing seeded[/]")
     console.print(f"open http://{host}:{port}/login")
-    if not no_serve:
+    if no_serve:
+        return
+    jobs = None if no_jobs else _start_jobs()
+    try:
         _serve(host, port, workers)
+    finally:
+        if jobs is not None:
+            _stop(jobs)
 
 
 @app.command()

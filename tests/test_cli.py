@@ -113,3 +113,45 @@ def test_serve_points_links_at_its_own_address_unless_configured(monkeypatch: py
     finally:
         monkeypatch.delenv("BOOKING_BASE_URL", raising=False)
         get_settings.cache_clear()
+
+
+def test_demo_serves_with_the_background_jobs_beside_it(cli_database: tuple[str, str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`booking demo` starts the job runner in its own process: while the server runs, the activity log gets sealed
+    (the `activity.seal` job); when the server stops, so does the runner. `--no-jobs` starts none."""
+    import time
+
+    from booking import cli
+    from booking.core.settings import get_settings
+
+    url, dsn = cli_database
+    r = _run(url, "users", "create", "--email", "jobs@example.cn", "--password", "a-long-passphrase-1")
+    assert r.returncode == 0, r.stderr  # not empty, so the demo does not seed; and an unsealed entry
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("BOOKING_BASE_URL", "http://127.0.0.1:9")
+    get_settings.cache_clear()
+    started: list[subprocess.Popen[bytes]] = []
+    real_start = cli._start_jobs
+    monkeypatch.setattr(cli, "_start_jobs", lambda: started.append(real_start()) or started[-1])
+    sealed: list[bool] = []
+
+    def serve(host: str, port: int, workers: int) -> None:  # stands in for uvicorn until the log is sealed
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not _fetch(dsn, "SELECT 1 FROM activity_log WHERE seq IS NULL"):
+                sealed.append(True)
+                return
+            time.sleep(0.5)
+
+    monkeypatch.setattr(cli, "_serve", serve)
+    try:
+        cli.demo(host="127.0.0.1", port=9, workers=1, no_serve=False, no_jobs=False)
+        assert sealed == [True]
+        assert len(started) == 1 and started[0].poll() is not None  # stopped with the server
+        cli.demo(host="127.0.0.1", port=9, workers=1, no_serve=False, no_jobs=True)
+        assert len(started) == 1
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+        get_settings.cache_clear()

@@ -57,7 +57,9 @@ def live(test_database: TestDatabase) -> Iterator[tuple[str, str]]:
            # kept postings and counts (the demo seed promotes them).
            "BOOKING_SEARCH_FREQUENT_TERM_ROWS": "60"}
     log = open(ARTIFACTS.mkdir(exist_ok=True) or ARTIFACTS / "live-server.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "booking.cli", "demo", "--port", str(port)], env=env,
+    # --no-jobs: the pages are tested against a world that changes only by what the tests do (the jobs have tests
+    # of their own, and test_cli checks that `booking demo` runs them).
+    proc = subprocess.Popen([sys.executable, "-m", "booking.cli", "demo", "--port", str(port), "--no-jobs"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
