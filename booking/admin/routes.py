@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from booking.accounts import repository as accounts_repo
 from booking.accounts import service as accounts
 from booking.activity import repository as activity_repo
+from booking.activity.labels import ACTION_LABELS, TARGET_LABELS
 from booking.auth.deps import CsrfDep, WebAdmin, WebAuditor, load_web_principal
 from booking.core.db import SessionDep
 from booking.core.errors import Forbidden
@@ -70,6 +71,7 @@ async def activity(request: Request, session: SessionDep, principal: WebAuditor,
                                                    actor_id=None, limit=50, offset=offset)
     names = await accounts_repo.names_of(session, [e.actor_id for e in rows if e.actor_id is not None])
     return render(request, "admin/activity.html", {"rows": rows, "total": total, "action": action or "",
+                                                   "ACTION_LABELS": ACTION_LABELS, "TARGET_LABELS": TARGET_LABELS,
                                                    "offset": offset, "params": {"action": action},
                                                    "names": names},
                   block="results")
