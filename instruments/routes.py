@@ -161,6 +161,12 @@ async def catalogue(
         "vouchers": "1" if vouchers in ("1", "true", "on") else None,
         "sort": sort if sort in SORT_LABELS else None,
     }
+    low, high = _wan_to_cny(params["min_wan"]), _wan_to_cny(params["max_wan"])
+    value_note = None
+    if low is not None and high is not None and low > high:
+        # Shown beside the count; the other filters still apply (the API refuses this with a 422).
+        value_note = "原值下限大于上限，已忽略原值条件"
+        low = high = None
     filters = await service.build_filters(
         session,
         q=params["q"],
@@ -171,8 +177,8 @@ async def catalogue(
         sharing_mode=params["sharing_mode"],
         status=params["status"],
         chain=params["chain"],
-        min_value=_wan_to_cny(params["min_wan"]),
-        max_value=_wan_to_cny(params["max_wan"]),
+        min_value=low,
+        max_value=high,
         large=True if params["large"] else None,
         vouchers=True if params["vouchers"] else None,
     )
@@ -206,6 +212,7 @@ async def catalogue(
     )
     ctx = {
         "params": params,
+        "value_note": value_note,
         "items": [item_of(r) for r in page.rows],
         "total": page.total,
         "facets": facets_of(page),

@@ -76,6 +76,17 @@ class TestSearchPage:
         r = await client.get("/instruments", params={"city": "999999", "category": "x", "min_wan": "abc"})
         assert r.status_code == 200
 
+    async def test_reversed_value_bounds_are_ignored_and_said_so(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        await make_instrument(session, scu, name="区间测试核磁共振仪", original_value=3_000_000)
+        r = await client.get("/instruments", params={"q": "区间测试", "min_wan": "500", "max_wan": "100"},
+                             headers={"HX-Request": "true"})
+        assert r.status_code == 200 and "原值下限大于上限，已忽略原值条件" in r.text
+        assert "区间测试核磁共振仪" in r.text  # the keyword still applies; the bounds do not
+        r = await client.get("/instruments", params={"q": "区间测试", "min_wan": "100", "max_wan": "200"})
+        assert "已忽略原值条件" not in r.text and "区间测试核磁共振仪" not in r.text
+
     async def test_nav_entries(self, client: httpx.AsyncClient, manager_client: httpx.AsyncClient) -> None:
         r = await manager_client.get("/instruments")
         assert 'data-nav="instruments"' in r.text and 'data-nav="instrument-import"' in r.text
