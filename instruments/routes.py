@@ -518,7 +518,8 @@ async def add_chain(request: Request, session: SessionDep, principal: WebAdmin) 
 
 @router.get("/instruments/{instrument_id:int}")
 async def detail(
-    request: Request, session: SessionDep, principal: WebPrincipal, instrument_id: int, created: int = 0
+    request: Request, session: SessionDep, principal: WebPrincipal, instrument_id: int, created: int = 0,
+    saved: int = 0, retired: int = 0,
 ) -> Response:
     view = await service.view(session, principal, instrument_id)
     ctx = {
@@ -531,6 +532,10 @@ async def detail(
     }
     if created:
         ctx["flash"] = "仪器已发布"
+    elif saved:
+        ctx["flash"] = "修改已保存"
+    elif retired:
+        ctx["flash"] = "仪器已退役，不再接受预约"
     return render(request, "instruments/detail.html", ctx)
 
 
@@ -575,7 +580,7 @@ async def update(
             raise
         inst = await service.get_visible(session, principal, instrument_id)
         return await _rerender_failed(request, session, principal, form, data, exc, instrument=inst)
-    return redirect(request, f"/instruments/{instrument_id}")
+    return redirect(request, f"/instruments/{instrument_id}?saved=1")
 
 
 # ---- who may see a restricted instrument -------------------------------------------------------------------------
@@ -644,4 +649,4 @@ async def retire(
             **_common(),
         }
         return render(request, "instruments/detail.html", ctx, status_code=422)
-    return redirect(request, f"/instruments/{instrument_id}")
+    return redirect(request, f"/instruments/{instrument_id}?retired=1")

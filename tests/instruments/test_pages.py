@@ -176,12 +176,17 @@ class TestManagerForms:
         }
         r = await manager_client.post(f"/instruments/{inst.id}/edit", data=form)
         assert r.status_code == 303, r.text
+        saved = (await manager_client.get(r.headers["location"])).text
+        assert "修改已保存" in saved and ">外部共享</span>" in saved
         await session.refresh(inst)
         assert inst.name == "改过的名字" and inst.category_code == "010200"
         bad = await manager_client.post(f"/instruments/{inst.id}/retire", data={"reason": ""})
         assert bad.status_code == 422 and 'id="e-reason"' in bad.text
         ok = await manager_client.post(f"/instruments/{inst.id}/retire", data={"reason": "报废处置"})
         assert ok.status_code == 303
+        page = await manager_client.get(ok.headers["location"])
+        assert "仪器已退役，不再接受预约" in page.text and "已退役：报废处置" in page.text
+        assert ">外部共享</span>" not in page.text  # no longer shown as shared
         await session.refresh(inst)
         assert inst.retired_reason == "报废处置"
 
