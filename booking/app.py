@@ -60,7 +60,8 @@ def _register_nav() -> None:
                      lambda p: p is not None and (p.is_admin or p.is_provincial_auditor), order=92)
     nav.register_nav("my-bookings", "我的预约", "/bookings", nav.signed_in, order=20)
     nav.register_nav("booking-queue", "预约管理", "/manage/bookings", nav.managers, order=30)
-    nav.register_nav("schedule", "排期管理", "/schedule", nav.managers, order=87)
+    nav.register_nav("schedule", "排期管理", "/schedule", nav.managers, order=87,
+                     also=(r"^/instruments/\d+/(schedule|simulate)",))
     nav.register_nav("waitlist", "候补", "/waitlist", nav.signed_in, order=21)
     nav.register_nav("flexible", "灵活预约", "/requests/flexible", nav.signed_in, order=22)
     nav.register_nav("equivalence", "等效仪器组", "/equivalence", nav.managers, order=88)

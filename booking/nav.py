@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,15 +25,27 @@ class NavItem:
     order: int
     # A URL returning a small fragment (e.g. an unread count) that the header loads with htmx.
     badge: str | None = None
+    # Pages of this entry that live under another entry's path (an instrument's schedule belongs to 排期管理).
+    also: tuple[str, ...] = ()
 
 
 _items: dict[str, NavItem] = {}
 
 
 def register_nav(key: str, label: str, href: str | Href, visible: Visible, order: int = 50,
-                 badge: str | None = None) -> None:
+                 badge: str | None = None, also: tuple[str, ...] = ()) -> None:
     resolved: Href = (lambda _p, h=href: h) if isinstance(href, str) else href  # type: ignore[misc]
-    _items[key] = NavItem(key, label, resolved, visible, order, badge)
+    _items[key] = NavItem(key, label, resolved, visible, order, badge, also)
+
+
+def _match(path: str, href: str, also: tuple[str, ...]) -> int:
+    """How well a page's path matches an entry: an `also` pattern beats any prefix, a longer prefix a shorter."""
+    if any(re.match(pattern, path) for pattern in also):
+        return 10_000
+    base = href.split("?")[0]
+    if base == "/":
+        return 1 if path == "/" else 0
+    return len(base) if path == base or path.startswith(base.rstrip("/") + "/") else 0
 
 
 def everyone(_: Principal | None) -> bool:
@@ -72,12 +85,16 @@ def nav_context(request: Request) -> Mapping[str, Any]:
     principal: Principal | None = getattr(request.state, "principal", None)
     path = request.url.path
     items = []
+    scores = []
     for item in sorted(_items.values(), key=lambda i: (i.order, i.key)):
         if item.visible(principal):
             href = item.href(principal)
-            current = path == href if href == "/" else path.startswith(href.split("?")[0])
-            items.append({"key": item.key, "label": item.label, "href": href, "current": current,
+            scores.append(_match(path, href, item.also))
+            items.append({"key": item.key, "label": item.label, "href": href, "current": False,
                           "badge": item.badge})
+    # One entry is current: the best match.
+    if scores and max(scores) > 0:
+        items[scores.index(max(scores))]["current"] = True
     return {
         "nav": items,
         "principal": principal,

@@ -37,6 +37,14 @@ def _fmt_dt(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     return to_local(value).strftime(fmt)
 
 
+def timespan(start: datetime | None, end: datetime | None) -> str:
+    """A time range in Beijing time: the end's date only when it is on another day."""
+    if start is None or end is None:
+        return ""
+    a, b = to_local(start), to_local(end)
+    return f"{a:%Y-%m-%d %H:%M} – {b:%H:%M}" if a.date() == b.date() else f"{a:%Y-%m-%d %H:%M} – {b:%Y-%m-%d %H:%M}"
+
+
 def _fmt_iso_local(value: str | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     if not value:
         return ""
@@ -96,6 +104,7 @@ templates.env.filters["city"] = city_name
 templates.env.globals["CITIES"] = CITIES
 templates.env.globals["query"] = _query
 templates.env.globals["field_label"] = field_label
+templates.env.globals["timespan"] = timespan
 
 
 def is_htmx(request: Request) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 
-from booking.core.web import field_label
+from booking.core.web import field_label, timespan
 
 PAGE = {"windows": "开放时段", "end": "结束", "name": "中文名称"}
 
@@ -34,3 +36,14 @@ async def test_query_errors_name_the_parameter_in_chinese(client: httpx.AsyncCli
     assert r.status_code == 422 and "分页位置" in r.text and "offset" not in r.text.split("<main", 1)[-1]
     api = await client.get("/api/v1/instruments", params={"offset": "-20"})
     assert api.status_code == 422 and api.json()["detail"].startswith("offset: ")
+
+
+@pytest.mark.parametrize(("start", "end", "expected"), [
+    (datetime(2026, 11, 30, 1, tzinfo=UTC), datetime(2026, 11, 30, 3, tzinfo=UTC), "2026-11-30 09:00 – 11:00"),
+    # 15:00 UTC is midnight in Beijing: another day there
+    (datetime(2026, 11, 30, 14, tzinfo=UTC), datetime(2026, 11, 30, 17, tzinfo=UTC),
+     "2026-11-30 22:00 – 2026-12-01 01:00"),
+    (None, datetime(2026, 11, 30, 3, tzinfo=UTC), ""),
+])
+def test_timespan(start: datetime | None, end: datetime | None, expected: str) -> None:
+    assert timespan(start, end) == expected
