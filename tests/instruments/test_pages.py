@@ -87,6 +87,14 @@ class TestSearchPage:
         r = await client.get("/instruments", params={"q": "区间测试", "min_wan": "100", "max_wan": "200"})
         assert "已忽略原值条件" not in r.text and "区间测试核磁共振仪" not in r.text
 
+    async def test_page_past_the_end_links_back(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        await make_instrument(session, scu, name="翻页测试核磁共振仪")
+        r = await client.get("/instruments", params={"q": "翻页测试", "offset": "99999"})
+        assert r.status_code == 200 and "回到最后一页（第 1 页）" in r.text and "第 5000 /" not in r.text
+        assert "/instruments?q=%E7%BF%BB%E9%A1%B5%E6%B5%8B%E8%AF%95&amp;offset=0" in r.text
+
     async def test_nav_entries(self, client: httpx.AsyncClient, manager_client: httpx.AsyncClient) -> None:
         r = await manager_client.get("/instruments")
         assert 'data-nav="instruments"' in r.text and 'data-nav="instrument-import"' in r.text
