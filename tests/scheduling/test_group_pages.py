@@ -54,7 +54,7 @@ class TestNewGroupPicker:
         # The last instrument by name is beyond the first page; a search finds it.
         last = extra[-1]
         assert last not in shown
-        r = await client.get("/equivalence/pick", params={"q": f"{PICK_LIMIT + 9:03d}"},
+        r = await client.get("/equivalence/pick", params={"q": f"紫外分光光度计 {PICK_LIMIT + 9:03d}"},
                              headers={"HX-Request": "true"})
         assert r.status_code == 200 and "<html" not in r.text
         assert ids_in(r.text) == {last} and "符合条件 1 台" in r.text
