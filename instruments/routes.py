@@ -13,6 +13,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from booking.accounts import repository as accounts_repo
 from booking.accounts.models import Facility, Institution, InstitutionKind
+from booking.accounts.rules import phone_problems
 from booking.auth.deps import CsrfDep, WebAdmin, WebManager, WebPrincipal, load_web_principal
 from booking.auth.principal import Principal
 from booking.core.clock import to_local, utcnow
@@ -328,6 +329,12 @@ def _validate(model: type[InstrumentCreate] | type[InstrumentUpdate], data: dict
             start = None
         if "start_date" not in flagged and start is not None and start > to_local(utcnow()).date():
             problems.append(Problem("start_date", "future_date", "启用日期不能晚于今天"))
+        if "contact_phone" not in flagged:
+            problems += phone_problems(str(data.get("contact_phone") or "").strip() or None, field="contact_phone")
+        priced = any(str(data.get(f) or "").strip() for f in ("fee_internal", "fee_external", "fee_minimum"))
+        if "fee_unit" not in flagged and priced and not str(data.get("fee_unit") or "").strip():
+            problems.append(Problem("fee_unit", "unit_required",
+                                    "填写了单价或最低收费时，须选择收费方式（按小时/按样品/按次）"))
         raise RuleViolation("输入有误", problems=problems) from None
 
 
