@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from booking.activity.models import ActivityEntry
 
@@ -23,5 +24,7 @@ async def list_entries(session: AsyncSession, *, action: str | None, target_type
     if actor_id:
         stmt = stmt.where(ActivityEntry.actor_id == actor_id)
     total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = await session.scalars(stmt.order_by(ActivityEntry.seq.desc()).limit(limit).offset(offset))
+    # Newest first: entries not sealed yet (no seq, the newest) come first, in the order they were written.
+    order = (col(ActivityEntry.seq).desc().nulls_first(), col(ActivityEntry.id).desc())
+    rows = await session.scalars(stmt.order_by(*order).limit(limit).offset(offset))
     return list(rows), int(total or 0)

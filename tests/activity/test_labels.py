@@ -42,3 +42,4 @@ async def test_page_shows_labels_and_keeps_codes(client: httpx.AsyncClient, sess
     await login_web(session, client, admin)
     page = await client.get("/admin/activity", params={"action": "instrument.retired"})
     assert "仪器退役" in page.text and "<code>instrument.retired</code>" in page.text and "仪器 7" in page.text
+
