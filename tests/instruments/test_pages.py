@@ -111,6 +111,10 @@ class TestDetailPage:
         assert "分辨率 0.1 nm" in anonymous.text and "预约服务网址" in anonymous.text
         # The week calendar of the booking issue loads into the page (htmx) with a plain link as fallback.
         assert f'hx-get="/instruments/{inst.id}/week"' in anonymous.text
+        # Its occupancy feed (public, no personal data) is linked from the page.
+        assert f'href="/calendar/instruments/{inst.id}.ics"' in anonymous.text
+        feed = await client.get(f"/calendar/instruments/{inst.id}.ics")
+        assert feed.status_code == 200 and feed.text.startswith("BEGIN:VCALENDAR")
         await login_web(session, client, await make_user(session))
         assert "13912345678" in (await client.get(f"/instruments/{inst.id}")).text
 
