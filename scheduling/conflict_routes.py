@@ -18,7 +18,7 @@ from booking.core.clock import LOCAL_TZ, to_local, utcnow
 from booking.core.db import SessionDep
 from booking.core.errors import DomainError, Problem, RuleViolation
 from booking.core.forms import errors_by_field, form_values, parse_form
-from booking.core.web import redirect, render
+from booking.core.web import is_htmx, redirect, render
 from booking.reservations.models import SERVICE_MODE_LABELS, STATUS_LABELS
 from booking.reservations.queue import managed_instrument_ids
 from instruments.service import get_visible
@@ -290,6 +290,8 @@ async def groups_pick(request: Request, session: SessionDep, principal: WebManag
                       category: PickCategory = None,
                       instrument_ids: Annotated[list[int], Query(max_length=200)] = []) -> Response:  # noqa: B006
     """The new group's instrument picker after a search (htmx fragment): ticked instruments stay ticked."""
+    if not is_htmx(request):  # opened as a page (a new tab, history): the page the picker belongs to
+        return redirect(request, "/equivalence")
     pick = await _pick(session, principal, q=q, category=category, chosen=instrument_ids)
     return render(request, "scheduling/groups.html", _ctx(**pick), block="pick")
 
@@ -343,6 +345,8 @@ async def group_candidates(request: Request, session: SessionDep, principal: Web
                            q: PickQuery = None, category: PickCategory = None) -> Response:
     """The add-a-member picker after a search (htmx fragment)."""
     await equivalence.managed_group(session, principal, group_id)
+    if not is_htmx(request):
+        return redirect(request, f"/equivalence/{group_id}")
     view = await equivalence.get_group(session, principal, group_id)
     picker = await _candidates(session, principal, view, q=q, category=category)
     return render(request, "scheduling/group.html", _ctx(v=view, g=view.group, **picker), block="candidates")

@@ -24,7 +24,11 @@ document.addEventListener("keydown", function (event) {
 // the server's file name. Without JavaScript the link still downloads the file.
 function downloadName(disposition) {
   var match = /filename\*=UTF-8''([^;]+)/i.exec(disposition || "");
-  return match ? decodeURIComponent(match[1]) : "export";
+  try {
+    return match ? decodeURIComponent(match[1]) : "export";
+  } catch (e) {
+    return "export";
+  }
 }
 
 document.addEventListener("click", function (event) {
@@ -43,7 +47,13 @@ document.addEventListener("click", function (event) {
         say("导出失败（" + response.status + "），请稍后重试。");
         return null;
       }
-      var name = downloadName(response.headers.get("Content-Disposition"));
+      var disposition = response.headers.get("Content-Disposition") || "";
+      if (response.redirected || disposition.indexOf("attachment") < 0) {
+        // Not a file (the session ended and the server sent the login page, say): show it, as the link would.
+        window.location.href = response.url;
+        return null;
+      }
+      var name = downloadName(disposition);
       return response.blob().then(function (blob) {
         var url = URL.createObjectURL(blob);
         var save = document.createElement("a");

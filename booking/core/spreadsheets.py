@@ -29,8 +29,8 @@ class XlsxBook:
     def __init__(self) -> None:
         self._buffer = io.BytesIO()
         self._book = xlsxwriter.Workbook(self._buffer, {
+            # Rows go to a temporary file as they are written (XlsxWriter turns this off under in_memory).
             "constant_memory": True,
-            "in_memory": True,
             "strings_to_formulas": False,
             "strings_to_urls": False,
             "strings_to_numbers": False,

@@ -14,7 +14,7 @@ from booking.accounts.models import Institution, User
 from booking.auth.deps import CsrfDep, WebPrincipal, WebUser, load_web_principal
 from booking.core.clock import LOCAL_TZ, to_local, utcnow
 from booking.core.db import SessionDep
-from booking.core.errors import Conflict, Forbidden, Problem, RuleViolation
+from booking.core.errors import Conflict, DomainError, Forbidden, Problem, RuleViolation
 from booking.core.forms import errors_by_field
 from booking.core.settings import get_settings
 from booking.core.validation import problems_from_errors
@@ -289,7 +289,8 @@ async def queue(request: Request, session: SessionDep, principal: WebUser,
                 view: Annotated[str, Query(pattern="^(pending|today|upcoming)$")] = "pending",
                 offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
                 done: Annotated[int, Query(ge=0, le=10_000)] = 0,
-                did: Annotated[str, Query(pattern="^(approve|reject)?$")] = "") -> Response:
+                did: Annotated[str, Query(pattern="^(approve|reject)?$")] = "",
+                skipped: Annotated[str, Query(pattern=r"^[0-9,]*$", max_length=2600)] = "") -> Response:
     ids = await managed_instrument_ids(session, principal)
     if ids == []:
         raise Forbidden("只有仪器管理员可以查看审批队列")
@@ -302,9 +303,16 @@ async def queue(request: Request, session: SessionDep, principal: WebUser,
         end = day_start + timedelta(days=1 if view == "today" else 14)
         rows, total = await repo.list_for_instruments(session, ids, status=None, start=day_start, end=end,
                                                       limit=QUEUE_PAGE, offset=offset)
-    flash = f"已{'批准' if did == 'approve' else '拒绝'} {done} 个预约" if done and did else None
+    verb = "批准" if did == "approve" else "拒绝"
+    parts = [f"已{verb} {done} 个预约"] if done and did else []
+    not_done = [i for i in skipped.split(",") if i]
+    if not_done and did:
+        listed = "、".join(f"#{i}" for i in not_done)
+        parts.append(f"{len(not_done)} 个未能{verb}（{listed}），请打开该预约查看原因")
+    flash = "；".join(parts) or None
     return render(request, "reservations/queue.html",
                   _ctx(rows=await _rows(session, list(rows)), total=total, view=view, now=now, flash=flash,
+                       flash_kind="info" if not_done else "ok",
                        offset=offset, page_size=QUEUE_PAGE, params={"view": view}),
                   block="queue")
 
@@ -319,8 +327,18 @@ async def bulk(request: Request, session: SessionDep, principal: WebUser) -> Res
     if not ids:
         raise RuleViolation("未选择预约", problems=[Problem("booking_id", "missing", "请至少选择一个预约")])
     note = str(form.get("note") or "").strip()[:500] or None
+    skipped: list[int] = []
     for booking_id in ids:
-        await service.transition(session, principal, booking_id, action, note=note)
-    return redirect(request, f"/manage/bookings?view=pending&done={len(ids)}&did={action}")
+        # One booking that cannot be decided (a blackout over it, decided meanwhile) does not undo the others.
+        try:
+            async with session.begin_nested():
+                await service.transition(session, principal, booking_id, action, note=note)
+        except DomainError as exc:
+            if exc.status in (401, 403, 404):
+                raise
+            skipped.append(booking_id)
+    done = len(ids) - len(skipped)
+    rest = f"&skipped={','.join(map(str, skipped))}" if skipped else ""
+    return redirect(request, f"/manage/bookings?view=pending&done={done}&did={action}{rest}")
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instruments.models import Instrument
-from tests.factories import login_web, make_institution, make_instrument, make_user
+from tests.factories import grant_instrument_access, login_web, make_institution, make_instrument, make_user
 
 pytestmark = pytest.mark.asyncio
 
@@ -124,6 +124,12 @@ class TestDetailPage:
         inst = await make_instrument(session, scu, restricted=True)
         r = await client.get(f"/instruments/{inst.id}")
         assert (r.status_code == 404 and "页面不存在" in r.text) or "未找到" in r.text
+        # An authorised user sees it, but not a link to the anonymous occupancy feed (which does not serve it).
+        user = await make_user(session)
+        await grant_instrument_access(session, inst, user)
+        await login_web(session, client, user)
+        page = await client.get(f"/instruments/{inst.id}")
+        assert page.status_code == 200 and 'data-testid="ics-link"' not in page.text
 
 
 class TestManagerForms:

@@ -165,6 +165,10 @@ class TestMineAndQueue:
         assert "共 2 条，第 2–2 条" in page.text
         assert f'value="{second}"' in page.text and f'value="{first}"' not in page.text
         assert (await client.get("/manage/bookings", params={"offset": -1})).status_code == 422
+        # Past the end (the last page was just decided): a way back instead of "第 3–2 条".
+        page = await client.get("/manage/bookings", params={"view": "pending", "offset": 2})
+        assert "回到最后一页" in page.text and "/manage/bookings?view=pending&amp;offset=1" in page.text
+        assert "第 3–" not in page.text
 
     async def test_my_bookings_are_paged(self, client: httpx.AsyncClient, session: AsyncSession,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,15 +209,22 @@ class TestMineAndQueue:
         await session.refresh(morning)
         assert morning.status == "pending"
 
-        # The afternoon one is clear of it; each action's page says what was done.
-        r = await client.post(f"/bookings/{afternoon.id}/approve")
-        assert r.status_code == 303 and r.headers["location"] == f"/bookings/{afternoon.id}?did=approve"
+        # In a bulk approval the blocked one is skipped and named; the other is approved all the same.
+        r = await client.post("/manage/bookings/bulk", data={"action": "approve",
+                                                             "booking_id": [str(morning.id), str(afternoon.id)]})
+        assert r.status_code == 303 and r.headers["location"].endswith(f"done=1&did=approve&skipped={morning.id}")
         page = await client.get(r.headers["location"])
-        assert "已批准该预约，预约人会收到通知" in page.text
+        assert f"已批准 1 个预约；1 个未能批准（#{morning.id}），请打开该预约查看原因" in page.text
+        await session.refresh(morning)
+        await session.refresh(afternoon)
+        assert (morning.status, afternoon.status) == ("pending", "confirmed")
         # Confirmed but days away: no check-in button yet, the time it opens instead.
+        page = await client.get(f"/bookings/{afternoon.id}")
         assert "签到上机</button>" not in page.text and "2026-12-02 12:30 起可签到上机" in page.text
+        # A single action's page says what was done.
         r = await client.post(f"/bookings/{morning.id}/reject", data={"note": "维护期间"})
-        assert "已拒绝该预约" in (await client.get(r.headers["location"])).text
+        assert r.headers["location"] == f"/bookings/{morning.id}?did=reject"
+        assert "已拒绝该预约，预约人会收到通知" in (await client.get(r.headers["location"])).text
         assert (await client.get(f"/bookings/{morning.id}", params={"did": "explode"})).status_code == 422
 
     async def test_queue_forbidden_for_researchers(self, client: httpx.AsyncClient, session: AsyncSession) -> None:

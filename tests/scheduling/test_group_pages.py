@@ -77,6 +77,17 @@ class TestNewGroupPicker:
                              headers={"HX-Request": "true"})
         assert ids_in(r.text) == set() and "没有符合条件的仪器" in r.text
 
+    async def test_opened_as_a_page_goes_to_the_page(self, client: httpx.AsyncClient,
+                                                     session: AsyncSession) -> None:
+        w = await make_world(session, grouped=False)
+        await login_web(session, client, w.manager)
+        r = await client.get("/equivalence/pick", params={"q": "x"})  # no HX-Request: a new tab, history
+        assert r.status_code == 303 and r.headers["location"] == "/equivalence"
+        view = await equivalence.create_group(session, await principal_for(session, w.manager), GroupIn(
+            name="LC-MS", instrument_ids=[w.x.id, w.y.id]))
+        r = await client.get(f"/equivalence/{view.group.id}/candidates")
+        assert r.status_code == 303 and r.headers["location"] == f"/equivalence/{view.group.id}"
+
     async def test_bad_filters_are_422_naming_the_field(self, client: httpx.AsyncClient,
                                                          session: AsyncSession) -> None:
         w = await make_world(session, grouped=False)
