@@ -72,7 +72,9 @@ def serve(
 def _start_jobs() -> subprocess.Popen[bytes]:
     """The background jobs in a process of their own beside the server, on the same database (DATABASE_URL is
     exported by then): holds expire, reminders go out, the activity log is sealed, as in production."""
-    return subprocess.Popen([sys.executable, "-m", "booking.cli", "scheduler"], env=os.environ.copy())
+    # The runner stops by itself if this process dies without stopping it (SIGKILL, out of memory).
+    env = {**os.environ, "BOOKING_JOBS_PARENT_PID": str(os.getpid())}
+    return subprocess.Popen([sys.executable, "-m", "booking.cli", "scheduler"], env=env)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -129,10 +131,12 @@ def scheduler() -> None:
     configure_logging(settings.log_level, settings.log_json)
     url = _database_url()
 
+    parent = os.environ.get("BOOKING_JOBS_PARENT_PID", "")
+
     async def run() -> None:
         init_engine(url)
         try:
-            await run_forever()
+            await run_forever(parent_pid=int(parent) if parent.isdigit() else None)
         finally:
             await dispose_engine()
 

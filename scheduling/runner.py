@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -69,7 +70,18 @@ def load_jobs() -> None:
                 raise
 
 
-async def run_forever() -> None:
+async def _watch_parent(parent_pid: int, stop: asyncio.Event, every_s: float = 2.0) -> None:
+    """Stop when the process that started this one is gone (it was killed without stopping us first): the
+    runner is then re-parented, and its parent id changes."""
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            log.warning("parent process %s is gone: stopping the job runner", parent_pid)
+            stop.set()
+            return
+        await asyncio.sleep(every_s)
+
+
+async def run_forever(parent_pid: int | None = None) -> None:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
     load_jobs()
@@ -87,5 +99,8 @@ async def run_forever() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid is not None else None
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
     scheduler.shutdown(wait=True)
