@@ -25,7 +25,7 @@ from booking.core.validation import problems_from_errors
 from booking.core.web import redirect, render
 from instruments import importer, service
 from instruments import repository as repo
-from instruments.api import facets_of, item_of
+from instruments.api import facets_of, items_of
 from instruments.columns import WAN
 from instruments.models import (
     CUSTOMS_LABELS,
@@ -214,7 +214,7 @@ async def catalogue(
     ctx = {
         "params": params,
         "value_note": value_note,
-        "items": [item_of(r) for r in page.rows],
+        "items": items_of(page.rows),
         "total": page.total,
         "facets": facets_of(page),
         "offset": offset,

@@ -58,9 +58,13 @@ def threshold() -> Decimal:
     return get_settings().large_instrument_threshold_cny
 
 
+def public_base_url() -> str:
+    return get_settings().base_url.rstrip("/")
+
+
 def public_url(instrument_id: int) -> str:
     """The stable public page: the national platform's 预约服务网址."""
-    return f"{get_settings().base_url.rstrip('/')}/instruments/{instrument_id}"
+    return f"{public_base_url()}/instruments/{instrument_id}"
 
 
 def viewer_of(principal: Principal | None) -> Viewer:
