@@ -202,6 +202,18 @@ class TestItems:
             assert key in item
         assert "contact_phone" not in item
 
+    async def test_body_is_exactly_the_documented_model(self, client: httpx.AsyncClient, province: dict) -> None:  # type: ignore[type-arg]
+        """The route writes its JSON without FastAPI's response-model pass: the body must still be what
+        SearchResult documents, field for field, with nothing extra and nothing the model would convert."""
+        from instruments.schemas import SearchResult
+
+        for params in ({}, {"q": "色谱"}, {"facets": "false"}):
+            r = await client.get("/api/v1/instruments", params=params)
+            assert r.headers["content-type"] == "application/json"
+            body = r.json()
+            assert body["total"] > 0
+            assert SearchResult.model_validate(body).model_dump(mode="json") == body
+
     @pytest.mark.parametrize(
         ("sort", "first", "last"),
         [
