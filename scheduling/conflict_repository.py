@@ -138,11 +138,13 @@ async def entry(session: AsyncSession, entry_id: int, *, for_update: bool = Fals
     return (await session.scalars(stmt)).first()
 
 
-async def entries_of_user(session: AsyncSession, user_id: int, *, active_only: bool, limit: int, offset: int
-                          ) -> tuple[list[WaitlistEntry], int]:
+async def entries_of_user(session: AsyncSession, user_id: int, *, active_only: bool, limit: int, offset: int,
+                          statuses: Sequence[str] | None = None) -> tuple[list[WaitlistEntry], int]:
     stmt = select(WaitlistEntry).where(col(WaitlistEntry.user_id) == user_id)
     if active_only:
         stmt = stmt.where(col(WaitlistEntry.status).in_(["waiting", "offered"]))
+    if statuses is not None:
+        stmt = stmt.where(col(WaitlistEntry.status).in_(list(statuses)))
     total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
     rows = await session.scalars(stmt.order_by(col(WaitlistEntry.created_at).desc(), col(WaitlistEntry.id).desc())
                                  .limit(limit).offset(offset))

@@ -86,21 +86,31 @@ def _checked(form: dict[str, str], name: str) -> bool:
 
 # ---- waitlist -----------------------------------------------------------------------------------------------------
 
-async def _waitlist_page(request: Request, session: SessionDep, principal: WebUser, *, status_code: int = 200,
-                         **extra: Any) -> Response:
-    rows, _ = await waitlist.mine(session, principal, active_only=False, limit=100, offset=0)
-    instruments = await repo.instruments(session, [o.instrument_id for v in rows for o in v.offers])
+# Rows per page of a user's waitlist entries and flexible requests.
+WAITLIST_PAGE = 50
+FLEXIBLE_PAGE = 50
+
+
+async def _waitlist_page(request: Request, session: SessionDep, principal: WebUser, *, offset: int = 0,
+                         status_code: int = 200, **extra: Any) -> Response:
+    rows, total = await waitlist.mine(session, principal, active_only=False, limit=WAITLIST_PAGE, offset=offset)
+    # Slots held for the user are shown above the list whatever page of it is open.
+    offered, _ = await waitlist.mine(session, principal, active_only=False, statuses=("offered",),
+                                     limit=WAITLIST_PAGE, offset=0)
+    instruments = await repo.instruments(session, [o.instrument_id for v in rows + offered for o in v.offers])
     return render(request, "scheduling/waitlist.html",
-                  _ctx(rows=rows, offer_instruments=instruments, **extra), block="waitlist_body",
-                  status_code=status_code)
+                  _ctx(rows=rows, offered=offered, offer_instruments=instruments, total=total, offset=offset,
+                       page_size=WAITLIST_PAGE, **extra),
+                  block="waitlist_body", status_code=status_code)
 
 
 @router.get("/waitlist")
 async def waitlist_page(request: Request, session: SessionDep, principal: WebUser,
-                        joined: int = 0, accepted: int = 0) -> Response:
+                        joined: int = 0, accepted: int = 0,
+                        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
     flash = "已加入候补队列：有空档时会为您保留并通知您" if joined else (
         f"已接受，预约 #{accepted} 已生成" if accepted else None)
-    return await _waitlist_page(request, session, principal, flash=flash)
+    return await _waitlist_page(request, session, principal, offset=offset, flash=flash)
 
 
 async def _join_form(request: Request, session: SessionDep, principal: WebUser, values: dict[str, Any], *,
@@ -172,13 +182,15 @@ async def offer_decline(request: Request, session: SessionDep, principal: WebUse
 # ---- flexible requests --------------------------------------------------------------------------------------------
 
 @router.get("/requests/flexible")
-async def flexible_list(request: Request, session: SessionDep, principal: WebUser) -> Response:
-    rows, _ = await repo.flexible_of_user(session, principal.id, limit=100, offset=0)
+async def flexible_list(request: Request, session: SessionDep, principal: WebUser,
+                        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
+    rows, total = await repo.flexible_of_user(session, principal.id, limit=FLEXIBLE_PAGE, offset=offset)
     bookings = await flexible.bookings_of(session, rows)
     instruments = await repo.instruments(session, [r.instrument_id for r in rows] +
                                          [b.instrument_id for b in bookings.values()])
     return render(request, "scheduling/flexible_list.html",
-                  _ctx(rows=rows, bookings=bookings, instruments=instruments))
+                  _ctx(rows=rows, bookings=bookings, instruments=instruments, total=total, offset=offset,
+                       page_size=FLEXIBLE_PAGE))
 
 
 async def _flexible_form(request: Request, session: SessionDep, principal: WebUser, values: dict[str, Any], *,

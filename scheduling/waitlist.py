@@ -22,6 +22,7 @@ slot passes on without waiting for the job.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -172,10 +173,10 @@ async def views(session: AsyncSession, entries: list[WaitlistEntry]) -> list[Ent
     return out
 
 
-async def mine(session: AsyncSession, principal: Principal, *, active_only: bool, limit: int, offset: int
-               ) -> tuple[list[EntryView], int]:
+async def mine(session: AsyncSession, principal: Principal, *, active_only: bool, limit: int, offset: int,
+               statuses: Sequence[str] | None = None) -> tuple[list[EntryView], int]:
     rows, total = await repo.entries_of_user(session, principal.id, active_only=active_only, limit=limit,
-                                             offset=offset)
+                                             offset=offset, statuses=statuses)
     return await views(session, rows), total
 
 

@@ -205,3 +205,21 @@ class TestPages:
         assert page.status_code == 200 and "已安排" in page.text and "偏好时段内" in page.text
         listing = await client.get("/requests/flexible")
         assert listing.status_code == 200 and w.x.name in listing.text
+
+
+async def test_my_flexible_requests_are_paged(client: httpx.AsyncClient, session: AsyncSession, clock: Clock,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduling import conflict_routes
+
+    monkeypatch.setattr(conflict_routes, "FLEXIBLE_PAGE", 1)
+    w = await make_world(session)
+    older = (await _submit(client, session, w.researcher, w.x, at(8), at(12))).json()["id"]
+    newer = (await _submit(client, session, w.researcher, w.x, at(13), at(18))).json()["id"]
+    await login_web(session, client, w.researcher)
+    page = await client.get("/requests/flexible")  # newest first
+    assert "共 2 个灵活预约，第 1–1 个" in page.text
+    assert f"/requests/flexible/{newer}" in page.text and f"/requests/flexible/{older}\"" not in page.text
+    assert "/requests/flexible?offset=1" in page.text
+    page = await client.get("/requests/flexible", params={"offset": 1})
+    assert f"/requests/flexible/{older}" in page.text and f"/requests/flexible/{newer}\"" not in page.text
+    assert (await client.get("/requests/flexible", params={"offset": -1})).status_code == 422

@@ -339,3 +339,27 @@ async def test_system_transition_listener_failure_never_blocks_freeing(session: 
     monkeypatch.setattr(waitlist, "offer_freed_time", broken)
     await transition(session, principal, booking.id, "cancel")  # type: ignore[arg-type]
     assert (await fresh(session, Booking, booking.id)).status == "cancelled"
+
+
+async def test_my_waitlist_is_paged_and_held_slots_show_on_every_page(
+        client: httpx.AsyncClient, session: AsyncSession, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduling import conflict_routes
+
+    monkeypatch.setattr(conflict_routes, "WAITLIST_PAGE", 1)
+    w = await make_world(session)
+    morning = await _taken(client, session, w, start=10, end=12)
+    await _taken(client, session, w, start=14, end=16)
+    held = (await _join(client, session, w.researcher2, w.x, at(10), at(12))).json()["id"]
+    waiting = (await _join(client, session, w.researcher2, w.x, at(14), at(16))).json()["id"]
+    await _cancel(client, session, w.researcher, morning)  # the older entry is offered the morning
+    assert (await _entry(client, session, w.researcher2, held))["status"] == "offered"
+    await login_web(session, client, w.researcher2)
+    page = await client.get("/waitlist")  # newest first: the waiting entry; the held slot above the list anyway
+    assert "共 2 条候补记录，第 1–1 条" in page.text
+    assert f"/waitlist/{waiting}/cancel" in page.text and f"/waitlist/{held}/cancel" not in page.text
+    assert 'data-testid="offers"' in page.text
+    assert "/waitlist?offset=1" in page.text
+    page = await client.get("/waitlist", params={"offset": 1})
+    assert f"/waitlist/{held}/cancel" in page.text and f"/waitlist/{waiting}/cancel" not in page.text
+    assert 'hx-get="/waitlist?offset=1"' in page.text  # the refresh keeps the page
+    assert (await client.get("/waitlist", params={"offset": -1})).status_code == 422
