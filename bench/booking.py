@@ -132,13 +132,21 @@ async def fill_million(dsn: str, instrument_ids: list[int], user_id: int, per_in
 async def make_instruments(dsn: str, template_id: int, count: int) -> list[int]:
     conn = await asyncpg.connect(dsn)
     try:
+        # With their audit history, which the database checks at commit.
         rows = await conn.fetch("""
-            INSERT INTO instruments (institution_id, asset_number, name, category_code, original_value, city_code,
-                                     sharing_mode, status, subjects, qualification_required, accepts_vouchers,
-                                     restricted, created_at, updated_at)
-            SELECT institution_id, 'FILL-' || g, name || g, category_code, original_value, city_code, sharing_mode,
-                   status, subjects, false, false, false, now(), now()
-            FROM instruments, generate_series(1, $2) g WHERE id = $1 RETURNING id""", template_id, count)
+            WITH i AS (
+              INSERT INTO instruments (institution_id, asset_number, name, category_code, original_value, city_code,
+                                       sharing_mode, status, subjects, qualification_required, accepts_vouchers,
+                                       restricted, created_at, updated_at)
+              SELECT institution_id, 'FILL-' || g, name || g, category_code, original_value, city_code, sharing_mode,
+                     status, subjects, false, false, false, now(), now()
+              FROM instruments, generate_series(1, $2) g WHERE id = $1
+              RETURNING id, sharing_mode, status, original_value, institution_id, city_code),
+            h AS (
+              INSERT INTO instrument_history (instrument_id, valid_from, sharing_mode, status, original_value,
+                                              institution_id, city_code)
+              SELECT id, now(), sharing_mode, status, original_value, institution_id, city_code FROM i)
+            SELECT id FROM i""", template_id, count)
         return [r["id"] for r in rows]
     finally:
         await conn.close()

@@ -95,12 +95,31 @@ async def _institution(conn: asyncpg.Connection, name: str, kind: str = "高校"
     )
 
 
+# Writers here are plain SQL, and like every writer they keep instrument_history in step with the instruments (the
+# database checks it at commit): an insert opens each instrument's history, RESYNC_HISTORY follows a change.
 INSERT = (
-    "INSERT INTO instruments (institution_id, asset_number, name, category_code, original_value, city_code,"
+    "WITH i AS (INSERT INTO instruments (institution_id, asset_number, name, category_code, original_value, city_code,"
     " sharing_mode, status) SELECT $1, $2 || g, $3 || g, (ARRAY['010200', '140000', '010600'])[1 + g % 3],"
     " 1000 * g, (ARRAY['510100', '510700'])[1 + g % 2], 'external', 'normal' FROM generate_series(1, $4) AS g"
-    " RETURNING id"
+    " RETURNING id, sharing_mode, status, original_value, institution_id, city_code),"
+    " h AS (INSERT INTO instrument_history (instrument_id, valid_from, sharing_mode, status, original_value, institution_id, city_code)"
+    " SELECT id, now(), sharing_mode, status, original_value, institution_id, city_code FROM i)"
+    " SELECT id FROM i"
 )
+# clock_timestamp(), not now(): a transaction that waited for another's row locks must not close that one's newer
+# row at its own (earlier) start time.
+RESYNC_HISTORY = (
+    "UPDATE instrument_history SET valid_to = clock_timestamp()"
+    " WHERE instrument_id = ANY($1::int[]) AND valid_to IS NULL;"
+    " INSERT INTO instrument_history (instrument_id, valid_from, sharing_mode, status, original_value, institution_id, city_code)"
+    " SELECT id, clock_timestamp(), sharing_mode, status, original_value, institution_id, city_code FROM instruments"
+    " WHERE id = ANY($1::int[]) AND retired_at IS NULL"
+)
+
+
+async def _resync_history(conn: asyncpg.Connection, ids: list[int]) -> None:
+    for statement in RESYNC_HISTORY.split("; "):
+        await conn.execute(statement, ids)
 
 
 async def test_concurrent_writers_keep_the_cube_exact(connect: object) -> None:
@@ -123,10 +142,12 @@ async def test_concurrent_writers_keep_the_cube_exact(connect: object) -> None:
                 ids[::2],
                 rng.choice(["standby", "remote"]),
             )
+            await _resync_history(conn, ids[::2])
             await asyncio.sleep(rng.random() / 50)
             await conn.execute(
                 "UPDATE instruments SET retired_at = now(), retired_reason = '报废' WHERE id = ANY($1::int[])", ids[:3]
             )
+            await _resync_history(conn, ids[:3])
 
     async def reclassify(n: int) -> None:
         # An administrator changing an institution's kind (which moves its instruments between cube cells).
@@ -158,10 +179,12 @@ async def test_concurrent_writers_keep_the_cube_exact(connect: object) -> None:
                 chosen, rng.randint(1, 6),
             )
         async with conn.transaction():
+            moved = rng.sample(tagged, 3)
             await conn.execute(
                 "UPDATE instruments SET name = name || '改', city_code = $2 WHERE id = ANY($1::int[])",
-                rng.sample(tagged, 3), rng.choice(["510100", "510700"]),
+                moved, rng.choice(["510100", "510700"]),
             )
+            await _resync_history(conn, moved)
 
     await asyncio.wait_for(
         asyncio.gather(
