@@ -14,6 +14,7 @@ from booking.activity.labels import ACTION_LABELS, TARGET_LABELS
 from booking.auth.deps import CsrfDep, WebAdmin, WebAuditor, load_web_principal
 from booking.core.db import SessionDep
 from booking.core.errors import Forbidden
+from booking.core.forms import form_note
 from booking.core.web import redirect, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(load_web_principal), CsrfDep])
@@ -43,7 +44,7 @@ async def decide(request: Request, session: SessionDep, principal: WebAdmin, req
     if decision not in ("approve", "reject"):
         raise Forbidden("未知操作")
     form = await request.form()
-    note = str(form.get("note") or "")[:500] or None
+    note = form_note(form, "note")
     await accounts.decide_role_request(session, principal, request_id, approve=decision == "approve", note=note)
     return redirect(request, "/admin/role-requests")
 

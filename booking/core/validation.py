@@ -41,7 +41,32 @@ _MESSAGES: dict[str, str] = {
     "too_short": "条目过少（至少 {min_length} 项）",
     "extra_forbidden": "不允许的字段",
     "url_parsing": "网址格式不正确",
+    "time_parsing": "时刻格式不正确（应为 HH:MM，00:00–23:59）",
+    "time_type": "时刻格式不正确（应为 HH:MM，00:00–23:59）",
+    "date_type": "日期格式不正确（应为 YYYY-MM-DD）",
+    "datetime_type": "时间格式不正确（应为带时区的 ISO 8601）",
+    "datetime_object_invalid": "时间无效",
+    "date_past": "日期应早于今天",
+    "date_future": "日期应晚于今天",
+    "datetime_past": "时间应早于现在",
+    "datetime_future": "时间应晚于现在",
+    "time_delta_parsing": "时长格式不正确",
+    "float_type": "应为数字",
+    "decimal_type": "应为数字",
+    "decimal_whole_digits": "整数位数过多",
+    "finite_number": "应为有限的数字",
+    "int_from_float": "应为整数",
+    "bool_type": "应为是/否",
+    "string_unicode": "文本编码不正确",
+    "string_sub_type": "应为文本",
+    "multiple_of": "应为 {multiple_of} 的倍数",
+    "uuid_parsing": "格式不正确",
+    "set_type": "应为列表",
+    "tuple_type": "应为列表",
+    "is_instance_of": "格式不正确",
 }
+# Any other pydantic error type: pydantic's own message is English, never shown to users as is.
+_FALLBACK = "取值无效"
 
 
 def field_path(loc: Sequence[Any]) -> str:
@@ -59,10 +84,10 @@ def problems_from_errors(errors: Sequence[Any]) -> list[Problem]:
             msg = msg[len("Value error, "):]
         if kind == "value_error" and "email" in msg.lower():
             msg = "邮箱格式不正确"
-        template = _MESSAGES.get(kind)
+        template = _MESSAGES.get(kind, _FALLBACK)
         try:
-            text = template.format(msg=msg, **ctx) if template else msg
+            text = template.format(msg=msg, **ctx)
         except (KeyError, IndexError):
-            text = msg
+            text = msg if kind in ("value_error", "assertion_error") else _FALLBACK
         problems.append(Problem(field_path(err.get("loc", ())), kind, text))
     return problems

@@ -15,7 +15,7 @@ from booking.auth.deps import CsrfDep, WebPrincipal, WebUser, load_web_principal
 from booking.core.clock import LOCAL_TZ, to_local, utcnow
 from booking.core.db import SessionDep
 from booking.core.errors import Conflict, DomainError, Forbidden, Problem, RuleViolation
-from booking.core.forms import errors_by_field
+from booking.core.forms import errors_by_field, form_count, form_note
 from booking.core.settings import get_settings
 from booking.core.validation import problems_from_errors
 from booking.core.web import redirect, render
@@ -250,7 +250,7 @@ async def booking_detail(request: Request, session: SessionDep, principal: WebUs
     return render(request, "reservations/detail.html",
                   _ctx(row=row, is_manager=is_manager, is_owner=booking.user_id == principal.id, now=now,
                        check_in_open=booking.start_at - early <= now < booking.end_at,
-                       check_in_from=booking.start_at - early,
+                       check_in_from=booking.start_at - early, per_sample=inst.fee_unit == "sample",
                        flash="预约已提交" if created else _DONE.get(did or "")))
 
 
@@ -263,8 +263,8 @@ async def booking_action(request: Request, session: SessionDep, principal: WebUs
     if action not in _WEB_ACTIONS:
         raise Forbidden("未知操作")
     form = await request.form()
-    note = str(form.get("note") or "").strip()[:500] or None
-    samples = int(str(form.get("samples") or "0")) if str(form.get("samples") or "0").isdigit() else 0
+    note = form_note(form, "note")
+    samples = form_count(form, "samples", label="样品数")
     await service.transition(session, principal, booking_id, action, note=note, samples=samples)
     back = str(form.get("next") or f"/bookings/{booking_id}?did={action}")
     return redirect(request, back if back.startswith("/") and not back.startswith("//") else "/bookings")
@@ -276,7 +276,7 @@ async def rate(request: Request, session: SessionDep, principal: WebUser, record
     raw = str(form.get("rating") or "")
     if raw not in {"1", "2", "3", "4", "5"}:
         raise RuleViolation("请选择评价", problems=[Problem("rating", "missing", "请选择满意度")])
-    rec = await usage.rate(session, principal, record_id, int(raw), str(form.get("comment") or "")[:500] or None)
+    rec = await usage.rate(session, principal, record_id, int(raw), form_note(form, "comment"))
     return redirect(request, f"/bookings/{rec.booking_id}" if rec.booking_id else "/bookings")
 
 
@@ -326,7 +326,7 @@ async def bulk(request: Request, session: SessionDep, principal: WebUser) -> Res
     ids = [int(v) for v in form.getlist("booking_id") if str(v).isdigit()]
     if not ids:
         raise RuleViolation("未选择预约", problems=[Problem("booking_id", "missing", "请至少选择一个预约")])
-    note = str(form.get("note") or "").strip()[:500] or None
+    note = form_note(form, "note")
     skipped: list[int] = []
     for booking_id in ids:
         # One booking that cannot be decided (a blackout over it, decided meanwhile) does not undo the others.

@@ -519,6 +519,10 @@ async def transition(session: AsyncSession, principal: Principal | None, booking
     if action in ("check_out", "record_service"):
         from booking.usage import service as usage
 
+        if inst.fee_unit == "sample" and samples < 1:
+            # Charged per sample: a record without the count would charge nothing but the minimum fee.
+            raise RuleViolation("请填写样品数", problems=[Problem(
+                "samples", "samples_required", "该仪器按样品收费，请填写本次服务的样品数（至少 1 个）")])
         booking.checked_out_at = now if action == "check_out" else None
         start = booking.checked_in_at or booking.start_at
         end = now if action == "check_out" else booking.end_at

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -231,3 +231,65 @@ class TestMineAndQueue:
         user = await make_user(session)
         await login_web(session, client, user)
         assert (await client.get("/manage/bookings")).status_code == 403
+
+
+class TestActionInput:
+    """Notes and counts typed on the booking page: refused with the field named, never cut or read as 0."""
+
+    async def _per_sample(self, session: AsyncSession) -> dict[str, Any]:
+        from tests.ops_helpers import NOW, make_booking
+
+        owner = await make_institution(session)
+        inst = await make_instrument(session, owner, name="电感耦合等离子体质谱仪", fee_unit="sample",
+                                     fee_internal=Decimal("80"), fee_external=Decimal("160"))
+        manager = await make_user(session, role=Role.facility_manager, grant_institution=owner)
+        user = await make_user(session)
+        booking = await make_booking(session, inst, user, NOW - timedelta(hours=3), hours=2)
+        return {"inst": inst, "manager": manager, "user": user, "booking": booking}
+
+    async def test_a_per_sample_service_needs_its_sample_count(
+            self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        from booking.usage.models import ServiceRecord
+
+        w = await self._per_sample(session)
+        b = w["booking"]
+        await login_web(session, client, w["manager"])
+        page = await client.get(f"/bookings/{b.id}")
+        assert 'id="record-samples"' in page.text and 'hx-history="false"' in page.text
+        for samples, status, message in (("", 422, "至少 1 个"), ("0", 422, "至少 1 个"), ("-2", 422, "样品数应为"),
+                                         ("两个", 422, "样品数应为"), ("999999", 422, "样品数应为")):
+            r = await client.post(f"/bookings/{b.id}/record_service", data={"samples": samples})
+            assert r.status_code == status and message in r.text, (samples, r.text[-600:])
+            assert await session.scalar(select(ServiceRecord.id).where(ServiceRecord.booking_id == b.id)) is None
+        r = await client.post(f"/bookings/{b.id}/record_service", data={"samples": "3"})
+        assert r.status_code == 303
+        record = await session.scalar(select(ServiceRecord).where(ServiceRecord.booking_id == b.id))
+        assert record is not None and record.amount == Decimal("480.00")  # 3 samples x 160: a user from elsewhere
+
+    async def test_an_hourly_instrument_records_without_a_count(
+            self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        from tests.ops_helpers import NOW, make_booking
+
+        w = await _world(session)
+        b = await make_booking(session, w["inst"], w["researcher"], NOW - timedelta(hours=3), hours=2)
+        await login_web(session, client, w["manager"])
+        assert 'id="record-samples"' not in (await client.get(f"/bookings/{b.id}")).text
+        assert (await client.post(f"/bookings/{b.id}/record_service", data={})).status_code == 303
+
+    async def test_a_reason_longer_than_the_column_is_refused_not_cut(
+            self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        w = await _world(session, approval_required=True)
+        await login_web(session, client, w["researcher"])
+        await client.post(f"/instruments/{w['inst'].id}/book", data=FORM)
+        booking = await session.scalar(select(Booking).where(Booking.user_id == w["researcher"].id))
+        await login_web(session, client, w["manager"])
+        page = await client.get(f"/bookings/{booking.id}")
+        assert 'id="reject-note" name="note" placeholder="拒绝理由" maxlength="500"' in page.text
+        r = await client.post(f"/bookings/{booking.id}/reject", data={"note": "样" * 501})
+        assert r.status_code == 422 and "最多 500 个字符，现有 501 个" in r.text
+        await session.refresh(booking)
+        assert booking.status == "pending" and booking.decision_note is None
+        r = await client.post(f"/bookings/{booking.id}/reject", data={"note": "  样" * 1 + " "})
+        assert r.status_code == 303
+        await session.refresh(booking)
+        assert booking.status == "rejected" and booking.decision_note == "样"
