@@ -29,6 +29,9 @@ class Role(StrEnum):
     platform_admin = "platform_admin"
 
 
+# Roles granted for one institution (the others are platform-wide or, for auditors, per 市州).
+INSTITUTION_ROLES = frozenset({Role.facility_manager.value, Role.institution_admin.value})
+
 ROLE_LABELS: dict[str, str] = {
     Role.researcher: "研究人员",
     Role.facility_manager: "仪器管理员",

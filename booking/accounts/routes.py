@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from booking.accounts import repository as repo
 from booking.accounts import service
 from booking.accounts.deps import WebAdministeredInstitution
-from booking.accounts.models import InstitutionKind
+from booking.accounts.models import INSTITUTION_ROLES, InstitutionKind
 from booking.accounts.schemas import (
     FacilityCreate,
     InstitutionUpdate,
@@ -86,6 +86,9 @@ async def change_password(request: Request, session: SessionDep, principal: WebU
 @router.post("/profile/role-requests")
 async def request_role(request: Request, session: SessionDep, principal: WebUser) -> Response:
     async def action(form: dict[str, str]) -> str:
+        if form.get("role") not in INSTITUTION_ROLES:
+            # The form offers the user's own institution by default; only the institution-scoped roles use it.
+            form = {**form, "institution_id": ""}
         data = parse_form(RoleRequestCreate, form)
         await service.request_role(session, principal, data)
         return "申请已提交，等待平台管理员审批"

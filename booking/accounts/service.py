@@ -7,7 +7,16 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.accounts import repository as repo
-from booking.accounts.models import Facility, Institution, Role, RoleGrant, RoleRequest, User
+from booking.accounts.models import (
+    INSTITUTION_ROLES,
+    ROLE_LABELS,
+    Facility,
+    Institution,
+    Role,
+    RoleGrant,
+    RoleRequest,
+    User,
+)
 from booking.accounts.rules import city_problems, credit_code_problems, normalise_phone, phone_problems
 from booking.accounts.schemas import (
     FacilityCreate,
@@ -24,6 +33,7 @@ from booking.core.clock import utcnow
 from booking.core.errors import Conflict, Forbidden, NotFound, Problem, RuleViolation
 from booking.core.passwords import password_problems
 from booking.core.security import hash_password
+from booking.notify.service import notify
 
 
 async def get_institution(session: AsyncSession, institution_id: int) -> Institution:
@@ -179,7 +189,7 @@ async def update_profile(session: AsyncSession, actor: Principal, data: ProfileU
 async def _scope_problems(session: AsyncSession, role: str, institution_id: int | None, facility_id: int | None,
                           city_code: str | None) -> list[Problem]:
     problems: list[Problem] = []
-    if role in (Role.facility_manager, Role.institution_admin):
+    if role in INSTITUTION_ROLES:
         if institution_id is None:
             problems.append(Problem("institution_id", "required", "仪器管理员和单位管理员必须指定单位"))
         elif await session.get(Institution, institution_id) is None:
@@ -254,6 +264,14 @@ async def decide_role_request(session: AsyncSession, actor: Principal, request_i
         await grant_role(session, actor, RoleGrant(user_id=req.user_id, role=req.role,
                                                    institution_id=req.institution_id,
                                                    facility_id=req.facility_id, city_code=req.city_code))
+    role = ROLE_LABELS.get(req.role, req.role)
+    if approve:
+        title, body = f"角色申请已批准：{role}", f"您申请的“{role}”角色已开通，重新打开页面即可使用相应功能。"
+    else:
+        title = f"角色申请未获批准：{role}"
+        body = f"您申请的“{role}”角色未获批准。" + (f"理由：{note}" if note else "如有疑问请联系平台管理员。")
+    await notify(session, req.user_id, kind=f"role_request.{req.status}", title=title, body=body,
+                 link="/profile#role-title")
     return req
 
 

@@ -27,7 +27,8 @@ REQUESTS_PAGE = 50
 @router.get("/admin/role-requests")
 async def role_requests(request: Request, session: SessionDep, principal: WebAdmin,
                         status: Annotated[str, Query(pattern="^(pending|approved|rejected|all)$")] = "pending",
-                        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
+                        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+                        did: Annotated[str, Query(pattern="^(approve|reject)?$")] = "") -> Response:
     rows, total = await accounts_repo.list_role_requests(session, status=None if status == "all" else status,
                                                          user_id=None, limit=REQUESTS_PAGE, offset=offset)
     users = await accounts_repo.users_by_id(session, [r.user_id for r in rows])
@@ -35,7 +36,11 @@ async def role_requests(request: Request, session: SessionDep, principal: WebAdm
         session, [r.institution_id for r in rows if r.institution_id is not None])
     return render(request, "admin/role_requests.html",
                   {"rows": rows, "total": total, "status": status, "users": users, "institutions": institutions,
-                   "offset": offset, "page_size": REQUESTS_PAGE, "params": {"status": status}})
+                   "offset": offset, "page_size": REQUESTS_PAGE, "params": {"status": status},
+                   "flash": _DECIDED.get(did)})
+
+
+_DECIDED = {"approve": "已批准该申请，角色已开通，申请人会收到通知", "reject": "已拒绝该申请，申请人会收到通知"}
 
 
 @router.post("/admin/role-requests/{request_id}/{decision}")
@@ -46,7 +51,7 @@ async def decide(request: Request, session: SessionDep, principal: WebAdmin, req
     form = await request.form()
     note = form_note(form, "note")
     await accounts.decide_role_request(session, principal, request_id, approve=decision == "approve", note=note)
-    return redirect(request, "/admin/role-requests")
+    return redirect(request, f"/admin/role-requests?did={decision}")
 
 
 @router.get("/admin/users")

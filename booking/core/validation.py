@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,8 +66,10 @@ _MESSAGES: dict[str, str] = {
     "tuple_type": "应为列表",
     "is_instance_of": "格式不正确",
 }
-# Any other pydantic error type: pydantic's own message is English, never shown to users as is.
+# Any other error type: our own validators' custom errors carry Chinese messages and are shown as they are;
+# pydantic's own messages are English and never shown to users.
 _FALLBACK = "取值无效"
+_CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def field_path(loc: Sequence[Any]) -> str:
@@ -84,10 +87,13 @@ def problems_from_errors(errors: Sequence[Any]) -> list[Problem]:
             msg = msg[len("Value error, "):]
         if kind == "value_error" and "email" in msg.lower():
             msg = "邮箱格式不正确"
-        template = _MESSAGES.get(kind, _FALLBACK)
-        try:
-            text = template.format(msg=msg, **ctx)
-        except (KeyError, IndexError):
-            text = msg if kind in ("value_error", "assertion_error") else _FALLBACK
+        template = _MESSAGES.get(kind)
+        if template is None:
+            text = msg if _CJK.search(msg) else _FALLBACK
+        else:
+            try:
+                text = template.format(msg=msg, **ctx)
+            except (KeyError, IndexError):
+                text = msg if _CJK.search(msg) else _FALLBACK
         problems.append(Problem(field_path(err.get("loc", ())), kind, text))
     return problems

@@ -84,6 +84,45 @@ class TestRoleRequests:
         assert r.status_code == 303
         grant = (await session.scalars(select(RoleGrant).where(RoleGrant.user_id == user.id))).one()
         assert grant.role == "institution_admin" and grant.institution_id == inst.id
+        assert r.headers["location"] == "/admin/role-requests?did=approve"
+        assert "已批准该申请" in (await client.get(r.headers["location"])).text
+
+    async def test_the_applicant_is_told_the_decision(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        from booking.notify.models import Notification
+
+        user = await make_user(session)
+        admin = await bearer_headers(session, await make_user(session, role=Role.platform_admin, institution_id=None))
+        mine = await bearer_headers(session, user)
+        for decision, body in (("approve", {}), ("reject", {"note": "请由单位出具证明"})):
+            r = await client.post("/api/v1/me/role-requests", headers=mine,
+                                  json={"role": "auditor", "city_code": "510700", "reason": "绵阳市科技局"})
+            assert (await client.post(f"/api/v1/admin/role-requests/{r.json()['id']}/{decision}", headers=admin,
+                                      json=body)).status_code == 200
+        titles = {n.title: n.body for n in await session.scalars(
+            select(Notification).where(Notification.user_id == user.id))}
+        assert "角色申请已批准：审计（科技厅/市州科技局）" in titles
+        assert titles["角色申请未获批准：审计（科技厅/市州科技局）"].endswith("理由：请由单位出具证明")
+
+    async def test_an_auditor_request_ignores_the_prefilled_institution(
+            self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        """The page offers the user's own institution by default; an auditor is not granted per institution."""
+        from booking.accounts.models import RoleRequest
+
+        inst = await make_institution(session)
+        user = await make_user(session, institution=inst)
+        await login_web(session, client, user)
+        page = await client.get("/profile")
+        assert f'<option value="{inst.id}" selected>' in page.text
+        r = await client.post("/profile/role-requests", data={"role": "auditor", "institution_id": inst.id,
+                                                              "city_code": "510700", "reason": "绵阳市科技局",
+                                                              "csrf_token": CSRF_VALUE})
+        assert r.status_code == 200 and "申请已提交" in r.text
+        req = (await session.scalars(select(RoleRequest).where(RoleRequest.user_id == user.id))).one()
+        assert req.role == "auditor" and req.institution_id is None and req.city_code == "510700"
+        # The API takes what it is sent: an institution for an auditor is still refused there, by name.
+        r = await client.post("/api/v1/me/role-requests", headers=await bearer_headers(session, user),
+                              json={"role": "auditor", "institution_id": inst.id, "reason": "x1"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "institution_id"
 
 
     async def test_web_list_is_paged(self, client: httpx.AsyncClient, session: AsyncSession,

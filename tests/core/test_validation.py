@@ -74,3 +74,8 @@ def test_field_path_of_a_time_in_a_list() -> None:
         Windows.model_validate({"windows": ["09:00", "24:30"]})
     [problem] = problems_from_errors(caught.value.errors())
     assert problem.field == "windows.1" and "时刻格式不正确" in problem.message
+
+
+def test_a_custom_error_with_a_chinese_message_keeps_it() -> None:
+    [problem] = problems_from_errors([{"type": "phone", "loc": ("phone",), "msg": "电话号码格式不正确"}])
+    assert problem.message == "电话号码格式不正确"
