@@ -246,7 +246,7 @@ async def _notify_affected(session: AsyncSession, inst: Instrument, affected: Se
         b = item.booking
         when = f"{to_local(b.start_at):%Y-%m-%d %H:%M}–{to_local(b.end_at):%H:%M}"
         detail = "；".join(f"{to_local(c.interval.start):%m-%d %H:%M}–{to_local(c.interval.end):%m-%d %H:%M}"
-                          f"（{c.reason}）" for c in item.closures)
+                          + (f"（{c.reason}）" if c.reason else "") for c in item.closures)
         await notify(session, b.user_id, kind=kind, title=f"{title}：{inst.name}",
                      body=f"{inst.name} {why}{('：' + detail) if detail else ''}，与您 {when} 的预约冲突。"
                           "预约仍然保留，仪器管理员会与您联系；您也可以改约或取消。",
@@ -432,7 +432,7 @@ async def create_blackout(session: AsyncSession, principal: Principal, instrumen
         found = colliding([(b.id, Interval(b.start_at, b.end_at)) for b in bookings], closures)
         hits = [(by_id[k], v) for k, v in found.items()]
     affected = await _with_users(session, hits)
-    why = f"将停机（{row.reason}）"
+    why = "将停机"  # the times and the reason follow, per closure
     notified = await _notify_affected(session, inst, affected, kind="schedule.blackout", title="仪器停机与您的预约冲突",
                                       why=why)
     record(session, actor_id=principal.id, action="blackout.created", target_type="instrument",

@@ -251,6 +251,7 @@ async def booking_detail(request: Request, session: SessionDep, principal: WebUs
                   _ctx(row=row, is_manager=is_manager, is_owner=booking.user_id == principal.id, now=now,
                        check_in_open=booking.start_at - early <= now < booking.end_at,
                        check_in_from=booking.start_at - early, per_sample=inst.fee_unit == "sample",
+                       blackouts=service.closures_text(await service.blackouts_over(session, booking, inst)),
                        flash="预约已提交" if created else _DONE.get(did or "")))
 
 

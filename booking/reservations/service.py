@@ -7,6 +7,7 @@ Python checks give friendly, complete answers (every rule problem at once); the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -38,7 +39,7 @@ from instruments.models import STATUS_LABELS as INSTRUMENT_STATUS_LABELS
 from instruments.models import Instrument, SharingMode
 from instruments.service import get_visible, may_manage
 from scheduling import repository as schedule_repo
-from scheduling.availability import Availability, Busy
+from scheduling.availability import Availability, Busy, Closure
 from scheduling.intervals import Interval, local_date
 from scheduling.rules import (
     BookingRequest,
@@ -449,6 +450,20 @@ def _span_text(start: datetime, end: datetime) -> str:
     return f"{a:%Y-%m-%d %H:%M}–{b:%H:%M}" if a.date() == b.date() else f"{a:%Y-%m-%d %H:%M}–{b:%Y-%m-%d %H:%M}"
 
 
+async def blackouts_over(session: AsyncSession, booking: Booking, inst: Instrument) -> list[Closure]:
+    """Maintenance blackouts over an active booking's time: added after the booking was made (a booking is never
+    accepted into one), so its user and managers must see them on the booking."""
+    if booking.status not in {s.value for s in ACTIVE_STATUSES}:
+        return []
+    ctx = await instrument_context(session, inst, booking.start_at, booking.end_at)
+    return ctx.availability.closures(booking.start_at, booking.end_at)
+
+
+def closures_text(closures: Sequence[Closure]) -> str:
+    return "；".join(_span_text(c.interval.start, c.interval.end) + (f" {c.reason}" if c.reason else "")
+                    for c in closures)
+
+
 async def transition(session: AsyncSession, principal: Principal | None, booking_id: int, action: str, *,
                      note: str | None = None, now: datetime | None = None, booking: Booking | None = None,
                      samples: int = 0, service_type: str = "research") -> Booking:
@@ -488,14 +503,10 @@ async def transition(session: AsyncSession, principal: Principal | None, booking
                 "status", "too_early", f"预约开始 {grace} 分钟后仍未签到，才能记为爽约")])
     if action == "approve":
         # A maintenance blackout added after the request: approving would confirm time the instrument is down.
-        ctx = await instrument_context(session, inst, booking.start_at, booking.end_at)
-        closures = ctx.availability.closures(booking.start_at, booking.end_at)
+        closures = await blackouts_over(session, booking, inst)
         if closures:
             raise Conflict("该时段已停机维护，不能批准", problems=[Problem(
-                "status", "blackout",
-                "预约时段与停机维护重叠（" + "；".join(_span_text(c.interval.start, c.interval.end)
-                                                    + (f" {c.reason}" if c.reason else "") for c in closures)
-                + "），请拒绝该申请或与预约人协商改期")])
+                "status", "blackout", f"预约时段与停机维护重叠（{closures_text(closures)}），请拒绝该申请或与预约人协商改期")])
     if action == "check_in":
         early = timedelta(minutes=get_settings().check_in_early_min)
         if now < booking.start_at - early or now >= booking.end_at:

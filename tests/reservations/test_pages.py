@@ -221,10 +221,22 @@ class TestMineAndQueue:
         # Confirmed but days away: no check-in button yet, the time it opens instead.
         page = await client.get(f"/bookings/{afternoon.id}")
         assert "签到上机</button>" not in page.text and "2026-12-02 12:30 起可签到上机" in page.text
+        assert 'data-testid="blackout-warning"' not in page.text
+        # The booking under the blackout says so on its page, to its manager and to its user.
+        page = await client.get(f"/bookings/{morning.id}")
+        assert "该预约时段与停机维护重叠（2026-12-02 10:00–12:00 真空泵维护）。请与预约人协商改期或取消。" in page.text
+        client.cookies.clear()
+        await login_web(session, client, w["researcher"])
+        page = await client.get(f"/bookings/{morning.id}")
+        assert "真空泵维护）。仪器管理员会与您联系" in page.text
+        client.cookies.clear()
+        await login_web(session, client, w["manager"])
         # A single action's page says what was done.
         r = await client.post(f"/bookings/{morning.id}/reject", data={"note": "维护期间"})
         assert r.headers["location"] == f"/bookings/{morning.id}?did=reject"
-        assert "已拒绝该预约，预约人会收到通知" in (await client.get(r.headers["location"])).text
+        page = await client.get(r.headers["location"])
+        assert "已拒绝该预约，预约人会收到通知" in page.text
+        assert 'data-testid="blackout-warning"' not in page.text  # no longer active: nothing to warn about
         assert (await client.get(f"/bookings/{morning.id}", params={"did": "explode"})).status_code == 422
 
     async def test_queue_forbidden_for_researchers(self, client: httpx.AsyncClient, session: AsyncSession) -> None:

@@ -151,6 +151,7 @@ class TestBlackouts:
             assert (await fresh(session, Booking, b.id)).status == b.status  # nothing dropped or changed
         notes = await notifications_of(session, w["user"].id, "schedule.blackout")
         assert len(notes) == 1 and "年度校准" in notes[0].body and "X射线衍射仪" in notes[0].title
+        assert notes[0].body.count("年度校准") == 1, notes[0].body  # the reason once, with its times
         entry = (await _activity(session, "blackout.created"))[-1]
         assert entry.actor_id == w["manager"].id
         assert sorted(entry.after["colliding_bookings"]) == sorted([hit.id, pending.id])  # type: ignore[index]
