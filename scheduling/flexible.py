@@ -2,7 +2,8 @@
 hours, decided by a deadline".
 
 * Immediate mode: `submit` places the request at once at the best feasible slot (`optimizer.best_placement`:
-  inside the preferred hours if possible, else the earliest start, ties to the lower instrument id) and books it
+  inside the preferred hours if possible, else the earliest start, ties to the lower instrument id; on the day that
+  gives, the requested instrument, then an equivalent in its 市州, is preferred) and books it
   through the reservations service, so every rule and the exclusion constraint apply as to any booking. When
   nothing fits it is kept (`waiting`) and placed as capacity appears: at once when a booking on a candidate frees
   time (a freed-time listener), and by the `place_flexible` job otherwise; past its deadline it expires.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from datetime import datetime, time, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,7 +41,7 @@ from scheduling import equivalence, rounds
 from scheduling.conflict_models import FlexibleBooking
 from scheduling.conflict_schemas import FlexibleIn
 from scheduling.intervals import Interval
-from scheduling.optimizer import Candidate, FlexibleRequest, best_placement
+from scheduling.optimizer import Candidate, Decision, FlexibleRequest, best_placement
 from scheduling.slots import bookable_slots
 
 log = logging.getLogger("booking.flexible")
@@ -177,6 +179,7 @@ async def place(session: AsyncSession, row: FlexibleBooking, now: datetime, *, p
         decision = best_placement(request, free, slot)
         if not decision.granted or decision.instrument_id is None or decision.start is None or decision.end is None:
             break
+        decision = _nearest_on_the_day(request, free, slot, decision, inst, usable)
         chosen = next(i for i in usable if i.id == decision.instrument_id)
         data = BookingCreate(instrument_id=chosen.id, start=decision.start, end=decision.end,  # type: ignore[arg-type]
                              purpose=row.purpose, project_name=row.project_name, funding_source=row.funding_source,
@@ -193,7 +196,10 @@ async def place(session: AsyncSession, row: FlexibleBooking, now: datetime, *, p
         except (Forbidden, NotFound):
             pool = [i for i in pool if i.id != chosen.id]
             continue
-        await _placed(session, row, booking, chosen, inst, decision.code, now)
+        own = None
+        if chosen.id != inst.id and inst.id in free:
+            own = _only_on(request, free, slot, inst.id)
+        await _placed(session, row, booking, chosen, inst, decision.code, now, own)
         return booking
     if only_instrument_ids is None:
         waiting = (f"允许时间窗内，候选仪器暂无连续 {_hours(row.duration_minutes)} 小时的可预约空档；"
@@ -209,12 +215,44 @@ async def place(session: AsyncSession, row: FlexibleBooking, now: datetime, *, p
     return None
 
 
+def _only_on(request: FlexibleRequest, free: dict[int, list[Interval]], slot: int, instrument_id: int) -> Decision:
+    """The best placement of the request on one of its candidates alone."""
+    only = replace(request, candidates=tuple(c for c in request.candidates if c.instrument_id == instrument_id))
+    return best_placement(only, {instrument_id: free[instrument_id]}, slot)
+
+
+def _nearest_on_the_day(request: FlexibleRequest, free: dict[int, list[Interval]], slot: int, best: Decision,
+                        requested: Instrument, usable: list[Instrument]) -> Decision:
+    """The earliest slot anywhere decides the day; on that day the requested instrument is preferred, then an
+    equivalent in its 市州, as long as the slot is as good (inside the preferred hours when the best one is).
+    Moving a researcher to another city to start an hour earlier serves nobody."""
+    assert best.start is not None
+    day = to_local(best.start).date()
+
+    def remoteness(i: Instrument) -> tuple[bool, bool]:
+        return i.id != requested.id, i.city_code != requested.city_code
+
+    chosen = next(i for i in usable if i.id == best.instrument_id)
+    for candidate in sorted(usable, key=lambda i: (remoteness(i), i.id)):
+        if remoteness(candidate) >= remoteness(chosen):
+            break
+        option = _only_on(request, free, slot, candidate.id)
+        if (option.granted and option.start is not None and to_local(option.start).date() == day
+                and option.code == best.code):
+            return replace(option, code=best.code)
+    return best
+
+
 async def _placed(session: AsyncSession, row: FlexibleBooking, booking: Booking, chosen: Instrument,
-                  requested: Instrument, code: str, now: datetime) -> None:
+                  requested: Instrument, code: str, now: datetime, own: Decision | None = None) -> None:
     where = f"「{chosen.name}」（{CITIES.get(chosen.city_code, chosen.city_code)}）"
     reason = f"已安排在{where} {_when(booking.start_at, booking.end_at)}：{WHY.get(code, WHY['granted'])}"
     if chosen.id != requested.id:
-        reason += f"；原申请的「{requested.name}」在时间窗内没有更早或更合适的空档，按“可用等效仪器”安排"
+        if own is not None and own.granted and own.start is not None and own.end is not None:
+            reason += (f"；原申请的「{requested.name}」最早的可用空档是 {_when(own.start, own.end)}，"
+                       "按“可用等效仪器”安排")
+        else:
+            reason += f"；原申请的「{requested.name}」在时间窗内没有可用空档，按“可用等效仪器”安排"
     row.status, row.booking_id, row.decision_code, row.reason = "placed", booking.id, code, reason[:500]
     row.updated_at = now
     await session.flush()

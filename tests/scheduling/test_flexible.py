@@ -72,6 +72,50 @@ class TestImmediatePlacement:
         r = await _submit(client, session, w.researcher3, w.x, at(8), at(20))
         assert r.json()["status"] == "waiting" and "暂无连续 2 小时" in r.json()["reason"]
 
+    @pytest.mark.parametrize(
+        ("busy", "window_days", "preferred", "placed_on", "start", "says"),
+        [
+            # The requested instrument has room later that day: it wins over an equivalent free earlier.
+            ({"x": [(8, 11)]}, 0, None, "x", (11, 0), None),
+            # Same, with the 成都 equivalent busy too and only the 绵阳 one free early.
+            ({"x": [(8, 11)], "y": [(8, 12)]}, 0, None, "x", (11, 0), None),
+            # The requested one is full that day, the 成都 equivalent is not: it wins over 绵阳.
+            ({"x": [(8, 16), (16, 20)], "y": [(8, 10)]}, 0, None, "y", (10, 0), "原申请的「液相色谱-质谱联用仪 甲」在时间窗内没有可用空档"),
+            # Nothing in 成都 that day: 绵阳 that day rather than the requested one the next day; the reason says when
+            # the requested one is free.
+            ({"x": [(8, 16), (16, 20)], "y": [(8, 16), (16, 20)]}, 1, None, "z", (8, 0),
+             "原申请的「液相色谱-质谱联用仪 甲」最早的可用空档是 2026-12-03 08:00–10:00"),
+            # A slot in the preferred hours is not given up for the requested instrument outside them.
+            ({"x": [(8, 11)]}, 0, [{"start": "08:00", "end": "10:00"}], "y", (8, 0),
+             "原申请的「液相色谱-质谱联用仪 甲」最早的可用空档是 2026-12-02 11:00–13:00"),
+        ],
+    )
+    async def test_the_requested_instrument_and_its_city_are_preferred_on_the_day(
+            self, client: httpx.AsyncClient, session: AsyncSession, clock: Clock, busy: dict[str, list[tuple[int, int]]],
+            window_days: int, preferred: list[dict[str, str]] | None, placed_on: str, start: tuple[int, int],
+            says: str | None) -> None:
+        w = await make_world(session)
+        instruments = {"x": w.x, "y": w.y, "z": w.z}
+        for key, spans in busy.items():
+            for day in range(window_days + 1):
+                if key == "x" and day > 0:
+                    continue  # the requested one is free the next day
+                for a, b in spans:
+                    r = await book(client, session, w.researcher2, instruments[key], at(a, day=day), at(b, day=day))
+                    assert r.status_code == 201, r.text
+        extra: dict[str, Any] = {"any_equivalent": True}
+        if preferred:
+            extra["preferred_hours"] = preferred
+        r = await _submit(client, session, w.researcher, w.x, at(8), at(20, day=window_days), **extra)
+        body = r.json()
+        assert body["status"] == "placed", body
+        assert body["placed_instrument_id"] == instruments[placed_on].id, body["reason"]
+        assert datetime.fromisoformat(body["placed_start"]) == at(*start)
+        if says is None:
+            assert "等效仪器" not in body["reason"]
+        else:
+            assert says in body["reason"], body["reason"]
+
     async def test_waiting_request_is_placed_when_time_frees(self, client: httpx.AsyncClient,
                                                              session: AsyncSession, clock: Clock) -> None:
         w = await make_world(session)
