@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -97,7 +98,14 @@ def _query(params: Mapping[str, Any], **overrides: Any) -> str:
     return urlencode(merged, doseq=True)
 
 
+def _json_text(value: Any) -> str:
+    """A value as JSON to read on a page: Chinese as is, and (unlike tojson, which is for scripts) `<` and `&`
+    left for autoescape instead of shown as \\u003c."""
+    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+
+
 templates.env.filters["localtime"] = _fmt_dt
+templates.env.filters["jsontext"] = _json_text
 templates.env.filters["wan"] = _fmt_wan
 templates.env.filters["isolocal"] = _fmt_iso_local
 templates.env.filters["city"] = city_name

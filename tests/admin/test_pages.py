@@ -46,3 +46,16 @@ async def test_user_list_pages_keep_the_search(client: httpx.AsyncClient, sessio
     assert 'href="/admin/users?q=%E7%BF%BB%E9%A1%B5%E7%94%A8%E6%88%B7&amp;offset=50"' in first.text
     second = await client.get("/admin/users", params={"q": "翻页用户", "offset": 50})
     assert "上一页" in second.text and "下一页" not in second.text
+
+
+async def test_entry_values_read_as_written(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    """Before/after values are shown as text: Chinese as is, markup escaped once (not as \\u003c)."""
+    admin = await make_user(session, role="platform_admin")
+    record(session, actor_id=admin.id, action="test.values_entry", target_type="thing", target_id=3,
+           before={"name": "旧名"}, after={"name": "<script>alert(1)</script> & 新名"})
+    await session.flush()
+    await login_web(session, client, admin)
+    page = await client.get("/admin/activity", params={"action": "test.values_entry"})
+    assert "&#34;旧名&#34;" in page.text or '"旧名"' in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; 新名" in page.text
+    assert "\\u003c" not in page.text and "<script>alert" not in page.text
