@@ -122,6 +122,8 @@ def test_alternatives_waitlist_and_round(live_server: str, browser, page) -> Non
     page.get_by_role("button", name="提交预约").click()
     alternatives = page.get_by_test_id("alternatives")
     expect(alternatives).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    expect(page.get_by_test_id("check-conflict")).to_have_count(0)  # said once, above the form, not again below
     offered = {int(x) for x in alternatives.get_by_test_id("alternative").evaluate_all(
         "els => els.map(e => e.dataset.instrument)")}
     assert offered == {world["a"], world["b"]}
