@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from booking.activity.models import ActivityEntry
+
+
+async def oldest_unsealed(session: AsyncSession) -> tuple[int, datetime | None]:
+    """How many entries wait for their seal, and when the oldest of them was written."""
+    count, oldest = (await session.execute(
+        select(func.count(), func.min(ActivityEntry.at)).where(col(ActivityEntry.seq).is_(None)))).one()
+    return int(count or 0), oldest
 
 
 async def list_entries(session: AsyncSession, *, action: str | None, target_type: str | None,

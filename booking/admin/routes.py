@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -12,6 +13,7 @@ from booking.accounts import service as accounts
 from booking.activity import repository as activity_repo
 from booking.activity.labels import ACTION_LABELS, TARGET_LABELS
 from booking.auth.deps import CsrfDep, WebAdmin, WebAuditor, load_web_principal
+from booking.core.clock import utcnow
 from booking.core.db import SessionDep
 from booking.core.errors import Forbidden
 from booking.core.forms import form_note
@@ -67,6 +69,9 @@ async def users(request: Request, session: SessionDep, principal: WebAdmin,
                                                 "offset": offset, "params": {"q": q}}, block="results")
 
 
+SEAL_STALLED_AFTER = timedelta(minutes=2)
+
+
 @router.get("/admin/activity")
 async def activity(request: Request, session: SessionDep, principal: WebAuditor,
                    action: Annotated[str | None, Query(max_length=80)] = None,
@@ -76,7 +81,11 @@ async def activity(request: Request, session: SessionDep, principal: WebAuditor,
     rows, total = await activity_repo.list_entries(session, action=action, target_type=None, target_id=None,
                                                    actor_id=None, limit=50, offset=offset)
     names = await accounts_repo.names_of(session, [e.actor_id for e in rows if e.actor_id is not None])
+    waiting, oldest = await activity_repo.oldest_unsealed(session)
+    # The seal job runs every few seconds: entries waiting minutes mean the job runner is not running.
+    stalled = waiting if oldest is not None and utcnow() - oldest > SEAL_STALLED_AFTER else 0
     return render(request, "admin/activity.html", {"rows": rows, "total": total, "action": action or "",
+                                                   "stalled": stalled, "stalled_since": oldest,
                                                    "ACTION_LABELS": ACTION_LABELS, "TARGET_LABELS": TARGET_LABELS,
                                                    "offset": offset, "params": {"action": action},
                                                    "names": names},

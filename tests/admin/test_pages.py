@@ -59,3 +59,22 @@ async def test_entry_values_read_as_written(client: httpx.AsyncClient, session: 
     assert "&#34;旧名&#34;" in page.text or '"旧名"' in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; 新名" in page.text
     assert "\\u003c" not in page.text and "<script>alert" not in page.text
+
+
+async def test_a_stalled_seal_is_pointed_out(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    """Entries wait seconds for the seal job; minutes mean no job runner is running, and the page says so."""
+    from datetime import UTC, datetime, timedelta
+
+    from booking.core.clock import set_clock
+
+    written = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    set_clock(lambda: written)
+    admin = await make_user(session, role="platform_admin")
+    record(session, actor_id=admin.id, action="test.fresh_entry", target_type="thing", target_id=4)
+    await session.flush()
+    await login_web(session, client, admin)
+    set_clock(lambda: written + timedelta(seconds=30))
+    assert 'data-testid="seal-stalled"' not in (await client.get("/admin/activity")).text
+    set_clock(lambda: written + timedelta(minutes=10))
+    page = await client.get("/admin/activity")
+    assert 'data-testid="seal-stalled"' in page.text and "booking scheduler" in page.text
