@@ -153,9 +153,12 @@ async def book_check(request: Request, session: SessionDep, principal: WebUser, 
                 city = form.get("preferred_city", "").strip()
                 alternatives = await service.conflict_alternatives(session, ctx, principal.user, start, end,
                                                                    preferred_cities=(city,) if city else ())
+    estimate = None
+    if not problems and free:
+        estimate = usage.fee_estimate(inst, principal.user.institution_id, times["start"], times["end"])
     return render(request, "reservations/_check.html",
                   _ctx(inst=inst, problems=problems, free=free, alternatives=alternatives, checked=not problems,
-                       slot=times if not problems or free is False else {}))
+                       slot=times if not problems or free is False else {}, estimate=estimate))
 
 
 @router.post("/instruments/{instrument_id:int}/book")
@@ -252,6 +255,8 @@ async def booking_detail(request: Request, session: SessionDep, principal: WebUs
                        check_in_open=booking.start_at - early <= now < booking.end_at,
                        check_in_from=booking.start_at - early, per_sample=inst.fee_unit == "sample",
                        blackouts=service.closures_text(await service.blackouts_over(session, booking, inst)),
+                       estimate=usage.fee_estimate(inst, row["user"].institution_id, booking.start_at, booking.end_at)
+                       if booking.status in ("pending", "confirmed", "held", "in_use") and row["user"] else None,
                        flash="预约已提交" if created else _DONE.get(did or "")))
 
 

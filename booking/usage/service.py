@@ -29,6 +29,28 @@ def fee_schedule(inst: Instrument) -> FeeSchedule | None:
                        minimum_fee=Decimal(inst.fee_minimum or 0))
 
 
+def fee_estimate(inst: Instrument, user_institution_id: int | None, start: datetime, end: datetime) -> str | None:
+    """What a booking of [start, end) is expected to cost this user, in words, before it is made: by the rules the
+    service record will charge by (the price group, the quarter-hour rounding, the minimum fee). None when the
+    instrument has no structured fee."""
+    schedule = fee_schedule(inst)
+    if schedule is None:
+        return None
+    external = user_institution_id != inst.institution_id
+    group = "校外/单位外价格" if external else "校内/单位内价格"
+    price = schedule.external_price if external else schedule.internal_price
+    minimum = f"，最低收费 {schedule.minimum_fee} 元" if schedule.minimum_fee else ""
+    if schedule.unit == "hour":
+        fee = fee_breakdown(schedule, hours=billable_hours(start, end), external=external)
+        floor = f"（按最低收费 {fee.minimum_fee} 元）" if fee.minimum_applied else ""
+        return (f"预计费用 {fee.amount} 元{floor}：{group} {price} 元/小时 × {fee.quantity} 小时；"
+                "按实际上机时间结算")
+    if schedule.unit == "sample":
+        return f"按样品收费：{group} {price} 元/个样品{minimum}；按实际样品数结算"
+    fee = fee_breakdown(schedule, uses=1, external=external)
+    return f"预计费用 {fee.amount} 元：{group} {price} 元/次{minimum}"
+
+
 async def record_from_booking(session: AsyncSession, booking: Booking, inst: Instrument, *, started_at: datetime,
                               ended_at: datetime, samples: int, service_type: str, recorded_by: int | None
                               ) -> ServiceRecord:

@@ -63,6 +63,7 @@ class TestForm:
         assert booking.status == "pending"
         detail = await client.get(r.headers["location"])
         assert "待审批" in detail.text and "场发射扫描电镜" in detail.text
+        assert "预计费用 450.00 元" in detail.text
 
     async def test_live_check_lists_problems_before_submit(self, client: httpx.AsyncClient,
                                                            session: AsyncSession) -> None:
@@ -74,6 +75,8 @@ class TestForm:
         assert "check-problems" in r.text and "刻度" in r.text and "开放时间" in r.text
         ok = await client.post(f"/instruments/{w['inst'].id}/book/check", data=FORM, headers={"HX-Request": "true"})
         assert "check-ok" in ok.text
+        # The price before booking: 09:00–10:30 at the external price (the researcher is from elsewhere).
+        assert "预计费用 450.00 元：校外/单位外价格 300.00 元/小时 × 1.5 小时" in ok.text
         # Nothing picked yet: no error before the user has typed anything.
         blank = await client.post(f"/instruments/{w['inst'].id}/book/check",
                                   data={**FORM, "start_time": "", "end_time": ""}, headers={"HX-Request": "true"})
