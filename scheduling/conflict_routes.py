@@ -31,7 +31,7 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(load_web_princ
 
 FIELD_LABELS = {
     "instrument_id": "仪器", "instrument_ids": "仪器", "start": "开始时间", "end": "结束时间", "purpose": "用途",
-    "duration_minutes": "时长", "window_start": "最早开始", "window_end": "最晚结束", "deadline": "决定截止时间",
+    "duration_minutes": "所需时长", "window_start": "最早开始", "window_end": "最晚结束", "deadline": "最晚何时需要确定",
     "preferred_hours": "偏好时段", "name": "名称", "override_reason": "混合分类的理由", "capability_tags": "能力标签",
     "allocation_mode": "分配方式", "round_weekday": "截止星期", "round_time": "截止钟点",
     "user_cap_hours": "每人上限", "institution_cap_hours": "每单位上限", "external_min_share": "外部用户最低占比",
@@ -142,6 +142,10 @@ async def waitlist_join(request: Request, session: SessionDep, principal: WebUse
     if form.get("kind") != "window":
         raw.pop("duration_minutes")
     try:
+        if form.get("kind") == "window" and not str(raw.get("duration_minutes") or "").strip():
+            # Without a length "any slot in the window" would silently become "the whole window".
+            raise RuleViolation("请填写所需时长", problems=[Problem(
+                "duration_minutes", "missing", "选择“在时间范围内任意空出的时段均可”时，请填写所需时长（分钟）")])
         data = parse_form(WaitlistIn, raw)
         async with session.begin_nested():
             await waitlist.join(session, principal, data)

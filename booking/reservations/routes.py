@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from booking.accounts import repository as accounts_repo
 from booking.accounts.models import Institution, User
 from booking.auth.deps import CsrfDep, WebPrincipal, WebUser, load_web_principal
 from booking.core.clock import LOCAL_TZ, to_local, utcnow
@@ -34,7 +35,7 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(load_web_princ
 
 FIELD_LABELS = {"start": "开始时间", "end": "结束时间", "date": "日期", "purpose": "用途", "user": "用户",
                 "instrument_id": "仪器", "project_name": "项目名称", "funding_source": "经费来源",
-                "service_mode": "服务方式", "sample_notes": "样品说明", "repeat_weekly": "重复周数",
+                "service_mode": "服务方式", "sample_notes": "样品说明", "repeat_weekly": "每周重复次数",
                 "override_reason": "越过规则的理由", "on_behalf_of": "预约用户", "status": "状态",
                 "any_equivalent": "可用等效仪器", "preferred_cities": "优先市州"}
 
@@ -213,12 +214,15 @@ async def my_bookings(request: Request, session: SessionDep, principal: WebUser,
                       past: Annotated[int, Query(ge=0, le=1)] = 0,
                       offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
                       created: Annotated[int | None, Query(ge=0)] = None,
-                      skipped: Annotated[int | None, Query(ge=0)] = None) -> Response:
+                      skipped: Annotated[int | None, Query(ge=0)] = None,
+                      cancelled: Annotated[int, Query(ge=0, le=1)] = 0) -> Response:
     rows, total = await repo.list_for_user(session, principal.id, status=None, upcoming=not past, now=utcnow(),
                                            limit=MINE_PAGE, offset=offset)
     flash = None
     if created is not None:
         flash = f"已创建 {created} 个预约" + (f"，{skipped} 个时段因冲突或规则被跳过" if skipped else "")
+    elif cancelled:
+        flash = "已取消该预约"
     return render(request, "reservations/mine.html",
                   _ctx(rows=await _rows(session, list(rows)), total=total, past=past, flash=flash, now=utcnow(),
                        offset=offset, page_size=MINE_PAGE, params={"past": past or None}))
@@ -237,7 +241,7 @@ async def booking_ics(session: SessionDep, principal: WebUser, booking_id: int) 
 # What the detail page says after each action (the action's redirect carries `did`).
 _DONE = {"approve": "已批准该预约，预约人会收到通知", "reject": "已拒绝该预约，预约人会收到通知",
          "cancel": "已取消该预约", "check_in": "已签到上机", "check_out": "已签退，服务记录已生成",
-         "no_show": "已记为爽约", "record_service": "已登记服务，服务记录已生成"}
+         "no_show": "已记为爽约", "record_service": "已登记服务，服务记录已生成", "rate": "感谢评价，已记录"}
 
 
 @router.get("/bookings/{booking_id:int}")
@@ -248,12 +252,17 @@ async def booking_detail(request: Request, session: SessionDep, principal: WebUs
     booking, inst = await service.get_booking(session, principal, booking_id)
     [row] = await _rows(session, [booking])
     is_manager = may_manage(principal, inst.institution_id, inst.facility_id)
+    requester_institution = None
+    if is_manager and row["user"] is not None and row["user"].institution_id is not None:
+        names = await accounts_repo.institution_names_of(session, [row["user"].institution_id])
+        requester_institution = names.get(row["user"].institution_id)
     now = utcnow()
     early = timedelta(minutes=get_settings().check_in_early_min)
     return render(request, "reservations/detail.html",
                   _ctx(row=row, is_manager=is_manager, is_owner=booking.user_id == principal.id, now=now,
                        check_in_open=booking.start_at - early <= now < booking.end_at,
                        check_in_from=booking.start_at - early, per_sample=inst.fee_unit == "sample",
+                       requester_institution=requester_institution,
                        blackouts=service.closures_text(await service.blackouts_over(session, booking, inst)),
                        estimate=usage.fee_estimate(inst, row["user"].institution_id, booking.start_at, booking.end_at)
                        if booking.status in ("pending", "confirmed", "held", "in_use") and row["user"] else None,
@@ -283,7 +292,7 @@ async def rate(request: Request, session: SessionDep, principal: WebUser, record
     if raw not in {"1", "2", "3", "4", "5"}:
         raise RuleViolation("请选择评价", problems=[Problem("rating", "missing", "请选择满意度")])
     rec = await usage.rate(session, principal, record_id, int(raw), form_note(form, "comment"))
-    return redirect(request, f"/bookings/{rec.booking_id}" if rec.booking_id else "/bookings")
+    return redirect(request, f"/bookings/{rec.booking_id}?did=rate" if rec.booking_id else "/bookings")
 
 
 # Rows per page of the approval queue.

@@ -280,6 +280,14 @@ class TestActionInput:
         assert r.status_code == 303
         record = await session.scalar(select(ServiceRecord).where(ServiceRecord.booking_id == b.id))
         assert record is not None and record.amount == Decimal("480.00")  # 3 samples x 160: a user from elsewhere
+        # The user rates it; a comment longer than the column is refused, not cut; then the page thanks them.
+        client.cookies.clear()
+        await login_web(session, client, w["user"])
+        r = await client.post(f"/service-records/{record.id}/rate", data={"rating": "5", "comment": "好" * 501})
+        assert r.status_code == 422 and "最多 500 个字符" in r.text
+        r = await client.post(f"/service-records/{record.id}/rate", data={"rating": "5", "comment": "很专业"})
+        assert r.headers["location"] == f"/bookings/{b.id}?did=rate"
+        assert "感谢评价，已记录" in (await client.get(r.headers["location"])).text
 
     async def test_an_hourly_instrument_records_without_a_count(
             self, client: httpx.AsyncClient, session: AsyncSession) -> None:
@@ -308,3 +316,32 @@ class TestActionInput:
         assert r.status_code == 303
         await session.refresh(booking)
         assert booking.status == "rejected" and booking.decision_note == "样"
+
+
+class TestWhoSeesWhat:
+    async def test_requester_rebook_and_flashes(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        w = await _world(session, approval_required=True)
+        researcher = w["researcher"]
+        await login_web(session, client, researcher)
+        await client.post(f"/instruments/{w['inst'].id}/book", data=FORM)
+        await client.post(f"/instruments/{w['inst'].id}/book", data={**FORM, "start_time": "13:00", "end_time": "14:00"})
+        first, second = await session.scalars(select(Booking).where(Booking.user_id == researcher.id)
+                                              .order_by(Booking.start_at))
+        mine = await client.get("/bookings")
+        assert "成都市" in mine.text  # which instrument, when two have the same name
+        r = await client.post(f"/bookings/{second.id}/cancel", data={"next": "/bookings?cancelled=1"})
+        assert r.headers["location"] == "/bookings?cancelled=1"
+        assert "已取消该预约" in (await client.get(r.headers["location"])).text
+        client.cookies.clear()
+        await login_web(session, client, w["manager"])
+        page = await client.get(f"/bookings/{first.id}")
+        from booking.accounts.models import Institution
+
+        home = await session.get_one(Institution, researcher.institution_id)
+        assert 'data-testid="requester"' in page.text and home.name in page.text and researcher.email in page.text
+        await client.post(f"/bookings/{first.id}/reject", data={"note": "样品不符合要求"})
+        assert "重新预约" not in (await client.get(f"/bookings/{first.id}")).text  # not the manager's to rebook
+        client.cookies.clear()
+        await login_web(session, client, researcher)
+        page = await client.get(f"/bookings/{first.id}")
+        assert "重新预约" in page.text and 'data-testid="requester"' not in page.text

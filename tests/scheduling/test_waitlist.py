@@ -363,3 +363,16 @@ async def test_my_waitlist_is_paged_and_held_slots_show_on_every_page(
     assert f"/waitlist/{held}/cancel" in page.text and f"/waitlist/{waiting}/cancel" not in page.text
     assert 'hx-get="/waitlist?offset=1"' in page.text  # the refresh keeps the page
     assert (await client.get("/waitlist", params={"offset": -1})).status_code == 422
+
+
+async def test_waiting_for_any_slot_needs_its_length(client: httpx.AsyncClient, session: AsyncSession,
+                                                     clock: Clock) -> None:
+    w = await make_world(session)
+    await _taken(client, session, w)
+    await login_web(session, client, w.researcher2)
+    r = await client.post("/waitlist", data={"instrument_id": str(w.x.id), "kind": "window",
+                                             "start": at(8).strftime("%Y-%m-%dT%H:%M"),
+                                             "end": at(18).strftime("%Y-%m-%dT%H:%M"), "purpose": "测分子量",
+                                             "duration_minutes": ""})
+    assert r.status_code == 422 and "所需时长" in r.text and "请填写所需时长（分钟）" in r.text
+    assert "600 分钟" not in r.text and await _entries(session) == 0
