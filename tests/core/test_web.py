@@ -47,3 +47,18 @@ async def test_query_errors_name_the_parameter_in_chinese(client: httpx.AsyncCli
 ])
 def test_timespan(start: datetime | None, end: datetime | None, expected: str) -> None:
     assert timespan(start, end) == expected
+
+
+async def test_the_500_page_says_it_once_and_gives_the_error_number(client, session, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from booking.reservations import routes
+    from tests.factories import login_web, make_user
+
+    async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    await login_web(session, client, await make_user(session))
+    monkeypatch.setattr(routes, "_rows", broken)
+    page = await client.get("/bookings", headers={"X-Request-ID": "req-500-page-test"})
+    assert page.status_code == 500
+    assert page.text.count("服务器出现意外错误") == 1
+    assert "错误编号 <code>req-500-page-test</code>" in page.text and "boom" not in page.text
