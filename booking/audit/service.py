@@ -249,7 +249,9 @@ async def breakdown(session: AsyncSession, principal: Principal, asof: AsOf, dim
     f = scope.filters(city=city)
     result = await repo.sharing_counts(session, asof, today(), d, f, dim, bands)
     counted = {r["key"]: _counts(r) for r in result if not r["is_total"]}
-    totals = _counts(next((r for r in result if r["is_total"]), None))
+    totals: dict[str, Any] = _counts(next((r for r in result if r["is_total"]), None))
+    totals.update(open_rate=_float(ratio(totals["open"], totals["registered"])),
+                  shared_rate=_float(ratio(totals["shared"], totals["registered"])))
     labels: list[tuple[str, str, dict[str, Any]]] = []  # key, label, link filters
     if dim == "city":
         codes = [c for c in CITIES if scope.may_city(c) and (city is None or c == city)]

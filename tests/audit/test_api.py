@@ -81,6 +81,9 @@ class TestBreakdowns:
             expected = w.EXPECTED_BY_CITY.get(i["key"], {"registered": 0, "open": 0, "shared": 0})
             assert {k: i[k] for k in expected} == expected, i["key"]
             assert i["links"]["shared"].startswith("/audit/list?")
+        totals = r.json()["totals"]
+        assert totals["shared_rate"] == pytest.approx(totals["shared"] / totals["registered"])
+        assert totals["open_rate"] == pytest.approx(totals["open"] / totals["registered"])
 
     @pytest.mark.parametrize(("dim", "key", "expected"), [
         ("kind", "高校", {"registered": 2, "open": 1, "shared": 1}),
