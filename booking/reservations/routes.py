@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from booking.accounts import repository as accounts_repo
 from booking.accounts.models import Institution, User
 from booking.auth.deps import CsrfDep, WebPrincipal, WebUser, load_web_principal
+from booking.auth.principal import Principal
 from booking.core.clock import LOCAL_TZ, to_local, utcnow
 from booking.core.db import SessionDep
 from booking.core.errors import Conflict, DomainError, Forbidden, Problem, RuleViolation
@@ -25,7 +26,7 @@ from booking.reservations import service
 from booking.reservations.models import SERVICE_MODE_LABELS, STATUS_LABELS, Booking
 from booking.reservations.queue import managed_instrument_ids
 from booking.reservations.schemas import BookingCreate
-from booking.reservations.week import monday_of, week
+from booking.reservations.week import Week, monday_of, week
 from booking.usage import service as usage
 from booking.usage.models import RATINGS, ServiceRecord
 from instruments.models import Instrument
@@ -56,8 +57,22 @@ def _parse_day(value: str | None) -> date:
 async def week_view(request: Request, session: SessionDep, principal: WebPrincipal, instrument_id: int,
                     start: Annotated[str | None, Query(max_length=10)] = None) -> Response:
     inst = await get_visible(session, principal, instrument_id)
-    grid = await week(session, principal, instrument_id, monday_of(_parse_day(start)))
+    if start:
+        grid = await week(session, principal, instrument_id, monday_of(_parse_day(start)))
+    else:
+        grid = await _first_useful_week(session, principal, instrument_id, to_local(utcnow()).date())
     return render(request, "reservations/week_page.html", _ctx(inst=inst, week=grid), block="week")
+
+
+async def _first_useful_week(session: SessionDep, principal: Principal | None, instrument_id: int, day: date) -> Week:
+    """The week of `day`, or the next one when nothing is left to book in it (a Saturday afternoon): a first view
+    of all-closed cells tells the user nothing."""
+    grid = await week(session, principal, instrument_id, monday_of(day))
+    if grid.bookable_count == 0:
+        following = await week(session, principal, instrument_id, monday_of(day) + timedelta(days=7))
+        if following.bookable_count:
+            return following
+    return grid
 
 
 def _form_times(form: dict[str, str]) -> tuple[dict[str, Any], list[Problem]]:
@@ -107,8 +122,13 @@ def _booking_data(instrument_id: int, form: dict[str, str]) -> tuple[BookingCrea
 async def _form_context(session: SessionDep, principal: WebUser, inst: Instrument, values: dict[str, Any]
                         ) -> dict[str, Any]:
     institution = await session.get(Institution, inst.institution_id)
-    day = values.get("date") or to_local(utcnow() + timedelta(days=1)).date().isoformat()
-    grid = await week(session, principal, inst.id, monday_of(date.fromisoformat(day)))  # type: ignore[arg-type]
+    if values.get("date"):
+        day = values["date"]
+        grid = await week(session, principal, inst.id, monday_of(date.fromisoformat(day)))  # type: ignore[arg-type]
+    else:
+        tomorrow = to_local(utcnow() + timedelta(days=1)).date()
+        grid = await _first_useful_week(session, principal, inst.id, tomorrow)  # type: ignore[arg-type]
+        day = max(tomorrow, grid.monday).isoformat()
     is_manager = may_manage(principal, inst.institution_id, inst.facility_id)
     return _ctx(inst=inst, institution=institution, week=grid, values={"date": day, **values},
                 is_manager=is_manager, errors={}, problems=[], alternatives=[], taken={})

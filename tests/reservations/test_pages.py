@@ -345,3 +345,27 @@ class TestWhoSeesWhat:
         await login_web(session, client, researcher)
         page = await client.get(f"/bookings/{first.id}")
         assert "重新预约" in page.text and 'data-testid="requester"' not in page.text
+
+
+async def test_a_week_with_nothing_left_to_book_opens_on_the_next(client: httpx.AsyncClient,
+                                                                  session: AsyncSession) -> None:
+    """Saturday evening, an instrument open on weekdays: the first view is next week, not a week of closed cells."""
+    from booking.core.clock import set_clock
+
+    owner = await make_institution(session)
+    inst = await make_instrument(session, owner)
+    await make_schedule(session, inst, windows=[(d, "08:00", "20:00") for d in range(5)])
+    researcher = await make_user(session)
+    set_clock(lambda: datetime(2026, 12, 5, 19, 0, tzinfo=LOCAL_TZ))  # Saturday
+    await login_web(session, client, researcher)
+    page = await client.get(f"/instruments/{inst.id}/book")
+    assert "2026-12-07 起一周" in page.text and 'value="2026-12-07"' in page.text  # Monday
+    fragment = await client.get(f"/instruments/{inst.id}/week", headers={"HX-Request": "true"})
+    assert "周一 12/7" in fragment.text
+    # Asked for explicitly, the current week is shown as it is.
+    fragment = await client.get(f"/instruments/{inst.id}/week", params={"start": "2026-12-05"},
+                                headers={"HX-Request": "true"})
+    assert "周一 11/30" in fragment.text
+    # On a Tuesday the current week is the first view.
+    set_clock(lambda: datetime(2026, 12, 1, 9, 0, tzinfo=LOCAL_TZ))
+    assert "周一 11/30" in (await client.get(f"/instruments/{inst.id}/week", headers={"HX-Request": "true"})).text
