@@ -446,3 +446,9 @@ async def rename_chain(
     principal: ApiAdmin, session: SessionDep, chain_id: int, data: ChainCreate
 ) -> ChainPublic:
     return ChainPublic.model_validate(await service.rename_chain(session, principal, chain_id, data))
+
+
+@router.delete("/instrument-chains/{chain_id}", status_code=status.HTTP_204_NO_CONTENT,
+               summary="Delete an industrial-chain tag and its links to instruments")
+async def delete_chain(principal: ApiAdmin, session: SessionDep, chain_id: int) -> None:
+    await service.delete_chain(session, principal, chain_id)

@@ -317,6 +317,21 @@ async def chains(session: AsyncSession) -> list[Chain]:
     return list(await session.scalars(select(Chain).order_by(col(Chain.id))))
 
 
+async def chain_usage(session: AsyncSession, chain_id: int) -> int:
+    """How many instruments carry the chain tag."""
+    return int(await session.scalar(select(func.count()).select_from(IC).where(IC.c.chain_id == chain_id)) or 0)
+
+
+async def chain_usage_all(session: AsyncSession) -> dict[int, int]:
+    """Chain id -> how many instruments carry it (tags nobody carries are absent)."""
+    rows = await session.execute(select(IC.c.chain_id, func.count()).group_by(IC.c.chain_id))
+    return {int(cid): int(n) for cid, n in rows}
+
+
+async def delete_chain(session: AsyncSession, chain_id: int) -> None:
+    await session.execute(delete(CH).where(CH.c.id == chain_id))
+
+
 async def chain_ids_by_name(session: AsyncSession) -> dict[str, int]:
     return {name: cid for cid, name in await session.execute(select(CH.c.id, CH.c.name))}
 

@@ -479,15 +479,21 @@ async def _codes_context(session: SessionDep) -> dict[str, Any]:
     return {
         "categories": await repo.categories(session),
         "chains": await repo.chains(session),
+        "chain_usage": await repo.chain_usage_all(session),
         "errors": {},
         "values": {},
         "field_labels": FIELD_LABELS,
     }
 
 
+_CODES_DONE = {"chain_added": "已添加产业链标签", "chain_renamed": "已重命名产业链标签",
+               "chain_deleted": "已删除产业链标签及其与仪器的关联", "category_added": "已添加分类"}
+
+
 @router.get("/instruments/codes")
-async def codes_page(request: Request, session: SessionDep, principal: WebAdmin) -> Response:
-    return render(request, "instruments/codes.html", await _codes_context(session))
+async def codes_page(request: Request, session: SessionDep, principal: WebAdmin,
+                     did: Annotated[str, Query(pattern="^(" + "|".join(_CODES_DONE) + ")?$")] = "") -> Response:
+    return render(request, "instruments/codes.html", {**await _codes_context(session), "flash": _CODES_DONE.get(did)})
 
 
 async def _add_code(request: Request, session: SessionDep, section: str, data: dict[str, str],
@@ -501,7 +507,8 @@ async def _add_code(request: Request, session: SessionDep, section: str, data: d
         ctx.update(errors={section: errors_by_field(exc.problems) or {"_form": exc.detail}},
                    values={section: data}, flash=exc.detail, flash_kind="error")
         return render(request, "instruments/codes.html", ctx, status_code=exc.status)
-    return redirect(request, "/instruments/codes#categories" if section == "category" else "/instruments/codes#chains")
+    return redirect(request, "/instruments/codes?did=category_added#categories" if section == "category"
+                    else "/instruments/codes?did=chain_added#chains")
 
 
 @router.post("/instruments/codes/categories")
@@ -518,6 +525,28 @@ async def add_chain(request: Request, session: SessionDep, principal: WebAdmin) 
     data = {"name": str(form.get("name") or "").strip()}
     return await _add_code(request, session, "chain", data,
                            lambda payload: service.add_chain(session, principal, payload))
+
+
+@router.post("/instruments/codes/chains/{chain_id:int}")
+async def rename_chain(request: Request, session: SessionDep, principal: WebAdmin, chain_id: int) -> Response:
+    form = await request.form()
+    data = {"name": str(form.get("name") or "").strip()}
+    try:
+        await service.rename_chain(session, principal, chain_id, parse_form(ChainCreate, data))
+    except DomainError as exc:
+        if exc.status == 404:
+            raise
+        ctx = await _codes_context(session)
+        ctx.update(errors={f"chain-{chain_id}": errors_by_field(exc.problems) or {"_form": exc.detail}},
+                   values={f"chain-{chain_id}": data}, flash=exc.detail, flash_kind="error")
+        return render(request, "instruments/codes.html", ctx, status_code=exc.status)
+    return redirect(request, "/instruments/codes?did=chain_renamed#chains")
+
+
+@router.post("/instruments/codes/chains/{chain_id:int}/delete")
+async def delete_chain(request: Request, session: SessionDep, principal: WebAdmin, chain_id: int) -> Response:
+    await service.delete_chain(session, principal, chain_id)
+    return redirect(request, "/instruments/codes?did=chain_deleted#chains")
 
 
 # ---- one instrument ---------------------------------------------------------------------------------------------

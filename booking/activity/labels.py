@@ -16,7 +16,7 @@ ACTION_LABELS = {
     "booking_block.created": "暂停预约资格", "booking_block.lifted": "恢复预约资格",
     "booking_series.created": "提交周期预约",
     "calendar_token.created": "创建日历订阅", "calendar_token.revoked": "撤销日历订阅",
-    "chain.created": "新增产业链标签", "chain.renamed": "重命名产业链标签",
+    "chain.created": "新增产业链标签", "chain.renamed": "重命名产业链标签", "chain.deleted": "删除产业链标签",
     "demo.bookings_seeded": "生成演示预约", "demo.seeded": "生成演示数据",
     "equivalence_group.created": "新建等效仪器组", "equivalence_group.member_added": "加入等效仪器",
     "equivalence_group.member_removed": "移出等效仪器", "equivalence_group.updated": "修改等效仪器组",
