@@ -37,6 +37,7 @@ from instruments.models import (
     InstrumentAccess,
     InstrumentChain,
     InstrumentHistory,
+    search_term_chain_counts,
 )
 from instruments.search_sql import (
     FACETS,
@@ -317,19 +318,26 @@ async def chains(session: AsyncSession) -> list[Chain]:
     return list(await session.scalars(select(Chain).order_by(col(Chain.id))))
 
 
-async def chain_usage(session: AsyncSession, chain_id: int) -> int:
-    """How many instruments carry the chain tag."""
-    return int(await session.scalar(select(func.count()).select_from(IC).where(IC.c.chain_id == chain_id)) or 0)
-
-
 async def chain_usage_all(session: AsyncSession) -> dict[int, int]:
     """Chain id -> how many instruments carry it (tags nobody carries are absent)."""
     rows = await session.execute(select(IC.c.chain_id, func.count()).group_by(IC.c.chain_id))
     return {int(cid): int(n) for cid, n in rows}
 
 
-async def delete_chain(session: AsyncSession, chain_id: int) -> None:
+async def delete_chain(session: AsyncSession, chain_id: int) -> int:
+    """Delete a chain tag and its links; returns how many instruments carried it.
+
+    The links go first, in one plain DELETE, rather than by the foreign key's cascade: the statement triggers on
+    instrument_chains then see every removed link in one transition table and, in one pass, rewrite those
+    instruments' kept postings (`chain_ids`) and move their per-chain counts off this chain. Its rows in
+    search_term_chain_counts are all zero after that; they go too, so nothing is kept for an id no chain has (the
+    kept counts are keyed by id and outlive a tag otherwise). No other writer can touch them meanwhile: only a
+    posting carrying this chain moves them, none is left, and a new link waits on the chain row the caller locked
+    and then fails on the foreign key."""
+    removed = await session.execute(delete(IC).where(IC.c.chain_id == chain_id))
+    await session.execute(delete(search_term_chain_counts).where(search_term_chain_counts.c.chain_id == chain_id))
     await session.execute(delete(CH).where(CH.c.id == chain_id))
+    return int(removed.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def chain_ids_by_name(session: AsyncSession) -> dict[str, int]:

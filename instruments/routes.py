@@ -488,12 +488,31 @@ async def _codes_context(session: SessionDep) -> dict[str, Any]:
 
 _CODES_DONE = {"chain_added": "已添加产业链标签", "chain_renamed": "已重命名产业链标签",
                "chain_deleted": "已删除产业链标签及其与仪器的关联", "category_added": "已添加分类"}
+_CHAIN_NAME_LABEL = "标签名称"
+_MAX_ID = 2**31 - 1
+
+
+def _codes_flash(did: str, chains: list[Any], chain_id: int | None, n: int | None) -> str | None:
+    """What the last change on the page did, in words. Only ids and a count come through the address (and the
+    names from the database), so a crafted link cannot make the page say arbitrary text."""
+    name = next((c.name for c in chains if c.id == chain_id), None)
+    if did == "chain_added" and name is not None:
+        return f"已添加产业链标签「{name}」"
+    if did == "chain_renamed" and name is not None:
+        return f"已将产业链标签重命名为「{name}」"
+    if did == "chain_deleted" and n is not None:
+        return (f"已删除产业链标签，{n} 台仪器上的该标签已一并移除" if n
+                else "已删除产业链标签（没有仪器标注它）")
+    return _CODES_DONE.get(did)
 
 
 @router.get("/instruments/codes")
 async def codes_page(request: Request, session: SessionDep, principal: WebAdmin,
-                     did: Annotated[str, Query(pattern="^(" + "|".join(_CODES_DONE) + ")?$")] = "") -> Response:
-    return render(request, "instruments/codes.html", {**await _codes_context(session), "flash": _CODES_DONE.get(did)})
+                     did: Annotated[str, Query(pattern="^(" + "|".join(_CODES_DONE) + ")?$")] = "",
+                     chain: Annotated[int | None, Query(ge=1, le=_MAX_ID)] = None,
+                     n: Annotated[int | None, Query(ge=0, le=_MAX_ID)] = None) -> Response:
+    ctx = await _codes_context(session)
+    return render(request, "instruments/codes.html", {**ctx, "flash": _codes_flash(did, ctx["chains"], chain, n)})
 
 
 async def _add_code(request: Request, session: SessionDep, section: str, data: dict[str, str],
@@ -501,14 +520,15 @@ async def _add_code(request: Request, session: SessionDep, section: str, data: d
     """Validate with the API's model (parse_form), add, and on any problem re-render the codes page with the
     section's errors."""
     try:
-        await add(parse_form(CategoryCreate if section == "category" else ChainCreate, data))
+        async with session.begin_nested():  # a refused addition leaves nothing behind the page's own commit
+            added = await add(parse_form(CategoryCreate if section == "category" else ChainCreate, data))
     except DomainError as exc:
         ctx = await _codes_context(session)
         ctx.update(errors={section: errors_by_field(exc.problems) or {"_form": exc.detail}},
                    values={section: data}, flash=exc.detail, flash_kind="error")
         return render(request, "instruments/codes.html", ctx, status_code=exc.status)
     return redirect(request, "/instruments/codes?did=category_added#categories" if section == "category"
-                    else "/instruments/codes?did=chain_added#chains")
+                    else f"/instruments/codes?did=chain_added&chain={added.id}#chain-{added.id}")
 
 
 @router.post("/instruments/codes/categories")
@@ -532,21 +552,25 @@ async def rename_chain(request: Request, session: SessionDep, principal: WebAdmi
     form = await request.form()
     data = {"name": str(form.get("name") or "").strip()}
     try:
-        await service.rename_chain(session, principal, chain_id, parse_form(ChainCreate, data))
+        async with session.begin_nested():  # a refused rename leaves nothing behind the page's own commit
+            await service.rename_chain(session, principal, chain_id, parse_form(ChainCreate, data))
     except DomainError as exc:
-        if exc.status == 404:
+        if exc.status in (403, 404):
             raise
+        # The row's form again, with what was typed and the problem; the flash names the tag and the field.
         ctx = await _codes_context(session)
-        ctx.update(errors={f"chain-{chain_id}": errors_by_field(exc.problems) or {"_form": exc.detail}},
-                   values={f"chain-{chain_id}": data}, flash=exc.detail, flash_kind="error")
+        problems = [f"{_CHAIN_NAME_LABEL}：{p.message}" for p in exc.problems] or [exc.detail]
+        current = next((c.name for c in ctx["chains"] if c.id == chain_id), "")
+        ctx.update(errors={f"chain-{chain_id}": {"name": "；".join(problems)}}, values={f"chain-{chain_id}": data},
+                   flash=f"未能重命名产业链标签「{current}」。{'；'.join(problems)}", flash_kind="error")
         return render(request, "instruments/codes.html", ctx, status_code=exc.status)
-    return redirect(request, "/instruments/codes?did=chain_renamed#chains")
+    return redirect(request, f"/instruments/codes?did=chain_renamed&chain={chain_id}#chain-{chain_id}")
 
 
 @router.post("/instruments/codes/chains/{chain_id:int}/delete")
 async def delete_chain(request: Request, session: SessionDep, principal: WebAdmin, chain_id: int) -> Response:
-    await service.delete_chain(session, principal, chain_id)
-    return redirect(request, "/instruments/codes?did=chain_deleted#chains")
+    carried = await service.delete_chain(session, principal, chain_id)
+    return redirect(request, f"/instruments/codes?did=chain_deleted&n={carried}#chains")
 
 
 # ---- one instrument ---------------------------------------------------------------------------------------------

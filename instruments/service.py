@@ -612,13 +612,35 @@ async def add_category(session: AsyncSession, actor: Principal, data: CategoryCr
     return cat
 
 
+def _duplicate_chain(name: str) -> Conflict:
+    return Conflict(f"已有名为「{name}」的产业链标签",
+                    problems=[Problem("name", "duplicate", "已有同名产业链标签")])
+
+
+async def _chain(session: AsyncSession, chain_id: int, *, for_update: bool = False) -> Chain:
+    # An id the column cannot hold is simply not there (asyncpg would refuse it as a parameter: a 500).
+    chain = await session.get(Chain, chain_id, with_for_update=for_update) if 0 < chain_id < 2**31 else None
+    if chain is None:
+        raise NotFound(f"产业链标签 {chain_id} 不存在")
+    return chain
+
+
+async def _flush_chain(session: AsyncSession, name: str) -> None:
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # the unique name, taken meanwhile by another admin: same answer as the pre-check
+        if "uq_chains_name" in str(exc.orig):
+            raise _duplicate_chain(name) from None
+        raise
+
+
 async def add_chain(session: AsyncSession, actor: Principal, data: ChainCreate) -> Chain:
     _require_admin(actor)
     if data.name in await repo.chain_ids_by_name(session):
-        raise Conflict("已有同名产业链标签", problems=[Problem("name", "duplicate", "已有同名产业链标签")])
+        raise _duplicate_chain(data.name)
     chain = Chain(name=data.name)
     session.add(chain)
-    await session.flush()
+    await _flush_chain(session, data.name)
     record(
         session,
         actor_id=actor.id,
@@ -631,16 +653,19 @@ async def add_chain(session: AsyncSession, actor: Principal, data: ChainCreate) 
 
 
 async def rename_chain(session: AsyncSession, actor: Principal, chain_id: int, data: ChainCreate) -> Chain:
+    """Rename a chain tag (validated as when adding one). Instruments link the tag by id, so they carry the new
+    name at once; the search counts are kept by id and do not change. The same name again changes nothing and
+    records nothing."""
     _require_admin(actor)
-    chain = await session.get(Chain, chain_id)
-    if chain is None:
-        raise NotFound(f"产业链标签 {chain_id} 不存在")
+    chain = await _chain(session, chain_id, for_update=True)  # locked: `before` is the name this rename replaces
+    if data.name == chain.name:
+        return chain
     clash = (await repo.chain_ids_by_name(session)).get(data.name)
     if clash is not None and clash != chain_id:
-        raise Conflict("已有同名产业链标签", problems=[Problem("name", "duplicate", "已有同名产业链标签")])
+        raise _duplicate_chain(data.name)
     before = chain.name
     chain.name = data.name
-    await session.flush()
+    await _flush_chain(session, data.name)
     record(
         session,
         actor_id=actor.id,
@@ -654,18 +679,23 @@ async def rename_chain(session: AsyncSession, actor: Principal, chain_id: int, d
 
 
 async def delete_chain(session: AsyncSession, actor: Principal, chain_id: int) -> int:
-    """Delete an industrial-chain tag and its links to instruments (one statement: the links go by the foreign
-    key's cascade, and the search triggers on the links keep the counts exact). Returns how many instruments
-    carried it."""
+    """Delete an industrial-chain tag with its links to instruments (the instruments stay, without the tag).
+    Returns how many instruments carried it, which the activity record keeps with the name."""
     _require_admin(actor)
-    chain = await session.get(Chain, chain_id, with_for_update=True)
-    if chain is None:
-        raise NotFound(f"产业链标签 {chain_id} 不存在")
-    carried = await repo.chain_usage(session, chain_id)
+    # Locked first: an instrument edit linking the tag now waits for this delete (and then finds it gone), so the
+    # links removed are all there were.
+    chain = await _chain(session, chain_id, for_update=True)
     name = chain.name
-    await repo.delete_chain(session, chain_id)
-    record(session, actor_id=actor.id, action="chain.deleted", target_type="chain", target_id=chain_id,
-           before={"name": name, "instruments": carried})
+    carried = await repo.delete_chain(session, chain_id)
+    session.expunge(chain)  # deleted by a statement, not through the session
+    record(
+        session,
+        actor_id=actor.id,
+        action="chain.deleted",
+        target_type="chain",
+        target_id=chain_id,
+        before={"name": name, "instruments": carried},
+    )
     return carried
 
 
