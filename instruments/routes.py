@@ -389,7 +389,10 @@ async def create(request: Request, session: SessionDep, principal: WebManager) -
             request, session, principal, values=values, instrument=None, chain_values=data["chains"]
         )
     try:
-        inst = await service.create_instrument(session, principal, _validate(InstrumentCreate, data))
+        # A savepoint: a refusal after the first writes (an asset number or a tag taken or deleted meanwhile)
+        # leaves nothing behind the re-rendered form's commit, and the session usable to render it.
+        async with session.begin_nested():
+            inst = await service.create_instrument(session, principal, _validate(InstrumentCreate, data))
     except DomainError as exc:
         return await _rerender_failed(request, session, principal, form, data, exc, instrument=None)
     return redirect(request, f"/instruments/{inst.id}?created=1")
@@ -634,7 +637,8 @@ async def update(
             request, session, principal, values=values, instrument=inst, chain_values=data["chains"]
         )
     try:
-        await service.update_instrument(session, principal, instrument_id, _validate(InstrumentUpdate, data))
+        async with session.begin_nested():  # as in create: a late refusal leaves nothing behind
+            await service.update_instrument(session, principal, instrument_id, _validate(InstrumentUpdate, data))
     except DomainError as exc:
         if exc.status in (403, 404):
             raise
@@ -667,8 +671,9 @@ async def grant_access(request: Request, session: SessionDep, principal: WebMana
         if not who:
             raise RuleViolation("请填写用户", problems=[Problem("user", "missing", "请填写用户邮箱或编号")])
         by_id = who.isascii() and who.isdecimal()
-        _, user = await service.grant_access(session, principal, instrument_id, int(who) if by_id else None,
-                                             email=None if by_id else who)
+        async with session.begin_nested():  # a refused grant leaves nothing behind the re-rendered page's commit
+            _, user = await service.grant_access(session, principal, instrument_id, int(who) if by_id else None,
+                                                 email=None if by_id else who)
     except DomainError as exc:
         if exc.status in (403, 404):
             raise

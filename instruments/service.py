@@ -411,9 +411,33 @@ async def create_instrument(
     return inst
 
 
+def _chains_gone(names: list[str]) -> RuleViolation:
+    which = "、".join(f"「{n}」" for n in names) if names else "所选产业链标签中有的"
+    message = f"{which}刚被管理员删除，请刷新页面后重新选择产业链标签"
+    return RuleViolation(message, problems=[Problem("chains", "unknown_chain", message)])
+
+
 async def _set_chains(session: AsyncSession, instrument_id: int, names: list[str]) -> None:
     ids = await repo.chain_ids_by_name(session)
-    await repo.set_chains(session, instrument_id, sorted({ids[n] for n in names}))
+    gone = sorted(set(names) - ids.keys())  # validated a moment ago, deleted since
+    if gone:
+        raise _chains_gone(gone)
+    await repo.clear_chains(session, [instrument_id])
+    await _link_chains(session, [{"instrument_id": instrument_id, "chain_id": ids[n]} for n in sorted(set(names))])
+
+
+async def _link_chains(session: AsyncSession, links: list[dict[str, int | None]]) -> None:
+    """Link instruments to chain tags. A tag an admin deletes meanwhile (delete_chain holds its row locked, the
+    link's foreign key waits for it and then finds it gone) is the user's 422, not a 500."""
+    if not links:
+        return
+    try:
+        async with session.begin_nested():
+            await repo.add_chain_links(session, links)
+    except IntegrityError as exc:
+        if "fk_instrument_chains_chain_id_chains" in str(exc.orig):
+            raise _chains_gone([]) from None
+        raise
 
 
 async def _managed_live(session: AsyncSession, actor: Principal, instrument_id: int, verb: str) -> Instrument:
@@ -777,8 +801,7 @@ async def import_rows(
         await repo.clear_chains(session, [inst.id for inst, _c in rechained])  # type: ignore[misc]
     for inst, new_chains in rechained:
         links += [{"instrument_id": inst.id, "chain_id": chain_ids[n]} for n in sorted(set(new_chains))]
-    if links:
-        await repo.add_chain_links(session, links)
+    await _link_chains(session, links)
     moved = [inst for inst, _b, _a, history, _c in updated if history]
     if moved:
         at = utcnow()

@@ -53,7 +53,8 @@ async def _profile_action(request: Request, session: SessionDep, principal: WebU
                           action: object) -> Response:
     form = await request.form()
     try:
-        flash = await action(dict(form))  # type: ignore[operator]
+        async with session.begin_nested():  # a refused change leaves nothing behind the re-rendered page's commit
+            flash = await action(dict(form))  # type: ignore[operator]
     except DomainError as exc:
         ctx = await _profile_context(session, principal)
         ctx.update({"errors": {section: errors_by_field(exc.problems) or {"_form": exc.detail}},
@@ -152,7 +153,8 @@ async def add_facility(request: Request, session: SessionDep, principal: WebUser
                        inst: WebAdministeredInstitution) -> Response:
     form = dict(await request.form())
     try:
-        await service.create_facility(session, principal, institution_id, parse_form(FacilityCreate, form))
+        async with session.begin_nested():  # a refused addition leaves nothing behind the re-rendered page's commit
+            await service.create_facility(session, principal, institution_id, parse_form(FacilityCreate, form))
     except DomainError as exc:
         return await _institution_page(request, session, principal, institution_id, error=exc, form=form)
     return redirect(request, f"/institutions/{institution_id}")
@@ -165,7 +167,8 @@ async def edit_institution(request: Request, session: SessionDep, principal: Web
     try:
         # The 市州 of an institution is changed by platform admins through the API only.
         data = parse_form(InstitutionUpdate, {k: v for k, v in form.items() if k != "city_code"})
-        await service.update_institution(session, principal, institution_id, data)
+        async with session.begin_nested():  # a refused change leaves nothing behind the re-rendered page's commit
+            await service.update_institution(session, principal, institution_id, data)
     except DomainError as exc:
         return await _institution_page(request, session, principal, institution_id, error=exc, form=form)
     return redirect(request, f"/institutions/{institution_id}")

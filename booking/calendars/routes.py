@@ -56,7 +56,8 @@ async def create_token(request: Request, session: SessionDep, principal: WebUser
 @router.post("/calendar/token/revoke")
 async def revoke_token(request: Request, session: SessionDep, principal: WebUser) -> Response:
     try:
-        await service.revoke_token(session, principal)
+        async with session.begin_nested():  # a refused revocation leaves nothing behind the page's commit
+            await service.revoke_token(session, principal)
     except DomainError as exc:
         return await _page(request, session, principal, flash=exc.detail, flash_kind="error")
     return await _page(request, session, principal, flash="订阅地址已撤销，使用它的日历将不再更新。")
