@@ -445,7 +445,8 @@ async def add_chain(principal: ApiAdmin, session: SessionDep, data: ChainCreate)
 async def rename_chain(
     principal: ApiAdmin, session: SessionDep, chain_id: int, data: ChainCreate
 ) -> ChainPublic:
-    return ChainPublic.model_validate(await service.rename_chain(session, principal, chain_id, data))
+    chain, _renamed = await service.rename_chain(session, principal, chain_id, data)
+    return ChainPublic.model_validate(chain)
 
 
 @router.delete("/instrument-chains/{chain_id}", status_code=status.HTTP_204_NO_CONTENT,

@@ -490,6 +490,7 @@ async def _codes_context(session: SessionDep) -> dict[str, Any]:
 
 
 _CODES_DONE = {"chain_added": "已添加产业链标签", "chain_renamed": "已重命名产业链标签",
+               "chain_unchanged": "名称未改变，产业链标签保持原样",
                "chain_deleted": "已删除产业链标签及其与仪器的关联", "category_added": "已添加分类"}
 _CHAIN_NAME_LABEL = "标签名称"
 _MAX_ID = 2**31 - 1
@@ -503,6 +504,8 @@ def _codes_flash(did: str, chains: list[Any], chain_id: int | None, n: int | Non
         return f"已添加产业链标签「{name}」"
     if did == "chain_renamed" and name is not None:
         return f"已将产业链标签重命名为「{name}」"
+    if did == "chain_unchanged" and name is not None:
+        return f"名称未改变，产业链标签「{name}」保持原样"
     if did == "chain_deleted" and n is not None:
         return (f"已删除产业链标签，{n} 台仪器上的该标签已一并移除" if n
                 else "已删除产业链标签（没有仪器标注它）")
@@ -556,7 +559,7 @@ async def rename_chain(request: Request, session: SessionDep, principal: WebAdmi
     data = {"name": str(form.get("name") or "").strip()}
     try:
         async with session.begin_nested():  # a refused rename leaves nothing behind the page's own commit
-            await service.rename_chain(session, principal, chain_id, parse_form(ChainCreate, data))
+            _chain, renamed = await service.rename_chain(session, principal, chain_id, parse_form(ChainCreate, data))
     except DomainError as exc:
         if exc.status in (403, 404):
             raise
@@ -567,7 +570,8 @@ async def rename_chain(request: Request, session: SessionDep, principal: WebAdmi
         ctx.update(errors={f"chain-{chain_id}": {"name": "；".join(problems)}}, values={f"chain-{chain_id}": data},
                    flash=f"未能重命名产业链标签「{current}」。{'；'.join(problems)}", flash_kind="error")
         return render(request, "instruments/codes.html", ctx, status_code=exc.status)
-    return redirect(request, f"/instruments/codes?did=chain_renamed&chain={chain_id}#chain-{chain_id}")
+    did = "chain_renamed" if renamed else "chain_unchanged"
+    return redirect(request, f"/instruments/codes?did={did}&chain={chain_id}#chain-{chain_id}")
 
 
 @router.post("/instruments/codes/chains/{chain_id:int}/delete")

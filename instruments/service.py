@@ -676,14 +676,16 @@ async def add_chain(session: AsyncSession, actor: Principal, data: ChainCreate) 
     return chain
 
 
-async def rename_chain(session: AsyncSession, actor: Principal, chain_id: int, data: ChainCreate) -> Chain:
-    """Rename a chain tag (validated as when adding one). Instruments link the tag by id, so they carry the new
-    name at once; the search counts are kept by id and do not change. The same name again changes nothing and
-    records nothing."""
+async def rename_chain(
+    session: AsyncSession, actor: Principal, chain_id: int, data: ChainCreate
+) -> tuple[Chain, bool]:
+    """Rename a chain tag (validated as when adding one); returns the tag and whether its name changed.
+    Instruments link the tag by id, so they carry the new name at once; the search counts are kept by id and do
+    not change. The same name again changes nothing and records nothing."""
     _require_admin(actor)
     chain = await _chain(session, chain_id, for_update=True)  # locked: `before` is the name this rename replaces
     if data.name == chain.name:
-        return chain
+        return chain, False
     clash = (await repo.chain_ids_by_name(session)).get(data.name)
     if clash is not None and clash != chain_id:
         raise _duplicate_chain(data.name)
@@ -699,7 +701,7 @@ async def rename_chain(session: AsyncSession, actor: Principal, chain_id: int, d
         before={"name": before},
         after={"name": chain.name},
     )
-    return chain
+    return chain, True
 
 
 async def delete_chain(session: AsyncSession, actor: Principal, chain_id: int) -> int:

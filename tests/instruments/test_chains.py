@@ -315,6 +315,18 @@ class TestCodesPage:
         [entry] = await _entries(session, "chain.renamed", doomed.id)
         assert (entry.before, entry.after) == ({"name": "待删除的链"}, {"name": "改名后的链"})
 
+    async def test_rename_to_the_same_name_says_nothing_changed(
+        self, client: httpx.AsyncClient, session: AsyncSession, tagged: dict[str, Any]
+    ) -> None:
+        kept = tagged["kept"]
+        await login_web(session, client, await make_user(session, role="platform_admin"))
+        r = await client.post(f"/instruments/codes/chains/{kept.id}", data={"name": "保留的链"})
+        assert r.status_code == 303
+        assert r.headers["location"] == f"/instruments/codes?did=chain_unchanged&chain={kept.id}#chain-{kept.id}"
+        page = (await client.get(r.headers["location"])).text
+        assert "名称未改变，产业链标签「保留的链」保持原样" in page and "重命名为" not in page
+        assert await _entries(session, "chain.renamed", kept.id) == []
+
     @pytest.mark.parametrize(
         ("name", "status", "error"),
         [
