@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +30,38 @@ def _server_url() -> tuple[str, str | None]:
 def _with_database(dsn: str, database: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+def as_role(url: str, role: str, password: str) -> str:
+    """`url` logging in as `role` instead."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"{role}:{password}@{host}", parts.path, parts.query, parts.fragment))
+
+
+async def create_capped_role(admin_dsn: str, role: str, connections: int) -> str:
+    """A login role allowed `connections` connections at once, with the admin's privileges by membership; returns
+    its password. It is no superuser, so the cap applies: the server refuses its next connection with SQLSTATE
+    53300, as at max_connections, without taking slots from anything else on a shared cluster."""
+    password = secrets.token_hex(16)
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        admin = await conn.fetchval("SELECT current_user")
+        await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await conn.execute(f"""CREATE ROLE "{role}" LOGIN PASSWORD '{password}' CONNECTION LIMIT {int(connections)}""")
+        await conn.execute(f'GRANT "{admin}" TO "{role}"')
+    finally:
+        await conn.close()
+    return password
+
+
+async def drop_role(admin_dsn: str, role: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role)
+        await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+    finally:
+        await conn.close()
 
 
 async def _create(admin_dsn: str, name: str) -> None:

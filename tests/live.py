@@ -51,17 +51,18 @@ class Scratch:
     def engine(self, **kw: Any) -> AsyncEngine:
         return make_engine(self.url, **kw)
 
-    def start_server(self, port: int | None = None, workers: int = 1, log_name: str = "server") -> str:
+    def start_server(self, port: int | None = None, workers: int = 1, log_name: str = "server",
+                     env: dict[str, str] | None = None) -> str:
         port = port or free_port()
-        env = {**os.environ, "DATABASE_URL": self.url, "BOOKING_LOG_LEVEL": "WARNING", "BOOKING_LOG_JSON": "false",
-               "BOOKING_DB_POOL_SIZE": "40", "BOOKING_DB_MAX_OVERFLOW": "10"}
+        environ = {**os.environ, "DATABASE_URL": self.url, "BOOKING_LOG_LEVEL": "WARNING", "BOOKING_LOG_JSON": "false",
+                   "BOOKING_DB_POOL_SIZE": "40", "BOOKING_DB_MAX_OVERFLOW": "10", **(env or {})}
         logs = REPO / "test-artifacts"
         logs.mkdir(exist_ok=True)
         out = open(logs / f"{log_name}-{port}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "booking.app:create_app", "--factory", "--host", "127.0.0.1",
              "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+            env=environ, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         self.servers.append(proc)
         self.logs.append(out)
         base = f"http://127.0.0.1:{port}"

@@ -14,7 +14,10 @@ from typing import Annotated, Any
 from fastapi import Depends
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
+from sqlalchemy.util import queue as sqla_queue
 
 from booking.core.errors import DomainError
 from booking.core.settings import Settings, get_settings
@@ -56,9 +59,53 @@ def resolve_database_url(settings: Settings | None = None, database: str = APP_D
     return url
 
 
+# SQLSTATE 53300: the server has no connection slot left (max_connections, or a role's or database's limit).
+_TOO_MANY_CONNECTIONS = "53300"
+
+
+def _refused_for_slots(exc: BaseException) -> bool:
+    current: BaseException | None = exc
+    while current is not None:
+        if getattr(current, "sqlstate", None) == _TOO_MANY_CONNECTIONS:
+            return True
+        current = current.__cause__
+    return False
+
+
+class SlotWaitingPool(AsyncAdaptedQueuePool):
+    """A pool that, when the server refuses an overflow connection for want of slots, waits for one of the
+    connections it already holds instead of failing the request.
+
+    A burst (200 requests for one slot across two processes) grows every process's pool into its overflow at once,
+    and with a few other clients on the server the pools together ask for more than max_connections. The refusal
+    is load, not an outage: this process's own connections come back within milliseconds, and the request that
+    waits for one gets its real answer (a 409 for a taken slot) instead of a 503. With none checked out there is
+    nothing to wait for, and the refusal stands (503, database unavailable).
+
+    Overrides QueuePool's private `_do_get` (the same from SQLAlchemy 2.0 to 2.1); tests/core/test_db.py pins the
+    behaviour, so an upgrade that changes it fails there.
+    """
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        try:
+            return super()._do_get()
+        except Exception as exc:
+            if not _refused_for_slots(exc) or self.checkedout() == 0:
+                raise
+        try:
+            return self._pool.get(True, self._timeout)
+        except sqla_queue.Empty:
+            pass
+        raise PoolTimeoutError(
+            f"no connection slot on the server and none of this pool's {self.checkedout()} "
+            f"came back within {self._timeout:.0f} s"
+        )
+
+
 def make_engine(url: str, settings: Settings | None = None, **overrides: Any) -> AsyncEngine:
     settings = settings or get_settings()
     options: dict[str, Any] = {
+        "poolclass": SlotWaitingPool,
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         # Not SQLAlchemy's pre-ping, which costs round trips on every checkout: _ping_idle_connections pings only

@@ -1,13 +1,21 @@
 """The request's session (booking.core.db._request_session): committed when the request touched it, left alone when
-it did not."""
+it did not. The pool (SlotWaitingPool): a server out of connection slots makes a request wait, not fail."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from booking.core.db import _request_session, _used
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from booking.core.db import _request_session, _used, make_engine
 from instruments.models import Chain
+from tests.db import TestDatabase, as_role, create_capped_role, drop_role
 
 
 async def _finish(gen) -> None:  # type: ignore[no-untyped-def]
@@ -54,3 +62,56 @@ async def test_used_means_a_transaction_or_objects(session: AsyncSession) -> Non
         assert _used(fresh), touch
         await fresh.rollback()
         await fresh.close()
+
+
+class TestSlotWaitingPool:
+    """The server refusing a connection for want of slots (SQLSTATE 53300) is load while the pool holds
+    connections that will come back, and an outage only when it holds none."""
+
+    @pytest.fixture
+    async def capped(self, test_database: TestDatabase) -> AsyncIterator[Callable[[int], Awaitable[str]]]:
+        roles: list[str] = []
+
+        async def make(connections: int) -> str:
+            role = f"booking_slots_{os.getpid()}_{len(roles)}"
+            roles.append(role)
+            return as_role(
+                test_database.url, role, await create_capped_role(test_database.admin_dsn, role, connections)
+            )
+
+        yield make
+        for role in roles:
+            await drop_role(test_database.admin_dsn, role)
+
+    async def test_a_refused_overflow_connection_waits_for_a_held_one(
+        self, capped: Callable[[int], Awaitable[str]]
+    ) -> None:
+        engine = make_engine(await capped(1), pool_size=1, max_overflow=5, pool_timeout=10)
+        held = await engine.connect()
+        try:
+            await held.execute(text("SELECT 1"))
+            waiting = asyncio.create_task(_select_one(engine))
+            await asyncio.sleep(0.5)
+            assert not waiting.done()  # refused by the server, now queued for the held connection
+            await held.close()
+            assert await asyncio.wait_for(waiting, 10) == 1
+            assert engine.pool.checkedout() == 0
+        finally:
+            await held.close()
+            await engine.dispose()
+
+    async def test_a_refusal_with_nothing_held_fails_at_once(self, capped: Callable[[int], Awaitable[str]]) -> None:
+        engine = make_engine(await capped(0), pool_size=1, max_overflow=5, pool_timeout=10)
+        try:
+            started = time.perf_counter()
+            with pytest.raises(DBAPIError) as refused:
+                await _select_one(engine)
+            assert getattr(refused.value.orig, "sqlstate", None) == "53300"
+            assert time.perf_counter() - started < 5
+        finally:
+            await engine.dispose()
+
+
+async def _select_one(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text("SELECT 1"))).scalar_one())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.db import TestDatabase
+from tests.db import TestDatabase, as_role, create_capped_role, drop_role
 from tests.live import OVERLAPS_SQL, Scratch, seed_booking_world
 
 pytestmark = pytest.mark.race
@@ -70,6 +71,32 @@ def test_two_processes_same_slot_one_winner(world: tuple[Scratch, dict[str, Any]
     scratch, data, servers = world
     start = datetime(2031, 3, 3, 1, 0, tzinfo=UTC)
     statuses = asyncio.run(_fire(servers, data["tokens"], data["instrument_id"], [(start, start + timedelta(hours=2))]))
+    assert statuses.count(201) == 1, statuses
+    assert statuses.count(409) == len(statuses) - 1, statuses
+    assert _scalar(scratch, OVERLAPS_SQL) == 0
+
+
+def test_storm_with_the_database_short_of_connections_still_answers_409(
+        world: tuple[Scratch, dict[str, Any], list[str]]) -> None:
+    """The bench's storm once answered a few 503s: each process's pool grew into its overflow at once, and the
+    server, at max_connections with another client on it, refused the extra connections (SQLSTATE 53300). Here
+    a role capped at 8 connections stands in for the full server, under two processes whose pools could open 20."""
+    scratch, data, _ = world
+    role = f"booking_capped_{os.getpid()}"
+    password = asyncio.run(create_capped_role(scratch.admin_dsn, role, 8))
+    env = {"DATABASE_URL": as_role(scratch.url, role, password),
+           "BOOKING_DB_POOL_SIZE": "3", "BOOKING_DB_MAX_OVERFLOW": "7"}
+    first = len(scratch.servers)
+    try:
+        capped = [scratch.start_server(log_name=name, env=env) for name in ("capped-a", "capped-b")]
+        start = datetime(2031, 6, 2, 1, 0, tzinfo=UTC)
+        statuses = asyncio.run(_fire(capped, data["tokens"], data["instrument_id"],
+                                     [(start, start + timedelta(hours=2))]))
+    finally:
+        for proc in scratch.servers[first:]:
+            proc.terminate()
+            proc.wait(10)
+        asyncio.run(drop_role(scratch.admin_dsn, role))
     assert statuses.count(201) == 1, statuses
     assert statuses.count(409) == len(statuses) - 1, statuses
     assert _scalar(scratch, OVERLAPS_SQL) == 0
