@@ -9,12 +9,10 @@ from fastapi.responses import Response
 from pydantic import AwareDatetime
 
 from booking.auth.deps import ApiPrincipal, ApiUser
-from booking.core.clock import utcnow
 from booking.core.db import SessionDep
 from booking.core.errors import Problem, RuleViolation
 from booking.core.pagination import Page, PageDep
 from booking.reservations import calendars, service
-from booking.reservations import repository as repo
 from booking.reservations.models import Booking
 from booking.reservations.schemas import (
     AvailabilityOut,
@@ -29,7 +27,6 @@ from booking.reservations.schemas import (
     Slot,
 )
 from booking.usage import service as usage
-from booking.usage.models import ServiceRecord
 
 router = APIRouter(prefix="/api/v1", tags=["bookings"])
 
@@ -76,19 +73,12 @@ async def list_bookings(
     upcoming: bool | None = None,
 ) -> Page[BookingPublic]:
     if scope == "managed":
-        ids = await service_instrument_ids(session, principal)
-        rows, total = await repo.list_for_instruments(session, ids, status=status_filter, start=None, end=None,
-                                                      limit=page.limit, offset=page.offset)
+        rows, total = await service.managed_bookings(session, principal, status=status_filter, start=None, end=None,
+                                                     limit=page.limit, offset=page.offset)
     else:
-        rows, total = await repo.list_for_user(session, principal.id, status=status_filter, upcoming=upcoming,
-                                               now=utcnow(), limit=page.limit, offset=page.offset)
+        rows, total = await service.my_bookings(session, principal, status=status_filter, upcoming=upcoming,
+                                                limit=page.limit, offset=page.offset)
     return Page(items=[public(b) for b in rows], total=total, limit=page.limit, offset=page.offset)
-
-
-async def service_instrument_ids(session: SessionDep, principal: ApiUser) -> list[int] | None:
-    from booking.reservations.queue import managed_instrument_ids
-
-    return await managed_instrument_ids(session, principal)
 
 
 @router.get("/bookings/{booking_id}.ics", summary="The booking as an iCalendar file",
@@ -139,11 +129,7 @@ async def record_service(session: SessionDep, principal: ApiUser, booking_id: in
 
 
 async def _record_of(session: SessionDep, booking_id: int) -> ServiceRecordPublic:
-    from sqlalchemy import select
-    from sqlmodel import col
-
-    rec = (await session.scalars(select(ServiceRecord).where(col(ServiceRecord.booking_id) == booking_id))).one()
-    return ServiceRecordPublic.model_validate(rec)
+    return ServiceRecordPublic.model_validate(await usage.record_of_booking(session, booking_id))
 
 
 @router.post("/bookings/{booking_id}/{action}", response_model=BookingPublic,
@@ -160,14 +146,8 @@ async def act(session: SessionDep, principal: ApiUser, booking_id: int, action: 
 
 @router.get("/service-records", response_model=Page[ServiceRecordPublic], summary="My service records")
 async def my_records(session: SessionDep, principal: ApiUser, page: PageDep) -> Page[ServiceRecordPublic]:
-    from sqlalchemy import func, select
-    from sqlmodel import col
-
-    stmt = select(ServiceRecord).where(col(ServiceRecord.user_id) == principal.id)
-    total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = await session.scalars(stmt.order_by(col(ServiceRecord.started_at).desc()).limit(page.limit)
-                                 .offset(page.offset))
-    return Page(items=[ServiceRecordPublic.model_validate(r) for r in rows], total=int(total or 0),
+    rows, total = await usage.my_records(session, principal, limit=page.limit, offset=page.offset)
+    return Page(items=[ServiceRecordPublic.model_validate(r) for r in rows], total=total,
                 limit=page.limit, offset=page.offset)
 
 

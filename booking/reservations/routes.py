@@ -10,8 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from booking.accounts import repository as accounts_repo
-from booking.accounts.models import Institution, User
+from booking.accounts.models import Institution
 from booking.auth.deps import CsrfDep, WebPrincipal, WebUser, load_web_principal
 from booking.auth.principal import Principal
 from booking.core.clock import LOCAL_TZ, to_local, utcnow
@@ -21,14 +20,12 @@ from booking.core.forms import errors_by_field, form_count, form_note
 from booking.core.settings import get_settings
 from booking.core.validation import problems_from_errors
 from booking.core.web import redirect, render
-from booking.reservations import repository as repo
 from booking.reservations import service
-from booking.reservations.models import SERVICE_MODE_LABELS, STATUS_LABELS, Booking
-from booking.reservations.queue import managed_instrument_ids
+from booking.reservations.models import SERVICE_MODE_LABELS, STATUS_LABELS
 from booking.reservations.schemas import BookingCreate
 from booking.reservations.week import Week, monday_of, week
 from booking.usage import service as usage
-from booking.usage.models import RATINGS, ServiceRecord
+from booking.usage.models import RATINGS
 from instruments.models import Instrument
 from instruments.service import get_visible, may_manage
 
@@ -210,21 +207,6 @@ async def book(request: Request, session: SessionDep, principal: WebUser, instru
     return render(request, "reservations/book.html", ctx, status_code=status)
 
 
-async def _rows(session: SessionDep, bookings: list[Booking]) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-    from sqlmodel import col
-
-    ids = {b.instrument_id for b in bookings}
-    instruments = {i.id: i for i in await session.scalars(select(Instrument).where(col(Instrument.id).in_(ids)))} if ids else {}
-    user_ids = {b.user_id for b in bookings}
-    users = {u.id: u for u in await session.scalars(select(User).where(col(User.id).in_(user_ids)))} if user_ids else {}
-    booking_ids = [b.id for b in bookings]
-    records = {r.booking_id: r for r in await session.scalars(
-        select(ServiceRecord).where(col(ServiceRecord.booking_id).in_(booking_ids)))} if booking_ids else {}
-    return [{"b": b, "inst": instruments.get(b.instrument_id), "user": users.get(b.user_id),
-             "record": records.get(b.id)} for b in bookings]
-
-
 # Rows per page of a user's bookings.
 MINE_PAGE = 50
 
@@ -236,15 +218,15 @@ async def my_bookings(request: Request, session: SessionDep, principal: WebUser,
                       created: Annotated[int | None, Query(ge=0)] = None,
                       skipped: Annotated[int | None, Query(ge=0)] = None,
                       cancelled: Annotated[int, Query(ge=0, le=1)] = 0) -> Response:
-    rows, total = await repo.list_for_user(session, principal.id, status=None, upcoming=not past, now=utcnow(),
-                                           limit=MINE_PAGE, offset=offset)
+    rows, total = await service.my_bookings(session, principal, status=None, upcoming=not past, limit=MINE_PAGE,
+                                            offset=offset)
     flash = None
     if created is not None:
         flash = f"已创建 {created} 个预约" + (f"，{skipped} 个时段因冲突或规则被跳过" if skipped else "")
     elif cancelled:
         flash = "已取消该预约"
     return render(request, "reservations/mine.html",
-                  _ctx(rows=await _rows(session, list(rows)), total=total, past=past, flash=flash, now=utcnow(),
+                  _ctx(rows=await service.booking_rows(session, list(rows)), total=total, past=past, flash=flash, now=utcnow(),
                        offset=offset, page_size=MINE_PAGE, params={"past": past or None}))
 
 
@@ -270,12 +252,12 @@ async def booking_detail(request: Request, session: SessionDep, principal: WebUs
                          did: Annotated[str | None, Query(pattern="^(" + "|".join(_DONE) + ")$")] = None
                          ) -> Response:
     booking, inst = await service.get_booking(session, principal, booking_id)
-    [row] = await _rows(session, [booking])
+    [row] = await service.booking_rows(session, [booking])
     is_manager = may_manage(principal, inst.institution_id, inst.facility_id)
     requester_institution = None
     if is_manager and row["user"] is not None and row["user"].institution_id is not None:
-        names = await accounts_repo.institution_names_of(session, [row["user"].institution_id])
-        requester_institution = names.get(row["user"].institution_id)
+        requester = await service.institution_of(session, row["user"].institution_id)
+        requester_institution = requester.name if requester is not None else None
     now = utcnow()
     early = timedelta(minutes=get_settings().check_in_early_min)
     return render(request, "reservations/detail.html",
@@ -326,18 +308,15 @@ async def queue(request: Request, session: SessionDep, principal: WebUser,
                 done: Annotated[int, Query(ge=0, le=10_000)] = 0,
                 did: Annotated[str, Query(pattern="^(approve|reject)?$")] = "",
                 skipped: Annotated[str, Query(pattern=r"^[0-9,]*$", max_length=2600)] = "") -> Response:
-    ids = await managed_instrument_ids(session, principal)
-    if ids == []:
-        raise Forbidden("只有仪器管理员可以查看审批队列")
     now = utcnow()
     if view == "pending":
-        rows, total = await repo.list_for_instruments(session, ids, status="pending", start=None, end=None,
-                                                      limit=QUEUE_PAGE, offset=offset)
+        rows, total = await service.managed_bookings(session, principal, status="pending", start=None, end=None,
+                                                     limit=QUEUE_PAGE, offset=offset)
     else:
         day_start = datetime.combine(to_local(now).date(), time(0), tzinfo=LOCAL_TZ)
         end = day_start + timedelta(days=1 if view == "today" else 14)
-        rows, total = await repo.list_for_instruments(session, ids, status=None, start=day_start, end=end,
-                                                      limit=QUEUE_PAGE, offset=offset)
+        rows, total = await service.managed_bookings(session, principal, status=None, start=day_start, end=end,
+                                                     limit=QUEUE_PAGE, offset=offset)
     verb = "批准" if did == "approve" else "拒绝"
     parts = [f"已{verb} {done} 个预约"] if done and did else []
     not_done = [i for i in skipped.split(",") if i]
@@ -346,7 +325,7 @@ async def queue(request: Request, session: SessionDep, principal: WebUser,
         parts.append(f"{len(not_done)} 个未能{verb}（{listed}），请打开该预约查看原因")
     flash = "；".join(parts) or None
     return render(request, "reservations/queue.html",
-                  _ctx(rows=await _rows(session, list(rows)), total=total, view=view, now=now, flash=flash,
+                  _ctx(rows=await service.booking_rows(session, list(rows)), total=total, view=view, now=now, flash=flash,
                        flash_kind="info" if not_done else "ok",
                        offset=offset, page_size=QUEUE_PAGE, params={"view": view}),
                   block="queue")

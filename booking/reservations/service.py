@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.dialects.postgresql import Range
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from booking.accounts import repository as accounts_repo
 from booking.accounts.models import Institution, User
 from booking.activity.service import record
 from booking.auth.principal import Principal
@@ -33,8 +34,11 @@ from booking.reservations.models import (
     BookingSeries,
     BookingStatus,
 )
+from booking.reservations.queue import managed_instrument_ids
 from booking.reservations.rules import TRANSITIONS, Actor, transition_problem
 from booking.reservations.schemas import BookingCreate
+from booking.usage import service as usage
+from instruments import repository as instruments_repo
 from instruments.models import STATUS_LABELS as INSTRUMENT_STATUS_LABELS
 from instruments.models import Instrument, SharingMode
 from instruments.service import get_visible, may_manage
@@ -629,3 +633,31 @@ async def lift_block(session: AsyncSession, actor: Principal, user_id: int, reas
 
 async def institution_of(session: AsyncSession, institution_id: int | None) -> Institution | None:
     return await session.get(Institution, institution_id) if institution_id else None
+
+
+async def my_bookings(session: AsyncSession, principal: Principal, *, status: str | None, upcoming: bool | None,
+                      limit: int, offset: int) -> tuple[Sequence[Booking], int]:
+    """The principal's own bookings (upcoming: soonest first; past or all: latest first) and how many there are."""
+    return await repo.list_for_user(session, principal.id, status=status, upcoming=upcoming, now=utcnow(),
+                                    limit=limit, offset=offset)
+
+
+async def managed_bookings(session: AsyncSession, principal: Principal, *, status: str | None,
+                           start: datetime | None, end: datetime | None, limit: int, offset: int
+                           ) -> tuple[Sequence[Booking], int]:
+    """Bookings of the instruments the principal manages (every instrument for a platform admin), by start."""
+    ids = await managed_instrument_ids(session, principal)
+    if ids == []:
+        raise Forbidden("只有仪器管理员可以查看所管理仪器的预约")
+    return await repo.list_for_instruments(session, ids, status=status, start=start, end=end, limit=limit,
+                                           offset=offset)
+
+
+async def booking_rows(session: AsyncSession, bookings: Sequence[Booking]) -> list[dict[str, Any]]:
+    """Each booking with its instrument, its user and its service record (if any), as the pages list them: three
+    queries for the whole page, not three per booking."""
+    instruments = {i.id: i for i in await instruments_repo.get_many(session, list({b.instrument_id for b in bookings}))}
+    users = await accounts_repo.users_by_id(session, list({b.user_id for b in bookings}))
+    records = await usage.records_of_bookings(session, [b.id for b in bookings if b.id is not None])
+    return [{"b": b, "inst": instruments.get(b.instrument_id), "user": users.get(b.user_id), "record": records.get(b.id)}
+            for b in bookings]  # type: ignore[arg-type]

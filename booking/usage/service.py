@@ -13,6 +13,7 @@ from booking.auth.principal import Principal
 from booking.core.clock import utcnow
 from booking.core.errors import Conflict, NotFound
 from booking.reservations.models import Booking
+from booking.usage import repository as repo
 from booking.usage.models import ServiceRecord
 from instruments.models import Instrument
 from scheduling.fees import FeeSchedule, billable_hours, fee_breakdown
@@ -95,3 +96,20 @@ async def rate(session: AsyncSession, actor: Principal, record_id: int, rating: 
     record(session, actor_id=actor.id, action="service_record.rated", target_type="service_record",
            target_id=rec.id, after={"rating": rating, "comment": comment})
     return rec
+
+
+async def records_of_bookings(session: AsyncSession, booking_ids: list[int]) -> dict[int, ServiceRecord]:
+    """Booking id -> its service record, for the bookings that have one."""
+    return await repo.by_booking(session, booking_ids)
+
+
+async def record_of_booking(session: AsyncSession, booking_id: int) -> ServiceRecord:
+    rec = (await repo.by_booking(session, [booking_id])).get(booking_id)
+    if rec is None:
+        raise NotFound(f"预约 {booking_id} 没有服务记录")
+    return rec
+
+
+async def my_records(session: AsyncSession, actor: Principal, *, limit: int, offset: int
+                     ) -> tuple[list[ServiceRecord], int]:
+    return await repo.of_user(session, actor.id, limit=limit, offset=offset)

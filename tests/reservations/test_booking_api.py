@@ -306,6 +306,11 @@ class TestLifecycle:
         assert rated.status_code == 200 and rated.json()["rating"] == 5
         assert (await client.post(f"/api/v1/service-records/{rec['id']}/rating", headers=user_h,
                                   json={"rating": 4})).status_code == 409
+        mine = await client.get("/api/v1/service-records", headers=user_h)
+        assert mine.status_code == 200
+        assert (mine.json()["total"], [r["id"] for r in mine.json()["items"]]) == (1, [rec["id"]])
+        others = await client.get("/api/v1/service-records", headers=mgr_h)
+        assert others.json()["total"] == 0  # the manager's own records, not the researcher's
 
     async def test_minimum_fee_for_internal_user(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
         w = await _world(session)
@@ -387,3 +392,24 @@ class TestAvailability:
         assert "2027-01-01" in body["closed_days"]
         assert all(not s["start"].startswith("2027-01-01") for s in body["slots"])
         assert any(s["start"].startswith("2026-12-31") for s in body["slots"])
+
+
+class TestLists:
+    async def test_mine_and_managed(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        w = await _world(session)
+        user_h, mgr_h = await bearer_headers(session, w["researcher"]), await bearer_headers(session, w["manager"])
+        created = await client.post("/api/v1/bookings", headers=user_h,
+                                    json=_body(w["inst"].id, "2026-12-02T09:00:00+08:00", "2026-12-02T10:00:00+08:00"))
+        assert created.status_code == 201, created.text
+        mine = (await client.get("/api/v1/bookings", headers=user_h)).json()
+        assert [b["id"] for b in mine["items"]] == [created.json()["id"]]
+        managed = (await client.get("/api/v1/bookings", params={"scope": "managed"}, headers=mgr_h)).json()
+        assert [b["id"] for b in managed["items"]] == [created.json()["id"]]
+        assert (await client.get("/api/v1/bookings", headers=mgr_h)).json()["total"] == 0
+
+    async def test_managed_scope_is_for_managers(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        """The same rule as the 审批队列 page: someone who manages nothing is told so, not shown an empty list."""
+        w = await _world(session)
+        r = await client.get("/api/v1/bookings", params={"scope": "managed"},
+                             headers=await bearer_headers(session, w["researcher"]))
+        assert r.status_code == 403 and "仪器管理员" in r.json()["detail"]
