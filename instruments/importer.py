@@ -376,4 +376,10 @@ async def import_file(
     errors = first_per_cell(errors + plan.errors)
     if errors:
         raise ImportRejected(errors)
+    # A large file takes seconds to check: a tag an admin deleted or renamed meanwhile is refused like a bad cell.
+    known = await repo.chain_ids_by_name(session)
+    gone = [RowError(r.row, HEADER_OF["chains"], f"产业链标签「{n}」刚被管理员删除或改名，请核对后重新导入")
+            for r in plan.rows for n in sorted(set(r.chains or ())) if n not in known]
+    if gone:
+        raise ImportRejected(gone)
     return await service.import_rows(session, actor, plan.rows, progress=progress)

@@ -17,7 +17,7 @@ from booking.accounts.rules import phone_problems
 from booking.auth.deps import CsrfDep, WebAdmin, WebManager, WebPrincipal, load_web_principal
 from booking.auth.principal import Principal
 from booking.core.clock import to_local, utcnow
-from booking.core.db import SessionDep
+from booking.core.db import SessionDep, refusable
 from booking.core.errors import DomainError, Problem, RuleViolation
 from booking.core.forms import errors_by_field, parse_form
 from booking.core.regions import CITIES
@@ -391,7 +391,7 @@ async def create(request: Request, session: SessionDep, principal: WebManager) -
     try:
         # A savepoint: a refusal after the first writes (an asset number or a tag taken or deleted meanwhile)
         # leaves nothing behind the re-rendered form's commit, and the session usable to render it.
-        async with session.begin_nested():
+        async with refusable(session):
             inst = await service.create_instrument(session, principal, _validate(InstrumentCreate, data))
     except DomainError as exc:
         return await _rerender_failed(request, session, principal, form, data, exc, instrument=None)
@@ -526,7 +526,7 @@ async def _add_code(request: Request, session: SessionDep, section: str, data: d
     """Validate with the API's model (parse_form), add, and on any problem re-render the codes page with the
     section's errors."""
     try:
-        async with session.begin_nested():  # a refused addition leaves nothing behind the page's own commit
+        async with refusable(session):  # a refused addition leaves nothing behind the page's own commit
             added = await add(parse_form(CategoryCreate if section == "category" else ChainCreate, data))
     except DomainError as exc:
         ctx = await _codes_context(session)
@@ -558,7 +558,7 @@ async def rename_chain(request: Request, session: SessionDep, principal: WebAdmi
     form = await request.form()
     data = {"name": str(form.get("name") or "").strip()}
     try:
-        async with session.begin_nested():  # a refused rename leaves nothing behind the page's own commit
+        async with refusable(session):  # a refused rename leaves nothing behind the page's own commit
             _chain, renamed = await service.rename_chain(session, principal, chain_id, parse_form(ChainCreate, data))
     except DomainError as exc:
         if exc.status in (403, 404):
@@ -641,7 +641,7 @@ async def update(
             request, session, principal, values=values, instrument=inst, chain_values=data["chains"]
         )
     try:
-        async with session.begin_nested():  # as in create: a late refusal leaves nothing behind
+        async with refusable(session):  # as in create: a late refusal leaves nothing behind
             await service.update_instrument(session, principal, instrument_id, _validate(InstrumentUpdate, data))
     except DomainError as exc:
         if exc.status in (403, 404):
@@ -675,7 +675,7 @@ async def grant_access(request: Request, session: SessionDep, principal: WebMana
         if not who:
             raise RuleViolation("请填写用户", problems=[Problem("user", "missing", "请填写用户邮箱或编号")])
         by_id = who.isascii() and who.isdecimal()
-        async with session.begin_nested():  # a refused grant leaves nothing behind the re-rendered page's commit
+        async with refusable(session):  # a refused grant leaves nothing behind the re-rendered page's commit
             _, user = await service.grant_access(session, principal, instrument_id, int(who) if by_id else None,
                                                  email=None if by_id else who)
     except DomainError as exc:

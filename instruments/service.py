@@ -412,8 +412,8 @@ async def create_instrument(
 
 
 def _chains_gone(names: list[str]) -> RuleViolation:
-    which = "、".join(f"「{n}」" for n in names) if names else "所选产业链标签中有的"
-    message = f"{which}刚被管理员删除，请刷新页面后重新选择产业链标签"
+    which = f"产业链标签{'、'.join(f'「{n}」' for n in names)}" if names else "所选的产业链标签中有标签"
+    message = f"{which}刚被管理员删除或改名，请重新选择产业链标签"
     return RuleViolation(message, problems=[Problem("chains", "unknown_chain", message)])
 
 
@@ -424,6 +424,12 @@ async def _set_chains(session: AsyncSession, instrument_id: int, names: list[str
         raise _chains_gone(gone)
     await repo.clear_chains(session, [instrument_id])
     await _link_chains(session, [{"instrument_id": instrument_id, "chain_id": ids[n]} for n in sorted(set(names))])
+
+
+def _chain_id(ids: Mapping[str, int], name: str) -> int:
+    if name not in ids:  # checked a moment ago, deleted or renamed since
+        raise _chains_gone([name])
+    return ids[name]
 
 
 async def _link_chains(session: AsyncSession, links: list[dict[str, int | None]]) -> None:
@@ -643,7 +649,12 @@ def _duplicate_chain(name: str) -> Conflict:
 
 async def _chain(session: AsyncSession, chain_id: int, *, for_update: bool = False) -> Chain:
     # An id the column cannot hold is simply not there (asyncpg would refuse it as a parameter: a 500).
-    chain = await session.get(Chain, chain_id, with_for_update=for_update) if 0 < chain_id < 2**31 else None
+    chain = (
+        # populate_existing: a locked read must not keep a name loaded earlier in this session
+        await session.get(Chain, chain_id, with_for_update=for_update, populate_existing=for_update)
+        if 0 < chain_id < 2**31
+        else None
+    )
     if chain is None:
         raise NotFound(f"产业链标签 {chain_id} 不存在")
     return chain
@@ -788,7 +799,7 @@ async def import_rows(
         progress("写入", len(rows), len(rows))
     links: list[dict[str, int | None]] = []
     for inst, names in created:
-        links += [{"instrument_id": inst.id, "chain_id": chain_ids[n]} for n in sorted(set(names))]
+        links += [{"instrument_id": inst.id, "chain_id": _chain_id(chain_ids, n)} for n in sorted(set(names))]
         open_history(session, inst)
         record(
             session,
@@ -802,7 +813,7 @@ async def import_rows(
     if rechained:
         await repo.clear_chains(session, [inst.id for inst, _c in rechained])  # type: ignore[misc]
     for inst, new_chains in rechained:
-        links += [{"instrument_id": inst.id, "chain_id": chain_ids[n]} for n in sorted(set(new_chains))]
+        links += [{"instrument_id": inst.id, "chain_id": _chain_id(chain_ids, n)} for n in sorted(set(new_chains))]
     await _link_chains(session, links)
     moved = [inst for inst, _b, _a, history, _c in updated if history]
     if moved:

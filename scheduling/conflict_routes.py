@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from booking.auth.deps import CsrfDep, WebManager, WebPrincipal, WebUser, load_web_principal
 from booking.core.clock import LOCAL_TZ, to_local, utcnow
-from booking.core.db import SessionDep
+from booking.core.db import SessionDep, refusable
 from booking.core.errors import DomainError, Problem, RuleViolation
 from booking.core.forms import errors_by_field, form_values, parse_form
 from booking.core.web import is_htmx, redirect, render
@@ -147,7 +147,7 @@ async def waitlist_join(request: Request, session: SessionDep, principal: WebUse
             raise RuleViolation("请填写所需时长", problems=[Problem(
                 "duration_minutes", "missing", "选择“在时间范围内任意空出的时段均可”时，请填写所需时长（分钟）")])
         data = parse_form(WaitlistIn, raw)
-        async with session.begin_nested():
+        async with refusable(session):
             await waitlist.join(session, principal, data)
     except DomainError as exc:
         if exc.status in (403, 404) or not form.get("instrument_id", "").isdigit():
@@ -166,7 +166,7 @@ async def waitlist_cancel(request: Request, session: SessionDep, principal: WebU
 @router.post("/waitlist/offers/{offer_id:int}/accept")
 async def offer_accept(request: Request, session: SessionDep, principal: WebUser, offer_id: int) -> Response:
     try:
-        async with session.begin_nested():
+        async with refusable(session):
             booking = await waitlist.accept(session, principal, offer_id)
     except DomainError as exc:
         if exc.status in (403, 404):
@@ -231,7 +231,7 @@ async def flexible_submit(request: Request, session: SessionDep, principal: WebU
         raw["preferred_hours"] = [{"start": form.get("preferred_start") or "", "end": form.get("preferred_end") or ""}]
     try:
         data = parse_form(FlexibleIn, raw)
-        async with session.begin_nested():
+        async with refusable(session):
             row = await flexible.submit(session, principal, data)
     except DomainError as exc:
         if exc.status in (403, 404):
@@ -326,7 +326,7 @@ async def group_create(request: Request, session: SessionDep, principal: WebMana
            "override_reason": values.get("override_reason", "")}
     try:
         data = parse_form(GroupIn, raw)
-        async with session.begin_nested():
+        async with refusable(session):
             view = await equivalence.create_group(session, principal, data)
     except DomainError as exc:
         if exc.status == 404:
@@ -376,7 +376,7 @@ async def group_page(request: Request, session: SessionDep, principal: WebManage
 async def _group_act(request: Request, session: SessionDep, principal: WebManager, group_id: int, section: str,
                      action: Any, values: dict[str, str]) -> Response:
     try:
-        async with session.begin_nested():
+        async with refusable(session):
             flash = await action()
     except DomainError as exc:
         if exc.status in (403, 404):
@@ -462,7 +462,7 @@ async def round_page(request: Request, session: SessionDep, principal: WebManage
 async def _round_act(request: Request, session: SessionDep, principal: WebManager, round_id: int, action: Any,
                      done: str) -> Response:
     try:
-        async with session.begin_nested():
+        async with refusable(session):
             await action(session, principal, round_id)
     except DomainError as exc:
         if exc.status in (403, 404):

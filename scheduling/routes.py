@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from booking.auth.deps import CsrfDep, WebAdmin, WebManager, load_web_principal
 from booking.core.clock import LOCAL_TZ, utcnow
-from booking.core.db import SessionDep
+from booking.core.db import SessionDep, refusable
 from booking.core.errors import DomainError, Problem, RuleViolation
 from booking.core.forms import errors_by_field, form_values, parse_form
 from booking.core.web import render
@@ -87,7 +87,7 @@ async def _act(request: Request, session: SessionDep, principal: WebManager, ins
     try:
         # A savepoint, so a refused change leaves nothing behind while the page is rendered again (the
         # boundary commits that response like any other).
-        async with session.begin_nested():
+        async with refusable(session):
             extra = await action(form)
     except DomainError as exc:
         if exc.status in (403, 404):
@@ -263,7 +263,7 @@ async def set_holiday(request: Request, session: SessionDep, principal: WebAdmin
     try:
         data = parse_form(HolidayOverrideIn, form)
         year = data.day.year
-        async with session.begin_nested():
+        async with refusable(session):
             await editor.set_holiday_override(session, principal, data)
     except RuleViolation as exc:
         with contextlib.suppress(ValueError):

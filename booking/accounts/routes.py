@@ -22,7 +22,7 @@ from booking.accounts.schemas import (
 from booking.auth import repository as auth_repo
 from booking.auth import service as auth_service
 from booking.auth.deps import CsrfDep, WebPrincipal, WebUser, load_web_principal, session_token_from
-from booking.core.db import SessionDep
+from booking.core.db import SessionDep, refusable
 from booking.core.errors import DomainError
 from booking.core.forms import errors_by_field, form_values, parse_form
 from booking.core.regions import CITIES
@@ -53,7 +53,7 @@ async def _profile_action(request: Request, session: SessionDep, principal: WebU
                           action: object) -> Response:
     form = await request.form()
     try:
-        async with session.begin_nested():  # a refused change leaves nothing behind the re-rendered page's commit
+        async with refusable(session):  # a refused change leaves nothing behind the re-rendered page's commit
             flash = await action(dict(form))  # type: ignore[operator]
     except DomainError as exc:
         ctx = await _profile_context(session, principal)
@@ -153,7 +153,7 @@ async def add_facility(request: Request, session: SessionDep, principal: WebUser
                        inst: WebAdministeredInstitution) -> Response:
     form = dict(await request.form())
     try:
-        async with session.begin_nested():  # a refused addition leaves nothing behind the re-rendered page's commit
+        async with refusable(session):  # a refused addition leaves nothing behind the re-rendered page's commit
             await service.create_facility(session, principal, institution_id, parse_form(FacilityCreate, form))
     except DomainError as exc:
         return await _institution_page(request, session, principal, institution_id, error=exc, form=form)
@@ -167,7 +167,7 @@ async def edit_institution(request: Request, session: SessionDep, principal: Web
     try:
         # The 市州 of an institution is changed by platform admins through the API only.
         data = parse_form(InstitutionUpdate, {k: v for k, v in form.items() if k != "city_code"})
-        async with session.begin_nested():  # a refused change leaves nothing behind the re-rendered page's commit
+        async with refusable(session):  # a refused change leaves nothing behind the re-rendered page's commit
             await service.update_institution(session, principal, institution_id, data)
     except DomainError as exc:
         return await _institution_page(request, session, principal, institution_id, error=exc, form=form)

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from booking.auth.deps import CsrfDep, WebUser, load_web_principal
 from booking.calendars import service
-from booking.core.db import SessionDep
+from booking.core.db import SessionDep, refusable
 from booking.core.errors import DomainError
 from booking.core.web import render
 
@@ -56,7 +56,7 @@ async def create_token(request: Request, session: SessionDep, principal: WebUser
 @router.post("/calendar/token/revoke")
 async def revoke_token(request: Request, session: SessionDep, principal: WebUser) -> Response:
     try:
-        async with session.begin_nested():  # a refused revocation leaves nothing behind the page's commit
+        async with refusable(session):  # a refused revocation leaves nothing behind the page's commit
             await service.revoke_token(session, principal)
     except DomainError as exc:
         return await _page(request, session, principal, flash=exc.detail, flash_kind="error")

@@ -64,42 +64,54 @@ _TOO_MANY_CONNECTIONS = "53300"
 
 
 def _refused_for_slots(exc: BaseException) -> bool:
+    seen: set[int] = set()
     current: BaseException | None = exc
-    while current is not None:
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
         if getattr(current, "sqlstate", None) == _TOO_MANY_CONNECTIONS:
             return True
-        current = current.__cause__
+        current = current.__cause__ or current.__context__
     return False
 
 
+# How often a request waiting for a slot tries the server again (a refused connection still costs the server a
+# backend process, so not much more often than this).
+_SLOT_RETRY_S = 1.0
+
+
 class SlotWaitingPool(AsyncAdaptedQueuePool):
-    """A pool that, when the server refuses an overflow connection for want of slots, waits for one of the
-    connections it already holds instead of failing the request.
+    """A pool that, when the server refuses an overflow connection for want of slots, waits for a connection
+    instead of failing the request: one of its own coming back, or a slot freed on the server.
 
     A burst (200 requests for one slot across two processes) grows every process's pool into its overflow at once,
     and with a few other clients on the server the pools together ask for more than max_connections. The refusal
     is load, not an outage: this process's own connections come back within milliseconds, and the request that
-    waits for one gets its real answer (a 409 for a taken slot) instead of a 503. With none checked out there is
-    nothing to wait for, and the refusal stands (503, database unavailable).
+    waits for one gets its real answer (a 409 for a taken slot) instead of a 503. With none of its own in use or
+    idle there is nothing to wait for, and the refusal stands (503, database unavailable).
 
     Overrides QueuePool's private `_do_get` (the same from SQLAlchemy 2.0 to 2.1); tests/core/test_db.py pins the
     behaviour, so an upgrade that changes it fails there.
     """
 
     def _do_get(self) -> ConnectionPoolEntry:
-        try:
-            return super()._do_get()
-        except Exception as exc:
-            if not _refused_for_slots(exc) or self.checkedout() == 0:
-                raise
-        try:
-            return self._pool.get(True, self._timeout)
-        except sqla_queue.Empty:
-            pass
-        raise PoolTimeoutError(
-            f"no connection slot on the server and none of this pool's {self.checkedout()} "
-            f"came back within {self._timeout:.0f} s"
-        )
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                return super()._do_get()  # an idle connection, else a new one within max_overflow
+            except Exception as exc:
+                # Counted after the refusal: connections may have come back while the connect was refused.
+                if not _refused_for_slots(exc) or self.checkedout() + self._pool.qsize() == 0:
+                    raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PoolTimeoutError(
+                    f"no connection slot on the server and none of this pool's {self.checkedout()} "
+                    f"came back within {self._timeout:.0f} s"
+                )
+            try:
+                return self._pool.get(True, min(remaining, _SLOT_RETRY_S))
+            except sqla_queue.Empty:
+                continue  # ours were closed rather than returned, or are slow: ask the server again
 
 
 def make_engine(url: str, settings: Settings | None = None, **overrides: Any) -> AsyncEngine:
@@ -220,6 +232,29 @@ def _used(session: AsyncSession) -> bool:
     its commit and close (greenlet hops through the ORM) are a fifth of the fastest route's time, the catalogue
     search, which reads through asyncpg without the ORM."""
     return session.in_transaction() or bool(session.new) or bool(session.identity_map)
+
+
+@asynccontextmanager
+async def refusable(session: AsyncSession) -> AsyncIterator[None]:
+    """Run a use case that a page may refuse and then show again, in a savepoint. The page's response is a normal
+    one, so the request commits: a refusal must take back whatever the use case wrote before it (and leave the
+    session usable for the re-render), except what the error says to keep (`commit_anyway`, e.g. an expired hold
+    released on the way)."""
+    savepoint = await session.begin_nested()
+    try:
+        yield
+    except DomainError as exc:
+        if exc.commit_anyway and savepoint.is_active:
+            await savepoint.commit()
+        elif savepoint.is_active:
+            await savepoint.rollback()
+        raise
+    except BaseException:
+        if savepoint.is_active:
+            await savepoint.rollback()
+        raise
+    else:
+        await savepoint.commit()
 
 
 async def _rollback_keeping_loaded(session: AsyncSession) -> None:

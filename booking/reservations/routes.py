@@ -14,7 +14,7 @@ from booking.accounts.models import Institution
 from booking.auth.deps import CsrfDep, WebPrincipal, WebUser, load_web_principal
 from booking.auth.principal import Principal
 from booking.core.clock import LOCAL_TZ, to_local, utcnow
-from booking.core.db import SessionDep
+from booking.core.db import SessionDep, refusable
 from booking.core.errors import Conflict, DomainError, Forbidden, Problem, RuleViolation
 from booking.core.forms import errors_by_field, form_count, form_note
 from booking.core.settings import get_settings
@@ -345,7 +345,7 @@ async def bulk(request: Request, session: SessionDep, principal: WebUser) -> Res
     for booking_id in ids:
         # One booking that cannot be decided (a blackout over it, decided meanwhile) does not undo the others.
         try:
-            async with session.begin_nested():
+            async with refusable(session):
                 await service.transition(session, principal, booking_id, action, note=note)
         except DomainError as exc:
             if exc.status in (401, 403, 404):

@@ -646,9 +646,10 @@ async def managed_bookings(session: AsyncSession, principal: Principal, *, statu
                            start: datetime | None, end: datetime | None, limit: int, offset: int
                            ) -> tuple[Sequence[Booking], int]:
     """Bookings of the instruments the principal manages (every instrument for a platform admin), by start."""
+    # By role, not by instrument count: a manager whose facility has no instruments yet sees an empty list.
+    if not (principal.is_admin or principal.managed_institution_ids):
+        raise Forbidden("只有仪器管理员可以查看审批队列和所管理仪器的预约")
     ids = await managed_instrument_ids(session, principal)
-    if ids == []:
-        raise Forbidden("只有仪器管理员可以查看所管理仪器的预约")
     return await repo.list_for_instruments(session, ids, status=status, start=start, end=end, limit=limit,
                                            offset=offset)
 

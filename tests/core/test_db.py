@@ -100,6 +100,25 @@ class TestSlotWaitingPool:
             await held.close()
             await engine.dispose()
 
+    async def test_a_slot_freed_on_the_server_is_taken(self, capped: Callable[[int], Awaitable[str]]) -> None:
+        """The held connection is closed rather than returned (an invalidated connection): the waiting request
+        asks the server again and gets the freed slot, well before the pool's timeout."""
+        engine = make_engine(await capped(1), pool_size=1, max_overflow=5, pool_timeout=20)
+        held = await engine.connect()
+        try:
+            await held.execute(text("SELECT 1"))
+            waiting = asyncio.create_task(_select_one(engine))
+            await asyncio.sleep(0.5)
+            assert not waiting.done()
+            started = time.perf_counter()
+            await held.invalidate()
+            await held.close()
+            assert await asyncio.wait_for(waiting, 10) == 1
+            assert time.perf_counter() - started < 5
+        finally:
+            await held.close()
+            await engine.dispose()
+
     async def test_a_refusal_with_nothing_held_fails_at_once(self, capped: Callable[[int], Awaitable[str]]) -> None:
         engine = make_engine(await capped(0), pool_size=1, max_overflow=5, pool_timeout=10)
         try:

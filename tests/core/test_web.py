@@ -50,14 +50,14 @@ def test_timespan(start: datetime | None, end: datetime | None, expected: str) -
 
 
 async def test_the_500_page_says_it_once_and_gives_the_error_number(client, session, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from booking.reservations import routes
+    from booking.reservations import service
     from tests.factories import login_web, make_user
 
     async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("boom")
 
     await login_web(session, client, await make_user(session))
-    monkeypatch.setattr(routes, "_rows", broken)
+    monkeypatch.setattr(service, "booking_rows", broken)
     page = await client.get("/bookings", headers={"X-Request-ID": "req-500-page-test"})
     assert page.status_code == 500
     assert page.text.count("服务器出现意外错误") == 1

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking.core.errors import RuleViolation
@@ -43,7 +43,7 @@ class TestTagGoneBeforeLinking:
             await service._set_chains(session, 1, ["从未存在的链"])
         assert caught.value.status == 422
         assert [(p.field, p.code) for p in caught.value.problems] == [("chains", "unknown_chain")]
-        assert "「从未存在的链」刚被管理员删除" in caught.value.detail
+        assert "产业链标签「从未存在的链」刚被管理员删除或改名" in caught.value.detail
 
     async def test_a_link_to_a_deleted_tag_is_a_422_and_the_session_stays_usable(
         self, session: AsyncSession
@@ -111,19 +111,29 @@ async def test_a_tag_deleted_while_an_instrument_is_saved_with_it(scratch: Scrat
             await setup.commit()
         assert institution.id is not None and chain.id is not None
 
-        async with sessions() as deleting, sessions() as saving:
+        async with sessions() as deleting, sessions() as saving, sessions() as watching:
             await service.delete_chain(deleting, admin_p, chain.id)  # row locked and gone, not committed yet
+            saver = await saving.scalar(text("SELECT pg_backend_pid()"))
 
             async def save() -> None:
                 await service.create_instrument(saving, manager_p, _create(institution.id, "RACE-2", [chain.name]))
 
             task = asyncio.create_task(save())
-            await asyncio.sleep(0.5)
-            assert not task.done(), "the save should wait for the delete's lock"
+            # Wait until the save really waits on the delete's lock (its links' foreign key), however slow the
+            # machine: only then is it the foreign key, not the form's check, that finds the tag gone.
+            for _ in range(300):
+                waiting = await watching.scalar(
+                    text("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :pid"), {"pid": saver})
+                await watching.commit()
+                if waiting or task.done():
+                    break
+                await asyncio.sleep(0.05)
+            assert waiting and not task.done(), "the save should wait for the delete's lock"
             await deleting.commit()
             with pytest.raises(RuleViolation) as caught:
                 await asyncio.wait_for(task, 10)
             assert [(p.field, p.code) for p in caught.value.problems] == [("chains", "unknown_chain")]
+            assert caught.value.detail.startswith("所选的产业链标签中有标签刚被管理员删除或改名")  # the foreign key's path
             await saving.rollback()
 
         async with sessions() as check:

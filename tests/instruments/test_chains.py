@@ -406,8 +406,10 @@ class TestCodesPage:
         await login_web(session, client, await make_user(session, role="platform_admin"))
         page = (await client.get("/instruments/codes", params={"did": "chain_renamed", "chain": "987654321"})).text
         assert "已重命名产业链标签" in page
-        r = await client.get("/instruments/codes", params={"did": "chain_renamed", "name": "伪造的消息"})
-        assert "伪造的消息" not in r.text
+        # Only a number can come through: text, or a number the column cannot hold, is refused.
+        assert (await client.get("/instruments/codes", params={"did": "chain_added", "chain": "伪造"})).status_code == 422
+        assert (await client.get("/instruments/codes", params={"did": "chain_deleted", "n": "-1"})).status_code == 422
+        assert (await client.get("/instruments/codes", params={"did": "伪造的消息"})).status_code == 422
 
     async def test_markup_in_a_name_is_text(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
         chain = await _chain(session, "<script>alert(1)</script>")

@@ -240,6 +240,36 @@ class TestImport:
         }
         assert await count(session, mianyang.id) == 0
 
+    async def test_a_tag_deleted_while_the_file_is_checked(
+        self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any, manager: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """An admin deletes a tag the file uses after its rows were checked (a large file takes seconds): the
+        whole file is refused with the rows and column that name it, nothing written, no 500."""
+        from instruments import importer
+        from instruments.models import Chain
+
+        doomed = Chain(name="导入中删除的链")
+        session.add(doomed)
+        await session.flush()
+        real_validate = importer.validate
+
+        async def validate_then_delete(*args: Any, **kwargs: Any) -> Any:
+            plan = await real_validate(*args, **kwargs)
+            await session.delete(doomed)
+            await session.flush()
+            return plan
+
+        monkeypatch.setattr(importer, "validate", validate_then_delete)
+        data = rows(3)
+        data[1][10] = "医药健康；导入中删除的链"
+        r = await upload(client, manager, xlsx(data))
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"] == [
+            {"row": 3, "column": "产业链", "message": "产业链标签「导入中删除的链」刚被管理员删除或改名，请核对后重新导入"}
+        ]
+        assert await count(session, mianyang.id) == 0
+
     async def test_text_over_national_limits(
         self, client: httpx.AsyncClient, manager: dict[str, str]
     ) -> None:

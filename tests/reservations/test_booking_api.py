@@ -408,8 +408,17 @@ class TestLists:
         assert (await client.get("/api/v1/bookings", headers=mgr_h)).json()["total"] == 0
 
     async def test_managed_scope_is_for_managers(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
-        """The same rule as the 审批队列 page: someone who manages nothing is told so, not shown an empty list."""
+        """The same rule as the 审批队列 page: someone with no manager role is told so, not shown an empty list."""
         w = await _world(session)
         r = await client.get("/api/v1/bookings", params={"scope": "managed"},
                              headers=await bearer_headers(session, w["researcher"]))
         assert r.status_code == 403 and "仪器管理员" in r.json()["detail"]
+
+    async def test_a_manager_with_no_instruments_yet_sees_an_empty_list(
+        self, client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        fresh_institution = await make_institution(session, name="新加入的研究所")
+        manager = await make_user(session, role=Role.facility_manager, grant_institution=fresh_institution)
+        headers = await bearer_headers(session, manager)
+        r = await client.get("/api/v1/bookings", params={"scope": "managed"}, headers=headers)
+        assert r.status_code == 200 and r.json()["total"] == 0

@@ -369,3 +369,16 @@ async def test_a_week_with_nothing_left_to_book_opens_on_the_next(client: httpx.
     # On a Tuesday the current week is the first view.
     set_clock(lambda: datetime(2026, 12, 1, 9, 0, tzinfo=LOCAL_TZ))
     assert "周一 11/30" in (await client.get(f"/instruments/{inst.id}/week", headers={"HX-Request": "true"})).text
+
+
+async def test_the_queue_is_for_managers_even_before_they_have_instruments(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    newcomer = await make_institution(session, name="刚入驻的研究所")
+    await login_web(session, client, await make_user(session, role=Role.facility_manager, grant_institution=newcomer))
+    page = await client.get("/manage/bookings")
+    assert page.status_code == 200 and "没有待审批的预约" in page.text
+    client.cookies.clear()
+    await login_web(session, client, await make_user(session))
+    refused = await client.get("/manage/bookings")
+    assert refused.status_code == 403 and "只有仪器管理员可以查看审批队列" in refused.text

@@ -212,6 +212,24 @@ class TestOffers:
                               headers=await bearer_headers(session, w.researcher2))
         assert r.status_code == 410
 
+    async def test_accepting_after_expiry_on_the_page_also_moves_the_slot_on(
+            self, client: httpx.AsyncClient, session: AsyncSession, clock: Clock) -> None:
+        """The page shows the refusal again, in a savepoint that must keep what the 410 keeps."""
+        w = await make_world(session)
+        taken = await _taken(client, session, w)
+        first = (await _join(client, session, w.researcher2, w.x, at(10), at(12))).json()["id"]
+        second = (await _join(client, session, w.researcher3, w.x, at(10), at(12))).json()["id"]
+        await _cancel(client, session, w.researcher, taken)
+        offer = (await _entry(client, session, w.researcher2, first))["offer"]
+        clock.advance(minutes=31)
+        await login_web(session, client, w.researcher2)
+        r = await client.post(f"/waitlist/offers/{offer['id']}/accept")
+        assert r.status_code == 410 and "过期" in r.text
+        assert (await fresh(session, Booking, offer["booking_id"])).status == "expired"
+        client.cookies.clear()
+        client.headers.pop("X-CSRF-Token", None)
+        assert (await _entry(client, session, w.researcher3, second))["status"] == "offered"
+
     async def test_opted_in_auto_confirm_books_at_once(self, client: httpx.AsyncClient, session: AsyncSession,
                                                        clock: Clock) -> None:
         w = await make_world(session)
