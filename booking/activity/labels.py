@@ -36,6 +36,8 @@ ACTION_LABELS = {
     "rules.updated": "修改预约规则", "schedule.override_deleted": "删除特殊日期",
     "schedule.override_set": "设置特殊日期", "schedule.updated": "修改开放时间",
     "service_record.created": "生成服务记录", "service_record.rated": "评价服务",
+    "service_record.paid": "登记付款", "service_record.waived": "免收服务费用",
+    "service_record.payment_reset": "撤销付款记录",
     "stats.exported": "导出统计", "token.created": "创建 API 令牌", "token.revoked": "撤销 API 令牌",
     "user.created": "创建账号", "user.password_changed": "修改密码", "user.registered": "注册账号",
     "user.updated": "修改账号",

@@ -21,6 +21,8 @@ from booking.reservations.schemas import (
     BulkDecision,
     CheckOut,
     Decision,
+    PaymentIn,
+    PaymentReason,
     RatingIn,
     SeriesResult,
     ServiceRecordPublic,
@@ -149,6 +151,31 @@ async def my_records(session: SessionDep, principal: ApiUser, page: PageDep) -> 
     rows, total = await usage.my_records(session, principal, limit=page.limit, offset=page.offset)
     return Page(items=[ServiceRecordPublic.model_validate(r) for r in rows], total=total,
                 limit=page.limit, offset=page.offset)
+
+
+@router.post("/service-records/{record_id}/payment", response_model=ServiceRecordPublic,
+             summary="Providers: the fee was paid (when, how, invoice number)")
+async def record_payment(session: SessionDep, principal: ApiUser, record_id: int, data: PaymentIn
+                         ) -> ServiceRecordPublic:
+    rec = await usage.record_payment(session, principal, record_id, method=data.method, paid_at=data.paid_at,
+                                     invoice_number=data.invoice_number, note=data.note)
+    return ServiceRecordPublic.model_validate(rec)
+
+
+@router.post("/service-records/{record_id}/waive", response_model=ServiceRecordPublic,
+             summary="Providers: waive the fee, with the reason")
+async def waive_payment(session: SessionDep, principal: ApiUser, record_id: int, data: PaymentReason
+                        ) -> ServiceRecordPublic:
+    return ServiceRecordPublic.model_validate(await usage.waive_payment(session, principal, record_id,
+                                                                        reason=data.reason))
+
+
+@router.post("/service-records/{record_id}/payment/reset", response_model=ServiceRecordPublic,
+             summary="Providers: take back a payment or waiver recorded by mistake")
+async def reset_payment(session: SessionDep, principal: ApiUser, record_id: int, data: PaymentReason
+                        ) -> ServiceRecordPublic:
+    return ServiceRecordPublic.model_validate(await usage.reset_payment(session, principal, record_id,
+                                                                        reason=data.reason))
 
 
 @router.post("/service-records/{record_id}/rating", response_model=ServiceRecordPublic)

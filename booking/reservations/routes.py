@@ -16,16 +16,17 @@ from booking.auth.principal import Principal
 from booking.core.clock import LOCAL_TZ, to_local, utcnow
 from booking.core.db import SessionDep, refusable
 from booking.core.errors import Conflict, DomainError, Forbidden, Problem, RuleViolation
-from booking.core.forms import errors_by_field, form_count, form_note
+from booking.core.forms import errors_by_field, form_count, form_note, parse_form
 from booking.core.settings import get_settings
 from booking.core.validation import problems_from_errors
 from booking.core.web import redirect, render
 from booking.reservations import service
 from booking.reservations.models import SERVICE_MODE_LABELS, STATUS_LABELS
-from booking.reservations.schemas import BookingCreate
+from booking.reservations.schemas import BookingCreate, PaymentIn, PaymentReason
 from booking.reservations.week import Week, monday_of, week
 from booking.usage import service as usage
 from booking.usage.models import RATINGS
+from booking.usage.rules import PAYMENT_METHODS, PAYMENT_STATE_LABELS, payment_state
 from instruments.models import Instrument
 from instruments.service import get_visible, may_manage
 
@@ -35,7 +36,8 @@ FIELD_LABELS = {"start": "开始时间", "end": "结束时间", "date": "日期"
                 "instrument_id": "仪器", "project_name": "项目名称", "funding_source": "经费来源",
                 "service_mode": "服务方式", "sample_notes": "样品说明", "repeat_weekly": "每周重复次数",
                 "override_reason": "越过规则的理由", "on_behalf_of": "预约用户", "status": "状态",
-                "any_equivalent": "可用等效仪器", "preferred_cities": "优先市州"}
+                "any_equivalent": "可用等效仪器", "preferred_cities": "优先市州", "method": "付款方式",
+                "paid_at": "付款时间", "invoice_number": "发票号", "note": "备注", "reason": "原因"}
 
 
 def _ctx(**kw: Any) -> dict[str, Any]:
@@ -243,7 +245,9 @@ async def booking_ics(session: SessionDep, principal: WebUser, booking_id: int) 
 # What the detail page says after each action (the action's redirect carries `did`).
 _DONE = {"approve": "已批准该预约，预约人会收到通知", "reject": "已拒绝该预约，预约人会收到通知",
          "cancel": "已取消该预约", "check_in": "已签到上机", "check_out": "已签退，服务记录已生成",
-         "no_show": "已记为爽约", "record_service": "已登记服务，服务记录已生成", "rate": "感谢评价，已记录"}
+         "no_show": "已记为爽约", "record_service": "已登记服务，服务记录已生成", "rate": "感谢评价，已记录",
+         "paid": "已登记付款，预约人会收到通知", "waived": "已免收该服务的费用，预约人会收到通知",
+         "payment_reset": "已撤销付款记录，该服务恢复为待付款"}
 
 
 @router.get("/bookings/{booking_id:int}")
@@ -251,6 +255,12 @@ async def booking_detail(request: Request, session: SessionDep, principal: WebUs
                          created: int = 0,
                          did: Annotated[str | None, Query(pattern="^(" + "|".join(_DONE) + ")$")] = None
                          ) -> Response:
+    return await _detail(request, session, principal, booking_id,
+                         flash="预约已提交" if created else _DONE.get(did or ""))
+
+
+async def _detail(request: Request, session: SessionDep, principal: Principal, booking_id: int, *,
+                  status_code: int = 200, **extra: Any) -> Response:
     booking, inst = await service.get_booking(session, principal, booking_id)
     [row] = await service.booking_rows(session, [booking])
     is_manager = may_manage(principal, inst.institution_id, inst.facility_id)
@@ -260,6 +270,7 @@ async def booking_detail(request: Request, session: SessionDep, principal: WebUs
         requester_institution = requester.name if requester is not None else None
     now = utcnow()
     early = timedelta(minutes=get_settings().check_in_early_min)
+    rec = row["record"]
     return render(request, "reservations/detail.html",
                   _ctx(row=row, is_manager=is_manager, is_owner=booking.user_id == principal.id, now=now,
                        check_in_open=booking.start_at - early <= now < booking.end_at,
@@ -268,7 +279,10 @@ async def booking_detail(request: Request, session: SessionDep, principal: WebUs
                        blackouts=service.closures_text(await service.blackouts_over(session, booking, inst)),
                        estimate=usage.fee_estimate(inst, row["user"].institution_id, booking.start_at, booking.end_at)
                        if booking.status in ("pending", "confirmed", "held", "in_use") and row["user"] else None,
-                       flash="预约已提交" if created else _DONE.get(did or "")))
+                       payment=payment_state(rec.amount, rec.payment_status) if rec is not None else None,
+                       PAYMENT_STATE_LABELS=PAYMENT_STATE_LABELS, PAYMENT_METHODS=PAYMENT_METHODS,
+                       **{"errors": {}, "values": {}, **extra}),
+                  status_code=status_code)
 
 
 _WEB_ACTIONS = {"approve", "reject", "cancel", "check_in", "check_out", "no_show", "record_service"}
@@ -295,6 +309,44 @@ async def rate(request: Request, session: SessionDep, principal: WebUser, record
         raise RuleViolation("请选择评价", problems=[Problem("rating", "missing", "请选择满意度")])
     rec = await usage.rate(session, principal, record_id, int(raw), form_note(form, "comment"))
     return redirect(request, f"/bookings/{rec.booking_id}?did=rate" if rec.booking_id else "/bookings")
+
+
+@router.post("/service-records/{record_id:int}/{action}")
+async def settle(request: Request, session: SessionDep, principal: WebUser, record_id: int, action: str
+                 ) -> Response:
+    """Record a payment, waive the fee or take either back, from the booking page; a refusal shows the page again
+    with the problem beside the field."""
+    if action not in ("payment", "waive", "payment-reset"):
+        raise Forbidden("未知操作")
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    record_ = await usage.record_of_id(session, principal, record_id)
+    try:
+        async with refusable(session):
+            if action == "payment":
+                data = parse_form(PaymentIn, {"method": form.get("method", ""), "invoice_number": form.get("invoice_number", ""),
+                                              "note": form.get("note", ""), "paid_at": _local_datetime(form.get("paid_at"))})
+                await usage.record_payment(session, principal, record_id, method=data.method, paid_at=data.paid_at,
+                                           invoice_number=data.invoice_number, note=data.note)
+                done = "paid"
+            else:
+                reason = parse_form(PaymentReason, {"reason": form.get("reason", "")}).reason
+                settle_ = usage.waive_payment if action == "waive" else usage.reset_payment
+                await settle_(session, principal, record_id, reason=reason)
+                done = "waived" if action == "waive" else "payment_reset"
+    except DomainError as exc:
+        if exc.status in (403, 404) or record_.booking_id is None:
+            raise
+        return await _detail(request, session, principal, record_.booking_id, status_code=exc.status,
+                             errors={action: errors_by_field(exc.problems) or {"_form": exc.detail}},
+                             values={action: form}, flash=exc.detail, flash_kind="error")
+    target = f"/bookings/{record_.booking_id}?did={done}#payment" if record_.booking_id else "/bookings"
+    return redirect(request, target)
+
+
+def _local_datetime(value: str | None) -> str | None:
+    """A datetime-local field (Beijing time, no offset) as the API's aware datetime; empty stays empty."""
+    value = (value or "").strip()
+    return f"{value}+08:00" if value else None
 
 
 # Rows per page of the approval queue.

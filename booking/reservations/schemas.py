@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from booking.reservations.models import ServiceMode
+from booking.usage.rules import payment_state
 
 
 class BookingCreate(BaseModel):
@@ -143,9 +144,36 @@ class ServiceRecordPublic(BaseModel):
     fee_basis: str | None
     rating: int | None
     rating_comment: str | None
+    payment_status: str = Field(description="free 无需付费 | unpaid 待付款 | paid 已付款 | waived 已免收")
+    paid_at: datetime | None
+    payment_method: str | None
+    invoice_number: str | None
+    payment_note: str | None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _state(cls, data: Any) -> Any:
+        # The stored status says "unpaid" for a record without a fee too; the API says what it means.
+        if not isinstance(data, dict):
+            data = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
+        return {**data, "payment_status": payment_state(data["amount"], data["payment_status"])}
 
 
 class RatingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rating: int = Field(ge=1, le=5, description="5 非常满意 … 1 极差")
     comment: str | None = Field(default=None, max_length=500)
+
+
+class PaymentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    method: Literal["transfer", "online", "internal", "cash", "other"] = Field(
+        description="transfer 银行转账 | online 线上支付 | internal 单位内部结算 | cash 现金 | other 其他")
+    paid_at: AwareDatetime | None = Field(default=None, description="付款时间（默认现在，不能晚于现在）")
+    invoice_number: str | None = Field(default=None, min_length=1, max_length=64, description="发票号")
+    note: str | None = Field(default=None, max_length=300, description="备注")
+
+
+class PaymentReason(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    reason: str = Field(min_length=2, max_length=300, description="原因")

@@ -138,27 +138,51 @@ async def seed_bookings(session: AsyncSession, now: datetime, rng_seed: int = 20
         row = _booking(inst, researcher, start, end, "completed", rng, now)
         row.update(checked_in_at=start + timedelta(minutes=5), checked_out_at=end - timedelta(minutes=10))
         rows.append(row)
-        history.append((inst, row))
+        history.append((inst, researcher, row))
+    # Services on the manager's own instruments in the past weeks: some paid, some still to record as paid.
+    for n, inst in enumerate(scu_instruments[:6]):
+        day = today - timedelta(days=3 + 4 * n)
+        while day.weekday() >= 5:
+            day -= timedelta(days=1)
+        start, end = _at(day, "14:00"), _at(day, "17:00")
+        user = researcher if n == 0 else people[n]  # the demo researcher has a service here still to pay
+        row = _booking(inst, user, start, end, "completed", rng, now)
+        row.update(checked_in_at=start + timedelta(minutes=5), checked_out_at=end - timedelta(minutes=10))
+        rows.append(row)
+        history.append((inst, user, row))
 
     created = list(await session.scalars(insert(Booking).returning(Booking), rows))
     by_key = {(b.instrument_id, b.start_at): b for b in created}
-    for n, (inst, row) in enumerate(history):
+    for n, (inst, user, row) in enumerate(history):
         booking = by_key[(inst.id, row["start_at"])]
         hours = Decimal("2.75")
-        price = Decimal(inst.fee_external or 300)
+        external = user.institution_id != inst.institution_id
+        price = Decimal((inst.fee_external if external else inst.fee_internal) or 300)
         amount = max(Decimal(inst.fee_minimum or 0), price * hours).quantize(Decimal("0.01"))
         session.add(ServiceRecord(
-            instrument_id=inst.id, booking_id=booking.id, user_id=researcher.id,  # type: ignore[arg-type]
-            user_institution_id=researcher.institution_id, provider_institution_id=inst.institution_id,
-            is_external=True, started_at=booking.checked_in_at, ended_at=booking.checked_out_at, hours=hours,  # type: ignore[arg-type]
-            service_mode=booking.service_mode, project_name=booking.project_name, applicant_name=researcher.name,
-            amount=amount, fee_basis=f"单位外价格 {price} 元/小时 × {hours} = {amount} 元",
+            instrument_id=inst.id, booking_id=booking.id, user_id=user.id,  # type: ignore[arg-type]
+            user_institution_id=user.institution_id, provider_institution_id=inst.institution_id,
+            is_external=external, started_at=booking.checked_in_at, ended_at=booking.checked_out_at, hours=hours,  # type: ignore[arg-type]
+            service_mode=booking.service_mode, project_name=booking.project_name, applicant_name=user.name,
+            amount=amount, fee_basis=f"单位{'外' if external else '内'}价格 {price} 元/小时 × {hours} = {amount} 元",
             rating=5 if n else None, rated_at=booking.checked_out_at + timedelta(days=1) if n else None,  # type: ignore[operator]
-            recorded_by=manager.id))
+            recorded_by=manager.id if inst.institution_id == scu.id else None,
+            **_payment(n, booking.checked_out_at, now, manager.id if inst.institution_id == scu.id else None)))  # type: ignore[arg-type]
     record(session, actor_id=None, action="demo.bookings_seeded", target_type="system",
            after={"opening_windows": windows, "rules": rules, "bookings": len(created)})
     await session.flush()
     return {"opening_windows": int(windows or 0), "rules": int(rules or 0), "bookings": len(created)}
+
+
+def _payment(n: int, served_until: datetime, now: datetime, manager_id: int | None) -> dict[str, Any]:
+    """Two services in three paid by bank transfer a few days after the service (never after now); the rest still
+    to pay, so the booking pages show both."""
+    if n % 3 == 1:
+        return {}
+    paid_at = min(served_until + timedelta(days=3), now)
+    return {"payment_status": "paid", "paid_at": paid_at, "payment_method": "transfer",
+            "invoice_number": f"FP-{paid_at:%Y%m}-{n + 1:04d}", "payment_recorded_by": manager_id,
+            "payment_recorded_at": paid_at}
 
 
 def _booking(inst: Instrument, user: User, start: datetime, end: datetime, status: str, rng: random.Random,

@@ -25,6 +25,16 @@ class ServiceRecord(SQLModel, table=True):
                         name="service_mode"),
         CheckConstraint("service_type IN ('research', 'development', 'teaching', 'other')", name="service_type"),
         CheckConstraint("rating IS NULL OR rating BETWEEN 1 AND 5", name="rating"),
+        CheckConstraint("payment_status IN ('unpaid', 'paid', 'waived')", name="payment_status"),
+        CheckConstraint("payment_method IS NULL OR payment_method IN ('transfer', 'online', 'internal', 'cash', 'other')",
+                        name="payment_method"),
+        # A paid record says when and how; a waived one says why; an unpaid one carries nothing of either.
+        CheckConstraint(
+            "(payment_status = 'paid' AND paid_at IS NOT NULL AND payment_method IS NOT NULL)"
+            " OR (payment_status = 'waived' AND paid_at IS NULL AND payment_method IS NULL AND payment_note IS NOT NULL)"
+            " OR (payment_status = 'unpaid' AND paid_at IS NULL AND payment_method IS NULL AND invoice_number IS NULL)",
+            name="payment_consistent",
+        ),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
@@ -51,4 +61,12 @@ class ServiceRecord(SQLModel, table=True):
     rating_comment: str | None = Field(default=None, sa_column=Column(String(500)))
     rated_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
     recorded_by: int | None = Field(default=None, sa_column=fk_column("users.id", nullable=True, index=False))
+    payment_status: str = Field(default="unpaid", sa_column=Column(Text, nullable=False, server_default="unpaid"))
+    paid_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
+    payment_method: str | None = Field(default=None, sa_column=Column(Text))
+    invoice_number: str | None = Field(default=None, sa_column=Column(String(64)))
+    payment_note: str | None = Field(default=None, sa_column=Column(String(300)))
+    payment_recorded_by: int | None = Field(default=None,
+                                            sa_column=fk_column("users.id", nullable=True, index=False))
+    payment_recorded_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
     created_at: datetime = Field(default_factory=now, sa_column=ts_column(default_now=True))

@@ -1,0 +1,181 @@
+"""Recording the payment of a service record: the provider's managers record it, waive the fee or take either
+back, through the API and on the booking page; the user sees it and is told; the database keeps it consistent."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.accounts.models import Role
+from booking.activity.models import ActivityEntry
+from booking.usage.models import ServiceRecord
+from tests.factories import bearer_headers, login_web, make_institution, make_instrument, make_user
+from tests.ops_helpers import NOW, Clock, fresh, make_booking, notifications_of
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _world(session: AsyncSession, amount: str = "480.00") -> dict[str, Any]:
+    owner = await make_institution(session, name="付款测试大学")
+    inst = await make_instrument(session, owner, name="付款测试电镜")
+    manager = await make_user(session, role=Role.facility_manager, grant_institution=owner)
+    user = await make_user(session)
+    booking = await make_booking(session, inst, user, NOW - timedelta(days=2), 2, status="completed")
+    rec = ServiceRecord(instrument_id=inst.id, booking_id=booking.id, user_id=user.id,  # type: ignore[arg-type]
+                        provider_institution_id=owner.id, is_external=True, started_at=booking.start_at,  # type: ignore[arg-type]
+                        ended_at=booking.end_at, hours=Decimal("2"), service_mode="occupancy",
+                        amount=Decimal(amount), fee_basis="外部 240 元/小时 × 2 小时")
+    session.add(rec)
+    await session.flush()
+    return {"inst": inst, "manager": manager, "user": user, "booking": booking, "record": rec, "owner": owner}
+
+
+async def _entries(session: AsyncSession, record_id: int) -> list[str]:
+    return list(await session.scalars(select(ActivityEntry.action).where(
+        ActivityEntry.target_type == "service_record", ActivityEntry.target_id == str(record_id))
+        .order_by(ActivityEntry.id)))
+
+
+class TestApi:
+    async def test_pay_then_take_back_then_waive(self, client: httpx.AsyncClient, session: AsyncSession,
+                                                 clock: Clock) -> None:
+        w = await _world(session)
+        rec, mgr_h = w["record"], await bearer_headers(session, w["manager"])
+        user_h = await bearer_headers(session, w["user"])
+        before = (await client.get("/api/v1/service-records", headers=user_h)).json()["items"][0]
+        assert before["payment_status"] == "unpaid" and before["paid_at"] is None
+        paid = await client.post(f"/api/v1/service-records/{rec.id}/payment", headers=mgr_h,
+                                 json={"method": "transfer", "invoice_number": " FP-2026-0012 ",
+                                       "paid_at": "2026-11-30T15:30:00+08:00"})
+        assert paid.status_code == 200, paid.text
+        body = paid.json()
+        assert (body["payment_status"], body["payment_method"], body["invoice_number"]) == (
+            "paid", "transfer", "FP-2026-0012")
+        assert body["paid_at"].startswith("2026-11-30T07:30:00")
+        mine = (await client.get("/api/v1/service-records", headers=user_h)).json()["items"][0]
+        assert mine["payment_status"] == "paid"
+        [note] = await notifications_of(session, w["user"].id, "service_record.paid")
+        assert "480.00 元已确认收到" in note.body and "发票号 FP-2026-0012" in note.body
+        again = await client.post(f"/api/v1/service-records/{rec.id}/payment", headers=mgr_h, json={"method": "cash"})
+        assert again.status_code == 409 and "已登记付款" in again.json()["detail"]
+        reset = await client.post(f"/api/v1/service-records/{rec.id}/payment/reset", headers=mgr_h,
+                                  json={"reason": "发票号登记错误"})
+        assert reset.status_code == 200 and reset.json()["payment_status"] == "unpaid"
+        assert reset.json()["invoice_number"] is None and reset.json()["payment_note"] == "发票号登记错误"
+        waived = await client.post(f"/api/v1/service-records/{rec.id}/waive", headers=mgr_h,
+                                   json={"reason": "设备故障后重测，不收费"})
+        assert waived.status_code == 200 and waived.json()["payment_status"] == "waived"
+        assert await _entries(session, rec.id) == [
+            "service_record.paid", "service_record.payment_reset", "service_record.waived"]
+
+    @pytest.mark.parametrize(("path", "body", "field"), [
+        ("payment", {}, "method"),
+        ("payment", {"method": "支付宝"}, "method"),
+        ("payment", {"method": "cash", "paid_at": "2026-12-01T10:00:00"}, "paid_at"),  # no offset
+        ("payment", {"method": "cash", "invoice_number": "F" * 65}, "invoice_number"),
+        ("payment", {"method": "cash", "paid_at": "2026-12-02T08:00:00+08:00"}, "paid_at"),  # after now
+        ("waive", {"reason": "免"}, "reason"),
+        ("waive", {}, "reason"),
+    ])
+    async def test_bad_input_names_the_field_and_changes_nothing(
+        self, client: httpx.AsyncClient, session: AsyncSession, clock: Clock, path: str, body: dict[str, Any],
+        field: str,
+    ) -> None:
+        w = await _world(session)
+        r = await client.post(f"/api/v1/service-records/{w['record'].id}/{path}",
+                              headers=await bearer_headers(session, w["manager"]), json=body)
+        assert r.status_code == 422, r.text
+        assert field in {e["field"] for e in r.json()["errors"]}
+        assert (await fresh(session, ServiceRecord, w["record"].id)).payment_status == "unpaid"
+        assert await _entries(session, w["record"].id) == []
+
+    async def test_who_may(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+        w = await _world(session)
+        url = f"/api/v1/service-records/{w['record'].id}/payment"
+        own = await client.post(url, headers=await bearer_headers(session, w["user"]), json={"method": "cash"})
+        assert own.status_code == 403 and "管理员登记" in own.json()["detail"]
+        elsewhere = await make_user(session, role=Role.facility_manager, grant_institution=await make_institution(session))
+        assert (await client.post(url, headers=await bearer_headers(session, elsewhere),
+                                  json={"method": "cash"})).status_code == 404
+        assert (await client.post(url, json={"method": "cash"})).status_code == 401
+        assert (await client.post("/api/v1/service-records/99999999999999999999/payment",
+                                  headers=await bearer_headers(session, w["manager"]),
+                                  json={"method": "cash"})).status_code in (404, 422)
+        assert (await fresh(session, ServiceRecord, w["record"].id)).payment_status == "unpaid"
+
+    async def test_a_record_without_a_fee_has_nothing_to_pay(self, client: httpx.AsyncClient,
+                                                            session: AsyncSession) -> None:
+        w = await _world(session, amount="0.00")
+        mgr_h = await bearer_headers(session, w["manager"])
+        r = await client.post(f"/api/v1/service-records/{w['record'].id}/payment", headers=mgr_h,
+                              json={"method": "cash"})
+        assert r.status_code == 409 and "无需登记付款" in r.json()["detail"]
+        listed = (await client.get("/api/v1/service-records", headers=await bearer_headers(session, w["user"]))).json()
+        assert listed["items"][0]["payment_status"] == "free"
+
+
+async def test_the_database_refuses_an_inconsistent_payment(session: AsyncSession) -> None:
+    w = await _world(session)
+    for assignment in ("payment_status = 'paid'",  # paid without when and how
+                       "payment_status = 'waived'",  # waived without a reason
+                       "invoice_number = 'FP-1'",  # an invoice on an unpaid record
+                       "payment_method = 'bitcoin', payment_status = 'paid', paid_at = now()"):
+        with pytest.raises(IntegrityError):
+            async with session.begin_nested():
+                await session.execute(text(f"UPDATE service_records SET {assignment} WHERE id = :id"),  # noqa: S608
+                                      {"id": w["record"].id})
+
+
+class TestPage:
+    async def test_manager_records_payment_on_the_booking_page(
+        self, client: httpx.AsyncClient, session: AsyncSession, clock: Clock
+    ) -> None:
+        w = await _world(session)
+        rec, booking = w["record"], w["booking"]
+        await login_web(session, client, w["manager"])
+        page = (await client.get(f"/bookings/{booking.id}")).text
+        assert "待付款" in page and "登记付款（应收 480.00 元）" in page and "免收费用" in page
+        refused = await client.post(f"/service-records/{rec.id}/payment",
+                                    data={"method": "", "paid_at": "2026-12-05T10:00", "invoice_number": "FP-9"})
+        assert refused.status_code == 422
+        assert 'id="e-method"' in refused.text and 'value="FP-9"' in refused.text  # typed values come back
+        assert (await fresh(session, ServiceRecord, rec.id)).payment_status == "unpaid"
+        future = await client.post(f"/service-records/{rec.id}/payment",
+                                   data={"method": "transfer", "paid_at": "2026-12-05T10:00"})
+        assert future.status_code == 422 and "付款时间不能晚于现在" in future.text
+        done = await client.post(f"/service-records/{rec.id}/payment",
+                                 data={"method": "transfer", "paid_at": "2026-11-30T15:30", "invoice_number": "FP-9"})
+        assert done.status_code == 303
+        assert done.headers["location"] == f"/bookings/{booking.id}?did=paid#payment"
+        shown = (await client.get(done.headers["location"])).text
+        assert "已登记付款，预约人会收到通知" in shown and "2026-11-30 15:30" in shown and "发票号 FP-9" in shown
+        assert "撤销已付款记录" in shown and "登记付款（应收" not in shown
+        empty_reason = await client.post(f"/service-records/{rec.id}/payment-reset", data={"reason": ""})
+        assert empty_reason.status_code == 422 and 'id="e-reset-reason"' in empty_reason.text
+
+    async def test_the_user_sees_the_state_but_no_forms(self, client: httpx.AsyncClient,
+                                                       session: AsyncSession) -> None:
+        w = await _world(session)
+        await login_web(session, client, w["user"])
+        page = (await client.get(f"/bookings/{w['booking'].id}")).text
+        assert 'data-testid="payment-status"' in page and "待付款" in page and "收款后由管理员在此登记" in page
+        assert "登记付款（应收" not in page and "免收费用" not in page
+        r = await client.post(f"/service-records/{w['record'].id}/payment", data={"method": "cash"})
+        assert r.status_code == 403
+
+
+async def test_my_bookings_say_what_is_still_to_pay(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    w = await _world(session)
+    await login_web(session, client, w["user"])
+    listed = (await client.get("/bookings", params={"past": 1})).text
+    assert "待付款 480.00 元" in listed
+    w["record"].payment_status, w["record"].paid_at, w["record"].payment_method = "paid", NOW, "cash"
+    await session.flush()
+    assert "待付款" not in (await client.get("/bookings", params={"past": 1})).text
