@@ -73,8 +73,14 @@ async def list_bookings(
     scope: Annotated[str, Query(pattern="^(mine|managed)$")] = "mine",
     status_filter: Annotated[str | None, Query(alias="status", pattern="^[a-z_]+$")] = None,
     upcoming: bool | None = None,
+    unpaid: Annotated[bool, Query(description="scope=managed：只列服务费用尚未登记付款（或免收）的预约")] = False,
 ) -> Page[BookingPublic]:
-    if scope == "managed":
+    if unpaid:
+        if scope != "managed" or status_filter or upcoming is not None:
+            raise RuleViolation("unpaid 只能单独与 scope=managed 一起使用", problems=[Problem(
+                "unpaid", "scope", "unpaid 只能单独与 scope=managed 一起使用（我的服务费用见 /api/v1/service-records）")])
+        rows, total = await service.managed_unpaid(session, principal, limit=page.limit, offset=page.offset)
+    elif scope == "managed":
         rows, total = await service.managed_bookings(session, principal, status=status_filter, start=None, end=None,
                                                      limit=page.limit, offset=page.offset)
     else:

@@ -171,6 +171,22 @@ async def list_for_instruments(session: AsyncSession, instrument_ids: Sequence[i
     return list(rows), int(total or 0)
 
 
+async def list_unpaid_for_instruments(session: AsyncSession, instrument_ids: Sequence[int] | None, *, limit: int,
+                                      offset: int) -> tuple[Sequence[Booking], int]:
+    """Bookings whose service has a fee nobody recorded as paid or waived yet, oldest service first (None = all
+    instruments: platform admin)."""
+    from booking.usage.models import ServiceRecord
+
+    stmt = (select(Booking).join(ServiceRecord, col(ServiceRecord.booking_id) == col(Booking.id))
+            .where(col(ServiceRecord.payment_status) == "unpaid", col(ServiceRecord.amount) > 0))
+    if instrument_ids is not None:
+        stmt = stmt.where(col(Booking.instrument_id).in_(list(instrument_ids)))
+    total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = await session.scalars(stmt.order_by(col(ServiceRecord.ended_at), col(Booking.id)).limit(limit)
+                                 .offset(offset))
+    return list(rows), int(total or 0)
+
+
 async def due_pending(session: AsyncSession, now: datetime, limit: int = 500) -> Sequence[Booking]:
     """Pending requests whose start has passed without a decision."""
     stmt = (select(Booking).where(col(Booking.status) == BookingStatus.pending, col(Booking.start_at) <= now)

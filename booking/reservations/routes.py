@@ -355,7 +355,7 @@ QUEUE_PAGE = 100
 
 @router.get("/manage/bookings")
 async def queue(request: Request, session: SessionDep, principal: WebUser,
-                view: Annotated[str, Query(pattern="^(pending|today|upcoming)$")] = "pending",
+                view: Annotated[str, Query(pattern="^(pending|today|upcoming|unpaid)$")] = "pending",
                 offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
                 done: Annotated[int, Query(ge=0, le=10_000)] = 0,
                 did: Annotated[str, Query(pattern="^(approve|reject)?$")] = "",
@@ -364,6 +364,8 @@ async def queue(request: Request, session: SessionDep, principal: WebUser,
     if view == "pending":
         rows, total = await service.managed_bookings(session, principal, status="pending", start=None, end=None,
                                                      limit=QUEUE_PAGE, offset=offset)
+    elif view == "unpaid":
+        rows, total = await service.managed_unpaid(session, principal, limit=QUEUE_PAGE, offset=offset)
     else:
         day_start = datetime.combine(to_local(now).date(), time(0), tzinfo=LOCAL_TZ)
         end = day_start + timedelta(days=1 if view == "today" else 14)

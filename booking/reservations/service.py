@@ -654,6 +654,15 @@ async def managed_bookings(session: AsyncSession, principal: Principal, *, statu
                                            offset=offset)
 
 
+async def managed_unpaid(session: AsyncSession, principal: Principal, *, limit: int, offset: int
+                         ) -> tuple[Sequence[Booking], int]:
+    """Services on the principal's instruments whose fee is still to be recorded as paid (or waived)."""
+    if not (principal.is_admin or principal.managed_institution_ids):
+        raise Forbidden("只有仪器管理员可以查看审批队列和所管理仪器的预约")
+    ids = await managed_instrument_ids(session, principal)
+    return await repo.list_unpaid_for_instruments(session, ids, limit=limit, offset=offset)
+
+
 async def booking_rows(session: AsyncSession, bookings: Sequence[Booking]) -> list[dict[str, Any]]:
     """Each booking with its instrument, its user and its service record (if any), as the pages list them: three
     queries for the whole page, not three per booking."""

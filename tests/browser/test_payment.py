@@ -34,13 +34,20 @@ def test_manager_records_a_payment_the_researcher_sees_it(page, live: tuple[str,
     expect(page.get_by_role("button", name="登记付款")).to_have_count(0)
     logout(page)
 
+    # The manager finds it among the services still to pay.
     login(page, "manager@demo.local")
-    page.goto(f"/bookings/{due['booking_id']}")
+    page.get_by_role("link", name="预约管理").click()
+    page.get_by_role("link", name="待收款").click()
+    expect(page).to_have_url(re.compile(r"view=unpaid"))
+    expect(page.get_by_role("link", name="待收款")).to_have_attribute("aria-current", "page")
+    expect(page.locator("#queue")).to_contain_text("待付款")
+    screenshot(page, "payment-unpaid-list")
+    page.locator(f'a[href="/bookings/{due["booking_id"]}#payment"]').click()
     expect(page.get_by_role("heading", name=f"登记付款（应收 {due['amount']} 元）")).to_be_visible()
     screenshot(page, "payment-form")
     page.get_by_label("发票号").fill("FP-BROWSER-0001")
     page.get_by_role("button", name="登记付款").click()  # no method chosen: the browser asks for it first
-    expect(page).to_have_url(re.compile(rf"/bookings/{due['booking_id']}$"))
+    expect(page).to_have_url(re.compile(rf"/bookings/{due['booking_id']}(#payment)?$"))
     page.get_by_label("付款方式").select_option(label="银行转账")
     page.get_by_role("button", name="登记付款").click()
     expect(page.get_by_role("status").filter(has_text="已登记付款")).to_be_visible()

@@ -179,3 +179,21 @@ async def test_my_bookings_say_what_is_still_to_pay(client: httpx.AsyncClient, s
     w["record"].payment_status, w["record"].paid_at, w["record"].payment_method = "paid", NOW, "cash"
     await session.flush()
     assert "待付款" not in (await client.get("/bookings", params={"past": 1})).text
+
+
+async def test_services_still_to_pay_are_listed_for_the_managers(client: httpx.AsyncClient,
+                                                                  session: AsyncSession) -> None:
+    w = await _world(session)
+    mgr_h = await bearer_headers(session, w["manager"])
+    r = await client.get("/api/v1/bookings", params={"scope": "managed", "unpaid": "true"}, headers=mgr_h)
+    assert r.status_code == 200 and [b["id"] for b in r.json()["items"]] == [w["booking"].id]
+    bad = await client.get("/api/v1/bookings", params={"unpaid": "true"}, headers=mgr_h)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "unpaid"
+    await login_web(session, client, w["manager"])
+    page = (await client.get("/manage/bookings", params={"view": "unpaid"})).text
+    assert "待付款 480.00 元" in page and f'href="/bookings/{w["booking"].id}#payment"' in page
+    w["record"].payment_status, w["record"].payment_note = "waived", "测试免收"
+    await session.flush()
+    assert "没有待收款的服务" in (await client.get("/manage/bookings", params={"view": "unpaid"})).text
+    r = await client.get("/api/v1/bookings", params={"scope": "managed", "unpaid": "true"}, headers=mgr_h)
+    assert r.json()["total"] == 0
