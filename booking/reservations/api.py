@@ -164,7 +164,7 @@ async def my_records(session: SessionDep, principal: ApiUser, page: PageDep) -> 
 async def record_payment(session: SessionDep, principal: ApiUser, record_id: int, data: PaymentIn
                          ) -> ServiceRecordPublic:
     rec = await usage.record_payment(session, principal, record_id, method=data.method, paid_at=data.paid_at,
-                                     invoice_number=data.invoice_number, note=data.note)
+                                     amount=data.amount, invoice_number=data.invoice_number, note=data.note)
     return ServiceRecordPublic.model_validate(rec)
 
 

@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from booking.reservations.models import ACTIVE_STATUSES, Booking, BookingBlock, BookingStatus
+from booking.usage.models import ServiceRecord
+from booking.usage.rules import NO_FEE_BASIS
 
 
 async def insert_if_free(session: AsyncSession, values: dict[str, Any]) -> Booking | None:
@@ -175,10 +177,9 @@ async def list_unpaid_for_instruments(session: AsyncSession, instrument_ids: Seq
                                       offset: int) -> tuple[Sequence[Booking], int]:
     """Bookings whose service has a fee nobody recorded as paid or waived yet, oldest service first (None = all
     instruments: platform admin)."""
-    from booking.usage.models import ServiceRecord
-
     stmt = (select(Booking).join(ServiceRecord, col(ServiceRecord.booking_id) == col(Booking.id))
-            .where(col(ServiceRecord.payment_status) == "unpaid", col(ServiceRecord.amount) > 0))
+            .where(col(ServiceRecord.payment_status) == "unpaid",
+                   (col(ServiceRecord.amount) > 0) | (col(ServiceRecord.fee_basis) == NO_FEE_BASIS)))
     if instrument_ids is not None:
         stmt = stmt.where(col(Booking.instrument_id).in_(list(instrument_ids)))
     total = await session.scalar(select(func.count()).select_from(stmt.subquery()))

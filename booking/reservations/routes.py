@@ -15,7 +15,7 @@ from booking.auth.deps import CsrfDep, WebPrincipal, WebUser, load_web_principal
 from booking.auth.principal import Principal
 from booking.core.clock import LOCAL_TZ, to_local, utcnow
 from booking.core.db import SessionDep, refusable
-from booking.core.errors import Conflict, DomainError, Forbidden, Problem, RuleViolation
+from booking.core.errors import Conflict, DomainError, Forbidden, NotFound, Problem, RuleViolation
 from booking.core.forms import errors_by_field, form_count, form_note, parse_form
 from booking.core.settings import get_settings
 from booking.core.validation import problems_from_errors
@@ -26,7 +26,7 @@ from booking.reservations.schemas import BookingCreate, PaymentIn, PaymentReason
 from booking.reservations.week import Week, monday_of, week
 from booking.usage import service as usage
 from booking.usage.models import RATINGS
-from booking.usage.rules import PAYMENT_METHODS, PAYMENT_STATE_LABELS, payment_state
+from booking.usage.rules import NO_FEE_BASIS, PAYMENT_METHODS, PAYMENT_STATE_LABELS, fee_known, payment_state
 from instruments.models import Instrument
 from instruments.service import get_visible, may_manage
 
@@ -37,12 +37,12 @@ FIELD_LABELS = {"start": "开始时间", "end": "结束时间", "date": "日期"
                 "service_mode": "服务方式", "sample_notes": "样品说明", "repeat_weekly": "每周重复次数",
                 "override_reason": "越过规则的理由", "on_behalf_of": "预约用户", "status": "状态",
                 "any_equivalent": "可用等效仪器", "preferred_cities": "优先市州", "method": "付款方式",
-                "paid_at": "付款时间", "invoice_number": "发票号", "note": "备注", "reason": "原因"}
+                "paid_at": "付款时间", "amount": "实收金额", "invoice_number": "发票号", "note": "备注", "reason": "原因"}
 
 
 def _ctx(**kw: Any) -> dict[str, Any]:
     return {"STATUS_LABELS": STATUS_LABELS, "SERVICE_MODE_LABELS": SERVICE_MODE_LABELS, "RATINGS": RATINGS,
-            "field_labels": FIELD_LABELS, **kw}
+            "field_labels": FIELD_LABELS, "payment_state": payment_state, "NO_FEE_BASIS": NO_FEE_BASIS, **kw}
 
 
 def _parse_day(value: str | None) -> date:
@@ -279,7 +279,8 @@ async def _detail(request: Request, session: SessionDep, principal: Principal, b
                        blackouts=service.closures_text(await service.blackouts_over(session, booking, inst)),
                        estimate=usage.fee_estimate(inst, row["user"].institution_id, booking.start_at, booking.end_at)
                        if booking.status in ("pending", "confirmed", "held", "in_use") and row["user"] else None,
-                       payment=payment_state(rec.amount, rec.payment_status) if rec is not None else None,
+                       payment=payment_state(rec.amount, rec.payment_status, rec.fee_basis) if rec is not None else None,
+                       fee_known=fee_known(rec.fee_basis) if rec is not None else True,
                        PAYMENT_STATE_LABELS=PAYMENT_STATE_LABELS, PAYMENT_METHODS=PAYMENT_METHODS,
                        **{"errors": {}, "values": {}, **extra}),
                   status_code=status_code)
@@ -317,16 +318,17 @@ async def settle(request: Request, session: SessionDep, principal: WebUser, reco
     """Record a payment, waive the fee or take either back, from the booking page; a refusal shows the page again
     with the problem beside the field."""
     if action not in ("payment", "waive", "payment-reset"):
-        raise Forbidden("未知操作")
+        raise NotFound("未知操作")
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
     record_ = await usage.record_of_id(session, principal, record_id)
     try:
         async with refusable(session):
             if action == "payment":
-                data = parse_form(PaymentIn, {"method": form.get("method", ""), "invoice_number": form.get("invoice_number", ""),
+                data = parse_form(PaymentIn, {"method": form.get("method", ""), "amount": form.get("amount", ""),
+                                              "invoice_number": form.get("invoice_number", ""),
                                               "note": form.get("note", ""), "paid_at": _local_datetime(form.get("paid_at"))})
                 await usage.record_payment(session, principal, record_id, method=data.method, paid_at=data.paid_at,
-                                           invoice_number=data.invoice_number, note=data.note)
+                                           amount=data.amount, invoice_number=data.invoice_number, note=data.note)
                 done = "paid"
             else:
                 reason = parse_form(PaymentReason, {"reason": form.get("reason", "")}).reason
@@ -343,10 +345,14 @@ async def settle(request: Request, session: SessionDep, principal: WebUser, reco
     return redirect(request, target)
 
 
-def _local_datetime(value: str | None) -> str | None:
-    """A datetime-local field (Beijing time, no offset) as the API's aware datetime; empty stays empty."""
+def _local_datetime(value: str | None) -> datetime | str | None:
+    """A datetime-local field (Beijing time, no offset) as an aware datetime; empty stays empty, and what does not
+    parse goes on as typed, for the model to refuse by field."""
     value = (value or "").strip()
-    return f"{value}+08:00" if value else None
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=LOCAL_TZ) if value else None
+    except ValueError:
+        return value
 
 
 # Rows per page of the approval queue.

@@ -144,9 +144,11 @@ class ServiceRecordPublic(BaseModel):
     fee_basis: str | None
     rating: int | None
     rating_comment: str | None
-    payment_status: str = Field(description="free 无需付费 | unpaid 待付款 | paid 已付款 | waived 已免收")
+    payment_status: str = Field(
+        description="free 无需付费 | unpaid 待付款 | paid 已付款 | waived 已免收 | untracked 付款情况未登记（早于付款登记）")
     paid_at: datetime | None
     payment_method: str | None
+    paid_amount: Decimal | None
     invoice_number: str | None
     payment_note: str | None
 
@@ -156,7 +158,7 @@ class ServiceRecordPublic(BaseModel):
         # The stored status says "unpaid" for a record without a fee too; the API says what it means.
         if not isinstance(data, dict):
             data = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
-        return {**data, "payment_status": payment_state(data["amount"], data["payment_status"])}
+        return {**data, "payment_status": payment_state(data["amount"], data["payment_status"], data.get("fee_basis"))}
 
 
 class RatingIn(BaseModel):
@@ -170,6 +172,8 @@ class PaymentIn(BaseModel):
     method: Literal["transfer", "online", "internal", "cash", "other"] = Field(
         description="transfer 银行转账 | online 线上支付 | internal 单位内部结算 | cash 现金 | other 其他")
     paid_at: AwareDatetime | None = Field(default=None, description="付款时间（默认现在，不能晚于现在）")
+    amount: Decimal | None = Field(default=None, ge=0, le=Decimal("9999999999.99"), decimal_places=2,
+                                   description="实收金额（元）；默认为应收费用，仪器没有结构化收费标准时必填")
     invoice_number: str | None = Field(default=None, min_length=1, max_length=64, description="发票号")
     note: str | None = Field(default=None, max_length=300, description="备注")
 

@@ -19,6 +19,7 @@ from booking.activity.service import record
 from booking.core.clock import LOCAL_TZ, to_local
 from booking.core.security import hash_password
 from booking.reservations.models import Booking
+from booking.usage import service as usage
 from booking.usage.models import ServiceRecord
 from instruments.models import Instrument
 
@@ -138,9 +139,9 @@ async def seed_bookings(session: AsyncSession, now: datetime, rng_seed: int = 20
         row = _booking(inst, researcher, start, end, "completed", rng, now)
         row.update(checked_in_at=start + timedelta(minutes=5), checked_out_at=end - timedelta(minutes=10))
         rows.append(row)
-        history.append((inst, researcher, row))
+        history.append((inst, researcher, row, n != 1))
     # Services on the manager's own instruments in the past weeks: some paid, some still to record as paid.
-    for n, inst in enumerate(scu_instruments[:6]):
+    for n, inst in enumerate([i for i in scu_instruments if i.fee_unit is not None][:6]):
         day = today - timedelta(days=3 + 4 * n)
         while day.weekday() >= 5:
             day -= timedelta(days=1)
@@ -149,38 +150,38 @@ async def seed_bookings(session: AsyncSession, now: datetime, rng_seed: int = 20
         row = _booking(inst, user, start, end, "completed", rng, now)
         row.update(checked_in_at=start + timedelta(minutes=5), checked_out_at=end - timedelta(minutes=10))
         rows.append(row)
-        history.append((inst, user, row))
+        history.append((inst, user, row, n not in (0, 3)))
 
     created = list(await session.scalars(insert(Booking).returning(Booking), rows))
     by_key = {(b.instrument_id, b.start_at): b for b in created}
-    for n, (inst, user, row) in enumerate(history):
+    for n, (inst, user, row, paid) in enumerate(history):
         booking = by_key[(inst.id, row["start_at"])]
         hours = Decimal("2.75")
         external = user.institution_id != inst.institution_id
-        price = Decimal((inst.fee_external if external else inst.fee_internal) or 300)
-        amount = max(Decimal(inst.fee_minimum or 0), price * hours).quantize(Decimal("0.01"))
+        amount, basis = usage.fee_of(inst, hours=hours, samples=3, external=external)
         session.add(ServiceRecord(
             instrument_id=inst.id, booking_id=booking.id, user_id=user.id,  # type: ignore[arg-type]
             user_institution_id=user.institution_id, provider_institution_id=inst.institution_id,
             is_external=external, started_at=booking.checked_in_at, ended_at=booking.checked_out_at, hours=hours,  # type: ignore[arg-type]
             service_mode=booking.service_mode, project_name=booking.project_name, applicant_name=user.name,
-            amount=amount, fee_basis=f"单位{'外' if external else '内'}价格 {price} 元/小时 × {hours} = {amount} 元",
+            amount=amount, fee_basis=basis,
             rating=5 if n else None, rated_at=booking.checked_out_at + timedelta(days=1) if n else None,  # type: ignore[operator]
             recorded_by=manager.id if inst.institution_id == scu.id else None,
-            **_payment(n, booking.checked_out_at, now, manager.id if inst.institution_id == scu.id else None)))  # type: ignore[arg-type]
+            **_payment(paid, n, amount, booking.checked_out_at, now,  # type: ignore[arg-type]
+                       manager.id if inst.institution_id == scu.id else None)))
     record(session, actor_id=None, action="demo.bookings_seeded", target_type="system",
            after={"opening_windows": windows, "rules": rules, "bookings": len(created)})
     await session.flush()
     return {"opening_windows": int(windows or 0), "rules": int(rules or 0), "bookings": len(created)}
 
 
-def _payment(n: int, served_until: datetime, now: datetime, manager_id: int | None) -> dict[str, Any]:
-    """Two services in three paid by bank transfer a few days after the service (never after now); the rest still
-    to pay, so the booking pages show both."""
-    if n % 3 == 1:
+def _payment(paid: bool, n: int, amount: Decimal, served_until: datetime, now: datetime, manager_id: int | None
+             ) -> dict[str, Any]:
+    """A paid service: by bank transfer a few days after it (never after now), with an invoice."""
+    if not paid:
         return {}
     paid_at = min(served_until + timedelta(days=3), now)
-    return {"payment_status": "paid", "paid_at": paid_at, "payment_method": "transfer",
+    return {"payment_status": "paid", "paid_at": paid_at, "payment_method": "transfer", "paid_amount": amount,
             "invoice_number": f"FP-{paid_at:%Y%m}-{n + 1:04d}", "payment_recorded_by": manager_id,
             "payment_recorded_at": paid_at}
 

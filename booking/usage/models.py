@@ -15,24 +15,33 @@ RATINGS = {5: "非常满意", 4: "基本满意", 3: "一般", 2: "不满意", 1:
 SERVICE_TYPES = {"research": "科学研究", "development": "科技开发", "teaching": "教学", "other": "其他"}
 
 
+# A paid record says when, how and how much; a waived one says why; an unsettled one carries none of it. (Revision
+# 0012 writes the same text.)
+CONSISTENT_PAYMENT = (
+    "(payment_status = 'paid' AND paid_at IS NOT NULL AND payment_method IS NOT NULL AND paid_amount IS NOT NULL)"
+    " OR (payment_status = 'waived' AND paid_at IS NULL AND payment_method IS NULL AND paid_amount IS NULL"
+    " AND invoice_number IS NULL AND payment_note IS NOT NULL)"
+    " OR (payment_status IN ('unpaid', 'untracked') AND paid_at IS NULL AND payment_method IS NULL"
+    " AND paid_amount IS NULL AND invoice_number IS NULL)"
+)
+
+
 class ServiceRecord(SQLModel, table=True):
     __tablename__ = "service_records"
     __table_args__ = (
         CheckConstraint("started_at < ended_at", name="order"),
         CheckConstraint("hours > 0", name="hours"),
         CheckConstraint("amount >= 0", name="amount"),
+        CheckConstraint("paid_amount IS NULL OR paid_amount >= 0", name="paid_amount"),
         CheckConstraint("service_mode IN ('occupancy', 'technical', 'entrusted', 'remote', 'other')",
                         name="service_mode"),
         CheckConstraint("service_type IN ('research', 'development', 'teaching', 'other')", name="service_type"),
         CheckConstraint("rating IS NULL OR rating BETWEEN 1 AND 5", name="rating"),
-        CheckConstraint("payment_status IN ('unpaid', 'paid', 'waived')", name="payment_status"),
+        CheckConstraint("payment_status IN ('unpaid', 'paid', 'waived', 'untracked')", name="payment_status"),
         CheckConstraint("payment_method IS NULL OR payment_method IN ('transfer', 'online', 'internal', 'cash', 'other')",
                         name="payment_method"),
-        # A paid record says when and how; a waived one says why; an unpaid one carries nothing of either.
         CheckConstraint(
-            "(payment_status = 'paid' AND paid_at IS NOT NULL AND payment_method IS NOT NULL)"
-            " OR (payment_status = 'waived' AND paid_at IS NULL AND payment_method IS NULL AND payment_note IS NOT NULL)"
-            " OR (payment_status = 'unpaid' AND paid_at IS NULL AND payment_method IS NULL AND invoice_number IS NULL)",
+            CONSISTENT_PAYMENT,
             name="payment_consistent",
         ),
     )
@@ -64,6 +73,7 @@ class ServiceRecord(SQLModel, table=True):
     payment_status: str = Field(default="unpaid", sa_column=Column(Text, nullable=False, server_default="unpaid"))
     paid_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
     payment_method: str | None = Field(default=None, sa_column=Column(Text))
+    paid_amount: Decimal | None = Field(default=None, sa_column=Column(Numeric(12, 2)))
     invoice_number: str | None = Field(default=None, sa_column=Column(String(64)))
     payment_note: str | None = Field(default=None, sa_column=Column(String(300)))
     payment_recorded_by: int | None = Field(default=None,

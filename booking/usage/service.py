@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,7 +16,7 @@ from booking.notify.service import notify
 from booking.reservations.models import Booking
 from booking.usage import repository as repo
 from booking.usage.models import ServiceRecord
-from booking.usage.rules import PAYMENT_METHODS, PaymentAction, payment_refusal, payment_state
+from booking.usage.rules import NO_FEE_BASIS, PAYMENT_METHODS, PaymentAction, fee_known, payment_refusal, payment_state
 from instruments.models import Instrument
 from instruments.service import may_manage
 from scheduling.fees import FeeSchedule, billable_hours, fee_breakdown
@@ -55,6 +55,19 @@ def fee_estimate(inst: Instrument, user_institution_id: int | None, start: datet
     return f"预计费用 {fee.amount} 元：{group} {price} 元/次{minimum}"
 
 
+def fee_of(inst: Instrument, *, hours: Decimal, samples: int, external: bool) -> tuple[Decimal, str]:
+    """The fee of one service and how it was computed, in words; nil with NO_FEE_BASIS when the instrument has
+    no structured fees."""
+    schedule = fee_schedule(inst)
+    if schedule is None:
+        return Decimal("0.00"), NO_FEE_BASIS
+    fee = fee_breakdown(schedule, hours=hours, samples=samples, uses=1, external=external)
+    group = "校外/单位外价格" if external else "校内/单位内价格"
+    basis = (f"{group} {fee.unit_price} 元/{_UNIT_TEXT[fee.unit]} × {fee.quantity} = {fee.subtotal:.2f} 元"
+             + (f"，按最低收费 {fee.minimum_fee} 元" if fee.minimum_applied else ""))
+    return fee.amount, basis
+
+
 async def record_from_booking(session: AsyncSession, booking: Booking, inst: Instrument, *, started_at: datetime,
                               ended_at: datetime, samples: int, service_type: str, recorded_by: int | None
                               ) -> ServiceRecord:
@@ -62,15 +75,7 @@ async def record_from_booking(session: AsyncSession, booking: Booking, inst: Ins
     assert user is not None
     external = user.institution_id != inst.institution_id
     hours = billable_hours(started_at, ended_at)
-    schedule = fee_schedule(inst)
-    if schedule is None:
-        amount, basis = Decimal("0.00"), "未设置结构化收费标准"
-    else:
-        fee = fee_breakdown(schedule, hours=hours, samples=samples, uses=1, external=external)
-        amount = fee.amount
-        group = "校外/单位外价格" if external else "校内/单位内价格"
-        basis = (f"{group} {fee.unit_price} 元/{_UNIT_TEXT[fee.unit]} × {fee.quantity} = {fee.subtotal:.2f} 元"
-                 + (f"，按最低收费 {fee.minimum_fee} 元" if fee.minimum_applied else ""))
+    amount, basis = fee_of(inst, hours=hours, samples=samples, external=external)
     rec = ServiceRecord(
         instrument_id=inst.id, booking_id=booking.id, user_id=user.id,  # type: ignore[arg-type]
         user_institution_id=user.institution_id, provider_institution_id=inst.institution_id, is_external=external,
@@ -120,7 +125,7 @@ async def my_records(session: AsyncSession, actor: Principal, *, limit: int, off
 
 # ---- payment -------------------------------------------------------------------------------------------------------
 
-_PAYMENT_FIELDS = ["payment_status", "paid_at", "payment_method", "invoice_number", "payment_note"]
+_PAYMENT_FIELDS = ["payment_status", "paid_at", "payment_method", "paid_amount", "invoice_number", "payment_note"]
 
 
 def _payment_of(rec: ServiceRecord) -> dict[str, object]:
@@ -134,10 +139,17 @@ async def record_of_id(session: AsyncSession, actor: Principal, record_id: int) 
     """A service record its user or a manager of its instrument may see; else 404."""
     rec = await session.get(ServiceRecord, record_id) if 0 < record_id <= _MAX_ID else None
     inst = await session.get(Instrument, rec.instrument_id) if rec is not None else None
-    if rec is None or inst is None or not (rec.user_id == actor.id
-                                           or may_manage(actor, inst.institution_id, inst.facility_id)):
+    if rec is None or inst is None or not (rec.user_id == actor.id or _provides(actor, rec, inst)):
         raise NotFound(f"服务记录 {record_id} 不存在")
     return rec
+
+
+def _provides(actor: Principal, rec: ServiceRecord, inst: Instrument) -> bool:
+    """Whether the actor manages the provider of this service: the institution it was recorded for (an instrument
+    moved to another institution since leaves its past services with the old one), and the instrument's facility
+    while it is still there."""
+    facility = inst.facility_id if inst.institution_id == rec.provider_institution_id else None
+    return may_manage(actor, rec.provider_institution_id, facility)
 
 
 async def _settleable(session: AsyncSession, actor: Principal, record_id: int, action: PaymentAction
@@ -148,11 +160,13 @@ async def _settleable(session: AsyncSession, actor: Principal, record_id: int, a
     inst = await session.get(Instrument, rec.instrument_id) if rec is not None else None
     if rec is None or inst is None:
         raise NotFound(f"服务记录 {record_id} 不存在")
-    if not may_manage(actor, inst.institution_id, inst.facility_id):
+    if not _provides(actor, rec, inst):
         if rec.user_id != actor.id:
             raise NotFound(f"服务记录 {record_id} 不存在")
         raise Forbidden("付款情况由仪器所属单位的管理员登记")
-    why = payment_refusal(payment_state(rec.amount, rec.payment_status), action)
+    if action != "pay" and rec.user_id == actor.id and not actor.is_admin:
+        raise Forbidden("不能为自己使用的服务免收费用或撤销付款记录，请由本单位其他管理员办理")
+    why = payment_refusal(payment_state(rec.amount, rec.payment_status, rec.fee_basis), action)
     if why is not None:
         raise Conflict(why, problems=[Problem(None, "payment_state", why)])
     return rec, inst
@@ -171,19 +185,33 @@ async def _settled(session: AsyncSession, actor: Principal, rec: ServiceRecord, 
     return rec
 
 
+# Paid in advance is usual ("pay before the data is released"), a year ahead is not: an earlier date is a typo.
+_PREPAID_AT_MOST = timedelta(days=366)
+
+
 async def record_payment(session: AsyncSession, actor: Principal, record_id: int, *, method: str,
-                         paid_at: datetime | None, invoice_number: str | None, note: str | None) -> ServiceRecord:
-    """The provider received the fee: when (default now, never later), how, and the invoice number if one was
-    issued."""
+                         paid_at: datetime | None, amount: Decimal | None, invoice_number: str | None,
+                         note: str | None) -> ServiceRecord:
+    """The provider received the fee: when (default now; not later, nor over a year before the service), how,
+    how much (default the computed fee; required when the instrument had no structured fee) and the invoice
+    number if one was issued."""
     rec, inst = await _settleable(session, actor, record_id, "pay")
     now = utcnow()
+    problems = []
     if paid_at is not None and paid_at > now:
-        raise RuleViolation("付款时间不能晚于现在", problems=[Problem("paid_at", "future", "付款时间不能晚于现在")])
+        problems.append(Problem("paid_at", "future", "付款时间不能晚于现在"))
+    elif paid_at is not None and paid_at < rec.started_at - _PREPAID_AT_MOST:
+        problems.append(Problem("paid_at", "too_early", "付款时间早于服务开始一年以上，请核对"))
+    if amount is None and not fee_known(rec.fee_basis):
+        problems.append(Problem("amount", "missing", "该仪器没有结构化收费标准，请填写实收金额"))
+    if problems:
+        raise RuleViolation("；".join(p.message for p in problems), problems=problems)
+    received = amount if amount is not None else rec.amount
     before = _payment_of(rec)
     rec.payment_status, rec.paid_at, rec.payment_method = "paid", (paid_at or now).astimezone(UTC), method
-    rec.invoice_number, rec.payment_note = invoice_number, note
+    rec.paid_amount, rec.invoice_number, rec.payment_note = received, invoice_number, note
     invoice = f"，发票号 {invoice_number}" if invoice_number else ""
-    body = f"{inst.name} 的服务费用 {rec.amount} 元已确认收到（{PAYMENT_METHODS[method]}{invoice}）。"
+    body = f"{inst.name} 的服务费用已确认收到 {received} 元（{PAYMENT_METHODS[method]}{invoice}）。"
     return await _settled(session, actor, rec, inst, before, "paid", "付款已确认", body)
 
 
@@ -192,7 +220,7 @@ async def waive_payment(session: AsyncSession, actor: Principal, record_id: int,
     rec, inst = await _settleable(session, actor, record_id, "waive")
     before = _payment_of(rec)
     rec.payment_status, rec.payment_note = "waived", reason
-    body = f"{inst.name} 的服务费用 {rec.amount} 元已免收。原因：{reason}"
+    body = f"{inst.name} 的服务费用已免收。原因：{reason}"
     return await _settled(session, actor, rec, inst, before, "waived", "服务费用已免收", body)
 
 
@@ -201,6 +229,6 @@ async def reset_payment(session: AsyncSession, actor: Principal, record_id: int,
     rec, inst = await _settleable(session, actor, record_id, "reset")
     before = _payment_of(rec)
     rec.payment_status, rec.paid_at, rec.payment_method, rec.invoice_number = "unpaid", None, None, None
-    rec.payment_note = reason
-    body = f"{inst.name} 的服务费用 {rec.amount} 元的付款记录已撤销，当前为待付款。原因：{reason}"
+    rec.paid_amount = rec.payment_note = None  # the reason is in the activity log, with what was taken back
+    body = f"{inst.name} 的服务费用的付款记录已撤销，当前为待付款。原因：{reason}"
     return await _settled(session, actor, rec, inst, before, "payment_reset", "付款记录已撤销", body)

@@ -40,7 +40,7 @@ def test_manager_records_a_payment_the_researcher_sees_it(page, live: tuple[str,
     page.get_by_role("link", name="待收款").click()
     expect(page).to_have_url(re.compile(r"view=unpaid"))
     expect(page.get_by_role("link", name="待收款")).to_have_attribute("aria-current", "page")
-    expect(page.locator("#queue")).to_contain_text("待付款")
+    expect(page.locator("#queue")).to_contain_text("待收款")
     screenshot(page, "payment-unpaid-list")
     page.locator(f'a[href="/bookings/{due["booking_id"]}#payment"]').click()
     expect(page.get_by_role("heading", name=f"登记付款（应收 {due['amount']} 元）")).to_be_visible()

@@ -62,13 +62,15 @@ class TestApi:
         mine = (await client.get("/api/v1/service-records", headers=user_h)).json()["items"][0]
         assert mine["payment_status"] == "paid"
         [note] = await notifications_of(session, w["user"].id, "service_record.paid")
-        assert "480.00 元已确认收到" in note.body and "发票号 FP-2026-0012" in note.body
+        assert "已确认收到 480.00 元" in note.body and "发票号 FP-2026-0012" in note.body
+        assert body["paid_amount"] == "480.00"  # the computed fee when no other amount is given
         again = await client.post(f"/api/v1/service-records/{rec.id}/payment", headers=mgr_h, json={"method": "cash"})
         assert again.status_code == 409 and "已登记付款" in again.json()["detail"]
         reset = await client.post(f"/api/v1/service-records/{rec.id}/payment/reset", headers=mgr_h,
                                   json={"reason": "发票号登记错误"})
         assert reset.status_code == 200 and reset.json()["payment_status"] == "unpaid"
-        assert reset.json()["invoice_number"] is None and reset.json()["payment_note"] == "发票号登记错误"
+        assert reset.json()["invoice_number"] is None and reset.json()["paid_amount"] is None
+        assert reset.json()["payment_note"] is None  # the reason is in the log, with what was taken back
         waived = await client.post(f"/api/v1/service-records/{rec.id}/waive", headers=mgr_h,
                                    json={"reason": "设备故障后重测，不收费"})
         assert waived.status_code == 200 and waived.json()["payment_status"] == "waived"
@@ -81,6 +83,10 @@ class TestApi:
         ("payment", {"method": "cash", "paid_at": "2026-12-01T10:00:00"}, "paid_at"),  # no offset
         ("payment", {"method": "cash", "invoice_number": "F" * 65}, "invoice_number"),
         ("payment", {"method": "cash", "paid_at": "2026-12-02T08:00:00+08:00"}, "paid_at"),  # after now
+        ("payment", {"method": "cash", "paid_at": "0001-01-01T00:00:00+08:00"}, "paid_at"),
+        ("payment", {"method": "cash", "paid_at": "2025-01-01T00:00:00+08:00"}, "paid_at"),  # a year before
+        ("payment", {"method": "cash", "amount": "-1"}, "amount"),
+        ("payment", {"method": "cash", "amount": "12.345"}, "amount"),
         ("waive", {"reason": "免"}, "reason"),
         ("waive", {}, "reason"),
     ])
@@ -150,6 +156,9 @@ class TestPage:
         future = await client.post(f"/service-records/{rec.id}/payment",
                                    data={"method": "transfer", "paid_at": "2026-12-05T10:00"})
         assert future.status_code == 422 and "付款时间不能晚于现在" in future.text
+        for typed in ("0001-01-01T00:00", "昨天下午"):
+            odd = await client.post(f"/service-records/{rec.id}/payment", data={"method": "transfer", "paid_at": typed})
+            assert odd.status_code == 422 and 'id="e-pay-paid_at"' in odd.text, typed
         done = await client.post(f"/service-records/{rec.id}/payment",
                                  data={"method": "transfer", "paid_at": "2026-11-30T15:30", "invoice_number": "FP-9"})
         assert done.status_code == 303
@@ -177,6 +186,7 @@ async def test_my_bookings_say_what_is_still_to_pay(client: httpx.AsyncClient, s
     listed = (await client.get("/bookings", params={"past": 1})).text
     assert "待付款 480.00 元" in listed
     w["record"].payment_status, w["record"].paid_at, w["record"].payment_method = "paid", NOW, "cash"
+    w["record"].paid_amount = w["record"].amount
     await session.flush()
     assert "待付款" not in (await client.get("/bookings", params={"past": 1})).text
 
@@ -191,9 +201,51 @@ async def test_services_still_to_pay_are_listed_for_the_managers(client: httpx.A
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "unpaid"
     await login_web(session, client, w["manager"])
     page = (await client.get("/manage/bookings", params={"view": "unpaid"})).text
-    assert "待付款 480.00 元" in page and f'href="/bookings/{w["booking"].id}#payment"' in page
+    assert "待收款 480.00 元" in page and f'href="/bookings/{w["booking"].id}#payment"' in page
     w["record"].payment_status, w["record"].payment_note = "waived", "测试免收"
     await session.flush()
     assert "没有待收款的服务" in (await client.get("/manage/bookings", params={"view": "unpaid"})).text
     r = await client.get("/api/v1/bookings", params={"scope": "managed", "unpaid": "true"}, headers=mgr_h)
     assert r.json()["total"] == 0
+
+
+
+async def test_a_fee_not_computed_is_paid_with_the_amount_received(client: httpx.AsyncClient,
+                                                                     session: AsyncSession) -> None:
+    """An instrument with only the free-text fee gives a record whose fee is not known: it is not 无需付费, it
+    is on the list to collect, and the payment says how much was received."""
+    from booking.usage.rules import NO_FEE_BASIS
+
+    w = await _world(session, amount="0.00")
+    w["record"].fee_basis = NO_FEE_BASIS
+    await session.flush()
+    mgr_h = await bearer_headers(session, w["manager"])
+    url = f"/api/v1/service-records/{w['record'].id}/payment"
+    listed = await client.get("/api/v1/bookings", params={"scope": "managed", "unpaid": "true"}, headers=mgr_h)
+    assert listed.json()["total"] == 1
+    missing = await client.post(url, headers=mgr_h, json={"method": "transfer"})
+    assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "amount"
+    paid = await client.post(url, headers=mgr_h, json={"method": "transfer", "amount": "350.50"})
+    assert paid.status_code == 200 and paid.json()["paid_amount"] == "350.50"
+
+
+async def test_managers_of_another_facility_and_self_waivers(client: httpx.AsyncClient,
+                                                              session: AsyncSession) -> None:
+    from tests.factories import make_facility
+
+    w = await _world(session)
+    lab = await make_facility(session, w["owner"])
+    other_lab = await make_facility(session, w["owner"], name="另一个实验室")
+    w["inst"].facility_id = lab.id
+    await session.flush()
+    neighbour = await make_user(session, role=Role.facility_manager, grant_institution=w["owner"],
+                                facility=other_lab)
+    url = f"/api/v1/service-records/{w['record'].id}"
+    r = await client.post(f"{url}/payment", headers=await bearer_headers(session, neighbour), json={"method": "cash"})
+    assert r.status_code == 404
+    # A manager who used the instrument themselves may record their payment, not waive their own fee.
+    w["record"].user_id = w["manager"].id
+    await session.flush()
+    mgr_h = await bearer_headers(session, w["manager"])
+    r = await client.post(f"{url}/waive", headers=mgr_h, json={"reason": "自己的测试"})
+    assert r.status_code == 403 and "不能为自己使用的服务" in r.json()["detail"]

@@ -6,18 +6,21 @@ from decimal import Decimal
 
 import pytest
 
-from booking.usage.rules import payment_refusal, payment_state
+from booking.usage.rules import NO_FEE_BASIS, payment_refusal, payment_state
 
 
-@pytest.mark.parametrize(("amount", "stored", "state"), [
-    (Decimal("480.00"), "unpaid", "unpaid"),
-    (Decimal("0.00"), "unpaid", "free"),
-    (Decimal("480.00"), "paid", "paid"),
-    (Decimal("480.00"), "waived", "waived"),
-    (Decimal("0.00"), "waived", "waived"),  # settled before the fee was known to be nil: kept as settled
+@pytest.mark.parametrize(("amount", "stored", "basis", "state"), [
+    (Decimal("480.00"), "unpaid", "外部 240 元/小时 × 2", "unpaid"),
+    (Decimal("0.00"), "unpaid", "内部 0 元/小时 × 2", "free"),
+    (Decimal("0.00"), "unpaid", NO_FEE_BASIS, "unpaid"),  # the fee is not known, not nil: the provider says
+    (Decimal("480.00"), "paid", None, "paid"),
+    (Decimal("480.00"), "waived", None, "waived"),
+    (Decimal("0.00"), "waived", None, "waived"),  # settled before the fee was known to be nil: kept as settled
+    (Decimal("480.00"), "untracked", None, "untracked"),
+    (Decimal("0.00"), "untracked", None, "untracked"),
 ])
-def test_state(amount: Decimal, stored: str, state: str) -> None:
-    assert payment_state(amount, stored) == state
+def test_state(amount: Decimal, stored: str, basis: str | None, state: str) -> None:
+    assert payment_state(amount, stored, basis) == state
 
 
 @pytest.mark.parametrize(("state", "action", "refused_with"), [
@@ -33,6 +36,9 @@ def test_state(amount: Decimal, stored: str, state: str) -> None:
     ("free", "pay", "无需登记付款"),
     ("free", "waive", "无需登记付款"),
     ("free", "reset", "无需登记付款"),
+    ("untracked", "pay", None),
+    ("untracked", "waive", None),
+    ("untracked", "reset", "尚未登记付款或免收"),
 ])
 def test_refusal(state: str, action: str, refused_with: str | None) -> None:
     why = payment_refusal(state, action)  # type: ignore[arg-type]
