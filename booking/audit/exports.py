@@ -25,6 +25,7 @@ from booking.core.regions import city_name
 from booking.core.spreadsheets import XlsxBook
 from booking.reservations.models import SERVICE_MODE_LABELS
 from booking.usage.models import RATINGS, SERVICE_TYPES
+from booking.usage.rules import PAYMENT_STATE_LABELS, payment_state
 from instruments.models import SHARING_MODE_LABELS, STATUS_LABELS, USAGE_KIND_LABELS
 from instruments.rules import neutralise_cell
 
@@ -232,7 +233,10 @@ RECORD_COLUMNS: list[Column] = [
     Column("项目名称", "project_name", None, 24),
     Column("经费来源", "funding_source", None, 18), Column("申请人", "applicant_name"),
     Column("申请人所在单位", "user_institution_name", None, 28), Column("收费金额（元）", "amount", DEC),
-    Column("收费依据", "fee_basis", None, 24), Column("用户评价", "rating_label"),
+    Column("收费依据", "fee_basis", None, 24),
+    # The payment as it stands when the file is made (not as of the statistics date: it is not effective-dated).
+    Column("付款状态", "payment_label"), Column("实收金额（元）", "paid_amount", DEC), Column("付款时间", "paid", None, 18),
+    Column("发票号", "invoice_number", None, 18), Column("用户评价", "rating_label"),
     Column("评价意见", "rating_comment", None, 30),
 ]
 
@@ -245,6 +249,8 @@ def record_row(r: Mapping[str, Any]) -> dict[str, Any]:
     row["service_type_label"] = SERVICE_TYPES.get(r["service_type"], r["service_type"])
     row["user_kind"] = "外部用户" if r["is_external"] else "内部用户"
     row["rating_label"] = RATINGS.get(r["rating"]) if r["rating"] else None
+    row["payment_label"] = PAYMENT_STATE_LABELS[payment_state(r["amount"], r["payment_status"], r["fee_basis"])]
+    row["paid"] = _local(r["paid_at"])
     return row
 
 

@@ -455,6 +455,7 @@ _RECORD_COLUMNS = """r.id, r.instrument_id,
        CASE WHEN {shown} THEN i.asset_number END AS asset_number, r.started_at, r.ended_at,
        r.hours, r.samples, r.is_external, r.service_mode, r.service_type, r.project_name, r.funding_source,
        r.applicant_name, r.amount, r.fee_basis, r.rating, r.rating_comment, r.user_institution_id,
+       r.payment_status, r.paid_at, r.paid_amount, r.invoice_number,
        ui.name AS user_institution_name, r.provider_institution_id, pi.name AS provider_institution_name,
        r.created_at"""
 

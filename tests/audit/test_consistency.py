@@ -167,6 +167,11 @@ async def test_csv_sheet_and_records_export(client: httpx.AsyncClient, session: 
     assert ws.max_row == 1 + 4
     kinds = {row[9] for row in ws.iter_rows(min_row=2, values_only=True)}
     assert kinds == {"外部用户", "内部用户"}
+    header = [c.value for c in ws[1]]
+    payment = header.index("付款状态")
+    assert header[payment:payment + 4] == ["付款状态", "实收金额（元）", "付款时间", "发票号"]
+    states = {row[payment] for row in ws.iter_rows(min_row=2, values_only=True)}
+    assert states and states <= {"待付款", "无需付费"}
     logged = (await session.scalars(select(ActivityEntry.target_id).where(
         ActivityEntry.actor_id == user.id, ActivityEntry.action == "stats.exported"))).all()
     assert set(logged) == {"usage-city.csv", "service-records.csv", "service-records.xlsx"}
