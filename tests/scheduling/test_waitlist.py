@@ -46,6 +46,20 @@ async def _cancel(client: httpx.AsyncClient, session: AsyncSession, user: User, 
     assert r.status_code == 200, r.text
 
 
+async def _offer_let_lapse(client: httpx.AsyncClient, session: AsyncSession, clock: Clock
+                           ) -> tuple[World, dict[str, Any], int]:
+    """Two users wait for a taken slot; it is freed and held for the first, whose hold then lapses before the job
+    runs. Returns the world, the lapsed offer and the second user's waitlist entry id."""
+    w = await make_world(session)
+    taken = await _taken(client, session, w)
+    first = (await _join(client, session, w.researcher2, w.x, at(10), at(12))).json()["id"]
+    second = (await _join(client, session, w.researcher3, w.x, at(10), at(12))).json()["id"]
+    await _cancel(client, session, w.researcher, taken)
+    offer = (await _entry(client, session, w.researcher2, first))["offer"]
+    clock.advance(minutes=31)  # the job has not run yet
+    return w, offer, second
+
+
 async def _entries(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(WaitlistEntry)) or 0)
 
@@ -194,13 +208,7 @@ class TestOffers:
 
     async def test_accepting_after_expiry_is_410_and_the_slot_moves_on(
             self, client: httpx.AsyncClient, session: AsyncSession, clock: Clock) -> None:
-        w = await make_world(session)
-        taken = await _taken(client, session, w)
-        first = (await _join(client, session, w.researcher2, w.x, at(10), at(12))).json()["id"]
-        second = (await _join(client, session, w.researcher3, w.x, at(10), at(12))).json()["id"]
-        await _cancel(client, session, w.researcher, taken)
-        offer = (await _entry(client, session, w.researcher2, first))["offer"]
-        clock.advance(minutes=31)  # the job has not run yet
+        w, offer, second = await _offer_let_lapse(client, session, clock)
         r = await client.post(f"/api/v1/waitlist/offers/{offer['id']}/accept",
                               headers=await bearer_headers(session, w.researcher2))
         assert r.status_code == 410, r.text
@@ -215,13 +223,7 @@ class TestOffers:
     async def test_accepting_after_expiry_on_the_page_also_moves_the_slot_on(
             self, client: httpx.AsyncClient, session: AsyncSession, clock: Clock) -> None:
         """The page shows the refusal again, in a savepoint that must keep what the 410 keeps."""
-        w = await make_world(session)
-        taken = await _taken(client, session, w)
-        first = (await _join(client, session, w.researcher2, w.x, at(10), at(12))).json()["id"]
-        second = (await _join(client, session, w.researcher3, w.x, at(10), at(12))).json()["id"]
-        await _cancel(client, session, w.researcher, taken)
-        offer = (await _entry(client, session, w.researcher2, first))["offer"]
-        clock.advance(minutes=31)
+        w, offer, second = await _offer_let_lapse(client, session, clock)
         await login_web(session, client, w.researcher2)
         r = await client.post(f"/waitlist/offers/{offer['id']}/accept")
         assert r.status_code == 410 and "过期" in r.text
