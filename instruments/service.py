@@ -91,7 +91,7 @@ def may_manage(actor: Principal | None, institution_id: int, facility_id: int | 
 
 
 async def build_filters(
-    session: AsyncSession,
+    source: repo.Reader,
     *,
     q: str | None = None,
     city: str | None = None,
@@ -135,7 +135,7 @@ async def build_filters(
                 chain_id = None
                 problems.append(Problem("chain", "unknown_chain", f"未知的产业链标签 {chain}"))
         else:
-            chain_id = (await repo.chain_ids_by_name(session)).get(chain.strip())
+            chain_id = (await repo.chain_ids_by_name(source)).get(chain.strip())
             if chain_id is None:
                 problems.append(Problem("chain", "unknown_chain", f"未知的产业链标签 {chain}"))
     if min_value is not None and max_value is not None and min_value > max_value:
@@ -160,7 +160,7 @@ async def build_filters(
 
 
 async def search(
-    session: AsyncSession,
+    source: repo.Reader,
     principal: Principal | None,
     filters: SearchFilters,
     *,
@@ -169,8 +169,9 @@ async def search(
     offset: int,
     with_facets: bool = True,
 ) -> SearchPage:
+    """`source`: a session, or for an anonymous reader an asyncpg connection (booking.core.db.read_connection)."""
     return await repo.search(
-        session, filters, viewer_of(principal), sort=sort, limit=limit, offset=offset, with_facets=with_facets
+        source, filters, viewer_of(principal), sort=sort, limit=limit, offset=offset, with_facets=with_facets
     )
 
 

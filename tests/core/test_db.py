@@ -1,5 +1,6 @@
 """The request's session (booking.core.db._request_session): committed when the request touched it, left alone when
-it did not. The pool (SlotWaitingPool): a server out of connection slots makes a request wait, not fail."""
+it did not. The pool (SlotWaitingPool): a server out of connection slots makes a request wait, not fail. The read
+connection (read_connection): straight from the sessions' pool, and back to it unless it may be mid-protocol."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from asyncpg import PostgresError
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from booking.core.db import _request_session, _used, make_engine
+from booking.core import db as core_db
+from booking.core.db import _request_session, _used, make_engine, read_connection
 from instruments.models import Chain
 from tests.db import TestDatabase, as_role, create_capped_role, drop_role
 
@@ -134,3 +137,64 @@ class TestSlotWaitingPool:
 async def _select_one(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(text("SELECT 1"))).scalar_one())
+
+
+class TestReadConnection:
+    @pytest.fixture
+    async def engine(self, test_database: TestDatabase) -> AsyncIterator[AsyncEngine]:
+        """Sessions bound to an engine of one connection, as in the application (not the tests' outer
+        transaction)."""
+        engine = make_engine(test_database.url, pool_size=1, max_overflow=0, pool_timeout=5)
+        previous = core_db._sessionmaker
+        core_db.set_sessionmaker(async_sessionmaker(engine, expire_on_commit=False, autoflush=False))
+        yield engine
+        core_db._sessionmaker = previous
+        await engine.dispose()
+
+    async def test_it_comes_from_the_pool_and_goes_back(self, engine: AsyncEngine) -> None:
+        async with read_connection() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            assert engine.pool.checkedout() == 1
+            assert not conn.is_in_transaction()  # one statement, its own snapshot
+        assert engine.pool.checkedout() == 0
+        async with read_connection() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid
+
+    async def test_a_statement_error_leaves_it_in_the_pool(self, engine: AsyncEngine) -> None:
+        async with read_connection() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+        with pytest.raises(PostgresError):
+            async with read_connection() as conn:
+                await conn.fetch("SELECT 1 / 0")
+        async with read_connection() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid
+
+    async def test_a_cancelled_statement_closes_it(self, engine: AsyncEngine) -> None:
+        """A client gone mid-search cancels the request: the connection may still be mid-statement on the server,
+        so it is closed (as SQLAlchemy does with its own) and the next request gets a fresh one."""
+        async with read_connection() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+
+        async def slow() -> None:
+            async with read_connection() as conn:
+                await conn.fetch("SELECT pg_sleep(5)")
+
+        task = asyncio.create_task(slow())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert engine.pool.checkedout() == 0
+        started = time.perf_counter()
+        async with read_connection() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") != pid
+            assert await conn.fetchval("SELECT 1") == 1
+        assert time.perf_counter() - started < 3
+
+
+async def test_read_connection_sees_what_the_sessions_see(session: AsyncSession) -> None:
+    """Sessions joined to one outer connection (the tests' transaction): the read runs in it."""
+    session.add(Chain(name="未提交的产业链"))
+    await session.flush()
+    async with read_connection() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM chains WHERE name = '未提交的产业链'") == 1

@@ -322,6 +322,26 @@ class TestRestricted:
         assert await self._seen(client, province, await bearer_headers(session, user))
 
 
+    async def test_a_bad_token_is_refused_not_taken_as_anonymous(
+        self, client: httpx.AsyncClient, province: dict  # type: ignore[type-arg]
+    ) -> None:
+        r = await client.get("/api/v1/instruments", headers={"Authorization": "Bearer not-a-token"})
+        assert r.status_code == 401, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+
+    async def test_a_chain_by_name_with_a_token(
+        self, client: httpx.AsyncClient, session: AsyncSession, province: dict  # type: ignore[type-arg]
+    ) -> None:
+        """A signed-in search reads through its session (the anonymous one through a pooled connection): the
+        chain's name is looked up either way."""
+        user = await make_user(session)
+        headers = await bearer_headers(session, user)
+        anonymous = await client.get("/api/v1/instruments", params={"chain": "医药健康"})
+        signed_in = await client.get("/api/v1/instruments", params={"chain": "医药健康"}, headers=headers)
+        assert anonymous.status_code == signed_in.status_code == 200
+        assert anonymous.json()["total"] == signed_in.json()["total"] >= 1
+
+
 class TestBadParameters:
     @pytest.mark.parametrize(
         ("params", "field"),
@@ -364,6 +384,9 @@ async def test_openapi_declares_every_search_parameter(client: httpx.AsyncClient
     for path in ("/api/v1/instruments", "/api/v1/instruments/export.{fmt}"):
         declared = {p["name"]: p for p in spec["paths"][path]["get"]["parameters"] if p["in"] == "query"}
         assert set(declared) == set(SearchParams.model_fields), path
+        assert spec["paths"][path]["get"]["security"] == [{"OAuth2PasswordBearer": []}], path
+    ok = spec["paths"]["/api/v1/instruments"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/SearchResult"}
     city = declared["city"]
     assert city["description"] == "市州代码"
     assert {"pattern": r"^\d{6}$", "type": "string"} in city["schema"]["anyOf"]
