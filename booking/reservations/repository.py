@@ -11,7 +11,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import TextClause, func, select, text
+from sqlalchemy import ColumnElement, TextClause, func, select, text
 from sqlalchemy.dialects.postgresql import Range, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -19,6 +19,7 @@ from sqlmodel import col
 from booking.reservations.models import ACTIVE_STATUSES, Booking, BookingBlock, BookingStatus
 from booking.usage.models import ServiceRecord
 from booking.usage.rules import NO_FEE_BASIS
+from instruments.models import Instrument
 
 
 async def insert_if_free(session: AsyncSession, values: dict[str, Any]) -> Booking | None:
@@ -173,15 +174,16 @@ async def list_for_instruments(session: AsyncSession, instrument_ids: Sequence[i
     return list(rows), int(total or 0)
 
 
-async def list_unpaid_for_instruments(session: AsyncSession, instrument_ids: Sequence[int] | None, *, limit: int,
-                                      offset: int) -> tuple[Sequence[Booking], int]:
-    """Bookings whose service has a fee nobody recorded as paid or waived yet, oldest service first (None = all
-    instruments: platform admin)."""
+async def list_unpaid(session: AsyncSession, settled_by: ColumnElement[bool] | None, *, limit: int,
+                     offset: int) -> tuple[Sequence[Booking], int]:
+    """Bookings whose service has a fee nobody recorded as paid or waived yet, oldest service first. `settled_by`:
+    a condition on the service record and its instrument (booking.reservations.queue.settled_by); None = all."""
     stmt = (select(Booking).join(ServiceRecord, col(ServiceRecord.booking_id) == col(Booking.id))
+            .join(Instrument, col(Instrument.id) == col(ServiceRecord.instrument_id))
             .where(col(ServiceRecord.payment_status) == "unpaid",
                    (col(ServiceRecord.amount) > 0) | (col(ServiceRecord.fee_basis) == NO_FEE_BASIS)))
-    if instrument_ids is not None:
-        stmt = stmt.where(col(Booking.instrument_id).in_(list(instrument_ids)))
+    if settled_by is not None:
+        stmt = stmt.where(settled_by)
     total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
     rows = await session.scalars(stmt.order_by(col(ServiceRecord.ended_at), col(Booking.id)).limit(limit)
                                  .offset(offset))

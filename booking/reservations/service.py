@@ -34,7 +34,7 @@ from booking.reservations.models import (
     BookingSeries,
     BookingStatus,
 )
-from booking.reservations.queue import managed_instrument_ids
+from booking.reservations.queue import managed_instrument_ids, settled_by
 from booking.reservations.rules import TRANSITIONS, Actor, transition_problem
 from booking.reservations.schemas import BookingCreate
 from booking.usage import service as usage
@@ -656,11 +656,11 @@ async def managed_bookings(session: AsyncSession, principal: Principal, *, statu
 
 async def managed_unpaid(session: AsyncSession, principal: Principal, *, limit: int, offset: int
                          ) -> tuple[Sequence[Booking], int]:
-    """Services on the principal's instruments whose fee is still to be recorded as paid (or waived)."""
+    """Services whose fee the principal is to record as paid (or waived): those they may settle, which follow the
+    institution each service was recorded for, not where its instrument is now."""
     if not (principal.is_admin or principal.managed_institution_ids):
         raise Forbidden("只有仪器管理员可以查看审批队列和所管理仪器的预约")
-    ids = await managed_instrument_ids(session, principal)
-    return await repo.list_unpaid_for_instruments(session, ids, limit=limit, offset=offset)
+    return await repo.list_unpaid(session, settled_by(principal), limit=limit, offset=offset)
 
 
 async def booking_rows(session: AsyncSession, bookings: Sequence[Booking]) -> list[dict[str, Any]]:

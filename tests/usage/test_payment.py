@@ -249,3 +249,44 @@ async def test_managers_of_another_facility_and_self_waivers(client: httpx.Async
     mgr_h = await bearer_headers(session, w["manager"])
     r = await client.post(f"{url}/waive", headers=mgr_h, json={"reason": "自己的测试"})
     assert r.status_code == 403 and "不能为自己使用的服务" in r.json()["detail"]
+
+
+async def test_the_list_to_collect_follows_the_provider_on_the_record(client: httpx.AsyncClient,
+                                                                       session: AsyncSession) -> None:
+    """待收款 lists what the manager may settle: the institution the service was recorded for keeps its fees when
+    the instrument moves on, and within it a facility's managers see their facility's instruments only."""
+    from tests.factories import make_facility
+
+    w = await _world(session)
+    lab = await make_facility(session, w["owner"])
+    other_lab = await make_facility(session, w["owner"], name="另一个实验室")
+    w["inst"].facility_id = lab.id
+    await session.flush()
+    lab_manager = await make_user(session, role=Role.facility_manager, grant_institution=w["owner"], facility=lab)
+    neighbour = await make_user(session, role=Role.facility_manager, grant_institution=w["owner"],
+                                facility=other_lab)
+
+    async def listed(user: Any) -> list[int]:
+        r = await client.get("/api/v1/bookings", params={"scope": "managed", "unpaid": "true"},
+                             headers=await bearer_headers(session, user))
+        assert r.status_code == 200, r.text
+        return [b["id"] for b in r.json()["items"]]
+
+    booking_id = w["booking"].id
+    assert await listed(w["manager"]) == await listed(lab_manager) == [booking_id]
+    assert await listed(neighbour) == []
+
+    new_owner = await make_institution(session, name="接收仪器的研究院")
+    new_manager = await make_user(session, role=Role.facility_manager, grant_institution=new_owner)
+    w["inst"].institution_id, w["inst"].facility_id = new_owner.id, None
+    await session.flush()
+    assert await listed(w["manager"]) == [booking_id]  # the old institution still collects the fee it earned
+    assert await listed(lab_manager) == []  # the instrument is no longer in their facility
+    assert await listed(new_manager) == []
+    # The list and the permission agree: the old institution's manager may record it, the new one may not.
+    url = f"/api/v1/service-records/{w['record'].id}/payment"
+    r = await client.post(url, headers=await bearer_headers(session, new_manager), json={"method": "cash"})
+    assert r.status_code == 404
+    r = await client.post(url, headers=await bearer_headers(session, w["manager"]), json={"method": "cash"})
+    assert r.status_code == 200, r.text
+    assert await listed(w["manager"]) == []
