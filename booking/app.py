@@ -37,8 +37,8 @@ API_DESCRIPTION = """
 def _register_nav() -> None:
     nav.register_nav("home", "首页", "/", nav.everyone, order=0)
     nav.register_nav("instruments", "仪器目录", "/instruments", nav.everyone, order=10)
-    nav.register_nav("instrument-import", "导入仪器", "/instruments/import", nav.managers, order=11)
-    nav.register_nav("instrument-codes", "分类与产业链", "/instruments/codes", nav.admins, order=93)
+    nav.register_nav("instrument-import", "导入仪器", "/instruments/import", nav.managers, order=88, group=nav.TOOLS)
+    nav.register_nav("instrument-codes", "分类与产业链", "/instruments/codes", nav.admins, order=93, group=nav.SYSTEM)
     nav.register_nav("institutions", "单位名录", "/institutions", nav.everyone, order=80)
     nav.register_nav(
         "my-institution", "本单位",
@@ -54,22 +54,22 @@ def _register_nav() -> None:
                    if p and not (p.is_admin or p.is_auditor) and p.admin_institution_ids else "/audit"),
         lambda p: p is not None and (p.is_admin or p.is_auditor or bool(p.admin_institution_ids)), order=70,
     )
-    nav.register_nav("role-requests", "权限审批", "/admin/role-requests", nav.admins, order=90)
-    nav.register_nav("users", "用户", "/admin/users", nav.admins, order=91)
+    nav.register_nav("role-requests", "权限审批", "/admin/role-requests", nav.admins, order=90, group=nav.SYSTEM)
+    nav.register_nav("users", "用户", "/admin/users", nav.admins, order=91, group=nav.SYSTEM)
     nav.register_nav("activity", "操作日志", "/admin/activity",
-                     lambda p: p is not None and (p.is_admin or p.is_provincial_auditor), order=92)
+                     lambda p: p is not None and (p.is_admin or p.is_provincial_auditor), order=92, group=nav.SYSTEM)
     nav.register_nav("my-bookings", "我的预约", "/bookings", nav.signed_in, order=20)
     nav.register_nav("booking-queue", "预约管理", "/manage/bookings", nav.managers, order=30)
-    nav.register_nav("schedule", "排期管理", "/schedule", nav.managers, order=87,
+    nav.register_nav("schedule", "排期管理", "/schedule", nav.managers, order=31,
                      also=(r"^/instruments/\d+/(schedule|simulate)",))
     nav.register_nav("waitlist", "候补", "/waitlist", nav.signed_in, order=21)
     nav.register_nav("flexible", "灵活预约", "/requests/flexible", nav.signed_in, order=22)
-    nav.register_nav("equivalence", "等效仪器组", "/equivalence", nav.managers, order=88)
-    nav.register_nav("rounds", "分配轮次", "/rounds", nav.managers, order=89)
-    nav.register_nav("holidays", "节假日", "/admin/holidays", nav.admins, order=93)
+    nav.register_nav("equivalence", "等效仪器组", "/equivalence", nav.managers, order=88, group=nav.TOOLS)
+    nav.register_nav("rounds", "分配轮次", "/rounds", nav.managers, order=89, group=nav.TOOLS)
+    nav.register_nav("holidays", "节假日", "/admin/holidays", nav.admins, order=93, group=nav.SYSTEM)
     nav.register_nav("notifications", "通知", "/notifications", nav.signed_in, order=97, badge="/notifications/badge")
-    nav.register_nav("calendar", "日历订阅", "/calendar", nav.signed_in, order=98)
-    nav.register_nav("profile", "个人资料", "/profile", nav.signed_in, order=99)
+    nav.register_nav("calendar", "日历订阅", "/calendar", nav.signed_in, order=98, group=nav.ACCOUNT)
+    nav.register_nav("profile", "个人资料", "/profile", nav.signed_in, order=99, group=nav.ACCOUNT)
 
 
 def create_app() -> FastAPI:

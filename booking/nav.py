@@ -27,15 +27,23 @@ class NavItem:
     badge: str | None = None
     # Pages of this entry that live under another entry's path (an instrument's schedule belongs to 排期管理).
     also: tuple[str, ...] = ()
+    # A menu of the header holding this entry (its label), for pages used less often than daily: the header stays
+    # one line at a laptop's width. None: the entry is shown in the bar itself.
+    group: str | None = None
 
 
 _items: dict[str, NavItem] = {}
 
+# The header's menus (NavItem.group).
+TOOLS = "管理工具"
+SYSTEM = "系统管理"
+ACCOUNT = "我的账户"
+
 
 def register_nav(key: str, label: str, href: str | Href, visible: Visible, order: int = 50,
-                 badge: str | None = None, also: tuple[str, ...] = ()) -> None:
+                 badge: str | None = None, also: tuple[str, ...] = (), group: str | None = None) -> None:
     resolved: Href = (lambda _p, h=href: h) if isinstance(href, str) else href  # type: ignore[misc]
-    _items[key] = NavItem(key, label, resolved, visible, order, badge, also)
+    _items[key] = NavItem(key, label, resolved, visible, order, badge, also, group)
 
 
 def _match(path: str, href: str, also: tuple[str, ...]) -> int:
@@ -91,13 +99,33 @@ def nav_context(request: Request) -> Mapping[str, Any]:
             href = item.href(principal)
             scores.append(_match(path, href, item.also))
             items.append({"key": item.key, "label": item.label, "href": href, "current": False,
-                          "badge": item.badge})
+                          "badge": item.badge, "group": item.group})
     # One entry is current: the best match.
     if scores and max(scores) > 0:
         items[scores.index(max(scores))]["current"] = True
     return {
         "nav": items,
+        "nav_bar": nav_bar(items),
         "principal": principal,
         "role_label": primary_role_label(principal),
         "csrf_token": getattr(request.state, "csrf_token", ""),
     }
+
+
+def nav_bar(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The header's bar: the entries in order, those of one group gathered into one menu where the group's first
+    entry would be ({"menu": label, "items": [...], "current": whether one of them is}). A group with a single
+    visible entry is shown as that entry."""
+    members: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        if item["group"]:
+            members.setdefault(item["group"], []).append(item)
+    bar: list[dict[str, Any]] = []
+    for item in items:
+        group = item["group"]
+        if not group or len(members[group]) == 1:
+            bar.append(item)
+        elif members[group][0] is item:
+            entries = members[group]
+            bar.append({"menu": group, "items": entries, "current": any(e["current"] for e in entries)})
+    return bar

@@ -69,3 +69,21 @@ document.addEventListener("click", function (event) {
     .catch(function () { say("导出失败：网络中断，请重试。"); })
     .finally(function () { link.removeAttribute("aria-busy"); });
 });
+
+// Header menus (details[data-nav-menu]): one open at a time, closed by a click elsewhere or by Escape (focus goes
+// back to the menu's summary). Without JavaScript they still open and close on their summary.
+document.addEventListener("click", function (event) {
+  var inside = event.target instanceof Element ? event.target.closest("details[data-nav-menu]") : null;
+  document.querySelectorAll("details[data-nav-menu][open]").forEach(function (menu) {
+    if (menu !== inside) menu.removeAttribute("open");
+  });
+});
+
+document.addEventListener("keydown", function (event) {
+  if (event.key !== "Escape") return;
+  var menu = event.target instanceof Element ? event.target.closest("details[data-nav-menu][open]") : null;
+  if (menu) {
+    menu.removeAttribute("open");
+    menu.querySelector("summary").focus();
+  }
+});

@@ -45,3 +45,41 @@ async def test_one_current_entry_on_pages(client: httpx.AsyncClient, session: As
         r = await client.get(path)
         assert r.status_code == 200, path
         assert current(r.text) == [key], path
+
+
+def _item(key: str, group: str | None = None, current: bool = False) -> dict[str, object]:
+    return {"key": key, "label": key, "href": f"/{key}", "current": current, "badge": None, "group": group}
+
+
+@pytest.mark.parametrize(("items", "bar"), [
+    ([], []),
+    ([_item("a"), _item("b")], ["a", "b"]),
+    # A menu stands where its first entry would.
+    ([_item("a"), _item("x", "M"), _item("b"), _item("y", "M")], ["a", ("M", ["x", "y"], False), "b"]),
+    # A menu with one visible entry is that entry (an auditor's 系统管理 holds only 操作日志).
+    ([_item("a"), _item("x", "M")], ["a", "x"]),
+    # The menu holding the current page says so.
+    ([_item("x", "M"), _item("y", "M", current=True), _item("z", "N"), _item("w", "N")],
+     [("M", ["x", "y"], True), ("N", ["z", "w"], False)]),
+])
+def test_nav_bar(items: list[dict[str, object]], bar: list[object]) -> None:
+    from booking.nav import nav_bar
+
+    shown = [(e["menu"], [i["key"] for i in e["items"]], e["current"]) if "menu" in e else e["key"]
+             for e in nav_bar(items)]
+    assert shown == bar
+
+
+def test_menus_hold_the_pages_used_less_than_daily() -> None:
+    from booking.app import create_app  # registers every entry
+    from booking.nav import ACCOUNT, SYSTEM, TOOLS, _items
+
+    create_app()
+    groups = {key: item.group for key, item in _items.items()}
+    assert {k for k, g in groups.items() if g == TOOLS} == {"instrument-import", "equivalence", "rounds"}
+    assert {k for k, g in groups.items() if g == SYSTEM} == {
+        "role-requests", "users", "activity", "holidays", "instrument-codes"}
+    assert {k for k, g in groups.items() if g == ACCOUNT} == {"calendar", "profile"}
+    # What a user does every day stays in the bar.
+    assert all(groups[k] is None for k in ("home", "instruments", "my-bookings", "booking-queue", "schedule",
+                                           "notifications", "stats"))

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.browser
 def test_admin_keeps_codes_and_chain_tags(page, live: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
     db = live[1]
     login(page, "admin@demo.local")
+    page.locator("nav[aria-label='主导航'] summary", has_text="系统管理").click()
     page.get_by_role("link", name="分类与产业链").click()
     expect(page.get_by_role("heading", name="分类编码与产业链标签", level=1)).to_be_visible()
 

@@ -32,6 +32,46 @@ def test_role_navigation(page, email: str) -> None:  # type: ignore[no-untyped-d
     screenshot(page, f"nav-{email.split('@')[0]}")
 
 
+@pytest.mark.parametrize("email", list(EXPECTED))
+def test_header_is_one_line_at_laptop_width(page, email: str) -> None:  # type: ignore[no-untyped-def]
+    """At 1280 px the brand and the user sit on one line and every entry of the bar on the next: pages used less
+    than daily are in menus (booking.nav groups)."""
+    login(page, email)
+    nav = page.locator("nav[aria-label='主导航']")
+    tops = nav.locator(":scope > ul > li").evaluate_all("els => els.map(e => Math.round(e.getBoundingClientRect().top))")
+    assert len(set(tops)) == 1, tops
+    brand_top = page.locator("header.site .brand").bounding_box()["y"]
+    user_box = page.locator("header.site .user").bounding_box()
+    assert abs(user_box["y"] - brand_top) < 12, (user_box, brand_top)
+    assert page.locator("header.site").bounding_box()["height"] < 110
+
+
+def test_header_menus_open_close_and_navigate(page) -> None:  # type: ignore[no-untyped-def]
+    login(page, "admin@demo.local")
+    system = page.locator("nav[aria-label='主导航'] details", has=page.locator("summary", has_text="系统管理"))
+    users_link = system.get_by_role("link", name="用户", exact=True)
+    assert not users_link.is_visible()
+    system.locator("summary").click()
+    assert users_link.is_visible()
+    screenshot(page, "nav-admin-menu")
+    # One menu at a time; a click elsewhere or Escape closes it.
+    account = page.locator("nav[aria-label='主导航'] details", has=page.locator("summary", has_text="我的账户"))
+    account.locator("summary").click()
+    assert account.get_attribute("open") is not None and system.get_attribute("open") is None
+    page.locator("main h1").click()
+    assert account.get_attribute("open") is None
+    system.locator("summary").click()
+    page.keyboard.press("Escape")
+    assert system.get_attribute("open") is None
+    assert page.evaluate("document.activeElement.textContent").strip() == "系统管理"
+    # A page of a menu marks the menu as where the user is.
+    system.locator("summary").click()
+    users_link.click()
+    page.wait_for_url("**/admin/users")
+    assert "current" in (system.locator("summary").get_attribute("class") or "")
+    assert system.locator("a[aria-current='page']").get_attribute("data-nav") == "users"
+
+
 def test_login_page_heading_and_error(page) -> None:  # type: ignore[no-untyped-def]
     page.goto("/login")
     assert page.get_by_role("heading", level=1).inner_text() == "登录"

@@ -184,6 +184,7 @@ def test_alternatives_waitlist_and_round(live_server: str, browser, page) -> Non
     mpage = manager.new_page()
     try:
         login(mpage, "manager@demo.local")
+        mpage.locator("nav[aria-label='主导航'] summary", has_text="管理工具").click()
         mpage.locator("nav[aria-label='主导航'] a[data-nav='equivalence']").click()
         mpage.wait_for_url("**/equivalence")
         mpage.get_by_role("link", name=group["name"]).click()
@@ -195,6 +196,7 @@ def test_alternatives_waitlist_and_round(live_server: str, browser, page) -> Non
         expect(mpage.locator("#flash")).to_contain_text("已保存")
 
         round_id = _round_requests(live_server, group["ids"])
+        mpage.locator("nav[aria-label='主导航'] summary", has_text="管理工具").click()
         mpage.locator("nav[aria-label='主导航'] a[data-nav='rounds']").click()
         mpage.wait_for_url("**/rounds")
         mpage.get_by_role("link", name=f"#{round_id}").click()
