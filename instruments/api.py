@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -176,7 +175,7 @@ def item_of(row: Mapping[Any, Any], *, threshold: Decimal, base_url: str) -> dic
     }
 
 
-def items_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def items_of(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """A page of search results; the settings read once per page, not per row."""
     threshold, base_url = service.threshold(), service.public_base_url()
     return [item_of(r, threshold=threshold, base_url=base_url) for r in rows]
@@ -200,20 +199,6 @@ def facets_of(page: SearchPage) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-@asynccontextmanager
-async def _reader(request: Request) -> AsyncIterator[tuple[repo.Reader, Principal | None]]:
-    """What the search reads through, and who asks. Anonymous (most searches): a connection straight from the pool,
-    no ORM session (booking.core.db.read_connection). With a bearer token: a session, which loads the principal
-    (401 for a bad token, as on every API route) and which the statement then runs in."""
-    token = await oauth2_scheme(request)
-    if not token:
-        async with read_connection() as conn:
-            yield conn, None
-        return
-    async with get_sessionmaker()() as session:
-        yield session, await load_api_principal(session, request, token)
-
-
 class _RequestRoute(APIRoute):
     """An API route whose endpoint takes the request and answers it itself: FastAPI's request handling (dependency
     solving and parameter parsing, even for a lone `request` parameter) is skipped, which took 0.1-0.3 ms, as long
@@ -221,26 +206,29 @@ class _RequestRoute(APIRoute):
     Overriding get_route_handler is FastAPI's documented hook for custom route classes."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        # Dependencies would be skipped silently (a router's, an include's): refuse them at start-up instead.
+        if self.dependant.dependencies or self.dependencies:
+            raise TypeError(f"{self.path}: a _RequestRoute runs no dependencies")
         return self.endpoint  # type: ignore[return-value]
 
 
 async def search(request: Request) -> Response:
     """Search the catalogue. Served without FastAPI's dependencies (_RequestRoute): the session, the principal and
     the parameters as dependencies (seven of them, with the session's ORM begin, commit and close) took as long as
-    a fast search statement itself. The same checks run here: parameters (422 by name), token (401), filters (422
-    by name)."""
-    params = search_params(request)
-    async with _reader(request) as (source, principal):
-        filters = await _filters(source, params)
-        page = await service.search(
-            source,
-            principal,
-            filters,
-            sort=params.sort,
-            limit=params.limit,
-            offset=params.offset,
-            with_facets=params.facets,
-        )
+    a fast search statement itself. The same checks run here, in the same order: the token (401), the parameters
+    (422 by name), the filters (422 by name)."""
+    token = await oauth2_scheme(request)
+    if token:
+        async with get_sessionmaker()() as session:
+            principal = await load_api_principal(session, request, token)
+            params = search_params(request)
+            page = await _search(session, principal, params)
+    else:
+        # Anonymous, most searches: a connection straight from the pool, no ORM session (read_connection), taken
+        # once the parameters are well-formed.
+        params = search_params(request)
+        async with read_connection() as conn:
+            page = await _search(conn, None, params)
     body = {
         "items": items_of(page.rows),
         "total": page.total,
@@ -251,13 +239,26 @@ async def search(request: Request) -> Response:
     return Response(to_json(body), media_type="application/json")
 
 
+async def _search(source: repo.Reader, principal: Principal | None, params: SearchParams) -> SearchPage:
+    filters = await _filters(source, params)
+    return await service.search(
+        source,
+        principal,
+        filters,
+        sort=params.sort,
+        limit=params.limit,
+        offset=params.offset,
+        with_facets=params.facets,
+    )
+
+
 router.add_api_route(
     "/instruments",
     search,
     methods=["GET"],
     response_model=SearchResult,
     summary="Search the catalogue",
-    openapi_extra=SEARCH_PARAMETERS | {"security": [{"OAuth2PasswordBearer": []}]},
+    openapi_extra=SEARCH_PARAMETERS | {"security": [{oauth2_scheme.scheme_name: []}]},
     route_class_override=_RequestRoute,
 )
 

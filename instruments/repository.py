@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeAlias
 
+import asyncpg
 from sqlalchemy import (
     delete,
     func,
@@ -68,7 +69,7 @@ class SearchPage:
 
 # What the search reads through: a session (inside whatever transaction it has), or an asyncpg connection taken
 # straight from the pool (booking.core.db.read_connection) by the anonymous API search.
-Reader = AsyncSession | Any
+Reader: TypeAlias = AsyncSession | asyncpg.Connection
 
 
 async def driver_connection(source: Reader) -> Any:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import asyncpg
 from asyncpg import InterfaceError, PostgresConnectionError
 from fastapi import Depends
 from sqlalchemy import event
@@ -196,11 +197,11 @@ async def dispose_engine() -> None:
 
 
 @asynccontextmanager
-async def read_connection() -> AsyncIterator[Any]:
-    """The asyncpg connection for one read-only statement, straight from the pool the sessions use: no ORM session,
-    no transaction (a single statement is its own snapshot). For the catalogue search, the busiest anonymous route,
-    whose statement often takes under half a millisecond: a session's begin, commit and close through the ORM cost
-    about as much again.
+async def read_connection() -> AsyncIterator[asyncpg.Connection]:
+    """An asyncpg connection for reading, straight from the pool the sessions use: no ORM session and no
+    transaction (each statement is its own snapshot, as under READ COMMITTED in a session). For the catalogue
+    search, the busiest anonymous route, whose statement often takes under half a millisecond: a session's begin,
+    commit and close through the ORM cost about as much again.
 
     It reads through whatever the sessions are bound to: the engine's pool, or a connection that every session
     joins (the tests' outer transaction), so it sees what they see."""
@@ -210,15 +211,20 @@ async def read_connection() -> AsyncIterator[Any]:
         return
     engine = bind if isinstance(bind, AsyncEngine) else get_engine()
     pooled = await engine.raw_connection()
+    conn = pooled.driver_connection
+    broken = False
     try:
-        yield pooled.driver_connection
+        yield conn
     except (asyncio.CancelledError, InterfaceError, PostgresConnectionError, OSError):
-        # Cancelled mid-statement (the client went away) or the connection failed: it may still be mid-statement
-        # on the server, so it is closed (as SQLAlchemy does with its own) rather than handed to the next request. A statement's own error, or the caller's, leaves it as
-        # it was (there is no transaction to abort).
-        await greenlet_spawn(pooled.invalidate)
+        # Cancelled mid-statement or failed on the wire: it may still be mid-statement on the server.
+        broken = True
         raise
     finally:
+        # Nothing resets a raw connection on its way back (the pool's reset rolls back only transactions the ORM
+        # began): one the server closed (terminated, shut down, idle timeout: plain PostgresErrors) or left in a
+        # transaction is closed rather than handed to the next request.
+        if broken or conn.is_closed() or conn.is_in_transaction():
+            await greenlet_spawn(pooled.invalidate)
         await greenlet_spawn(pooled.close)
 
 
@@ -259,8 +265,7 @@ async def _request_session() -> AsyncIterator[AsyncSession]:
 def _used(session: AsyncSession) -> bool:
     """Whether the request touched its session: a transaction begun, or objects added or attached (add() does not
     begin one; the commit's flush writes them). An untouched session holds no connection and nothing to write, and
-    its commit and close (greenlet hops through the ORM) are a fifth of the fastest route's time, the catalogue
-    search, which reads through asyncpg without the ORM."""
+    its commit and close are greenlet hops through the ORM that a route which never used it need not pay."""
     return session.in_transaction() or bool(session.new) or bool(session.identity_map)
 
 

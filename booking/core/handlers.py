@@ -157,9 +157,11 @@ def _is_connection_error(exc: BaseException) -> bool:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         name = type(current).__name__
+        # asyncpg's connection errors (a pg_hba rejection, say) also come unwrapped, from a raw pool checkout
+        # (booking.core.db.read_connection).
         if isinstance(current, ConnectionError | OSError | TimeoutError) or name in (
             "CannotConnectNowError", "ConnectionDoesNotExistError", "InterfaceError", "TooManyConnectionsError",
-        ):
+        ) or any(cls.__name__ == "PostgresConnectionError" for cls in type(current).__mro__):
             return True
         current = current.__cause__ or current.__context__
     return False

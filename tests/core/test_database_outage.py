@@ -134,6 +134,32 @@ async def test_database_restart_while_idle_fails_no_request(
     assert (await client.get("/healthz")).status_code == 200
 
 
+async def test_the_anonymous_search_through_the_pool(proxied_client: tuple[httpx.AsyncClient, Proxy]) -> None:
+    """The catalogue search reads through a raw pooled connection (booking.core.db.read_connection), not a
+    session: it answers, gives the connection back, answers 503 in an outage and recovers like the other routes."""
+    client, proxy = proxied_client
+    pool = core_db.get_sessionmaker().kw["bind"].pool
+    r = await client.get("/api/v1/instruments", params={"q": "质谱"})
+    assert r.status_code == 200 and r.json()["total"] >= 0, r.text
+    assert pool.checkedout() == 0
+    assert (await client.get("/api/v1/instruments", params={"city": "999999"})).status_code == 422
+    bad_token = await client.get("/api/v1/instruments", headers={"Authorization": "Bearer not-a-token"})
+    assert bad_token.status_code == 401
+    assert pool.checkedout() == 0
+
+    await proxy.stop()
+    started = time.perf_counter()
+    down = await client.get("/api/v1/instruments", params={"q": "质谱"})
+    assert down.status_code == 503 and down.headers["content-type"].startswith("application/problem+json")
+    assert time.perf_counter() - started < 8
+    assert pool.checkedout() == 0
+
+    await _restart(proxy)
+    await asyncio.sleep(0.3)
+    assert (await client.get("/api/v1/instruments", params={"q": "质谱"})).status_code == 200
+    assert pool.checkedout() == 0
+
+
 async def _restart(proxy: Proxy) -> None:
     proxy.server = await asyncio.start_server(proxy._handle, "127.0.0.1", proxy.port)
 

@@ -192,6 +192,25 @@ class TestReadConnection:
         assert time.perf_counter() - started < 3
 
 
+    async def test_one_the_server_closed_is_not_handed_on(self, engine: AsyncEngine) -> None:
+        """Terminated (a failover, pg_terminate_backend): asyncpg raises a plain PostgresError (57P01) and the
+        connection is closed; the next request gets one that works."""
+        with pytest.raises(PostgresError):
+            async with read_connection() as conn:
+                await conn.fetch("SELECT pg_terminate_backend(pg_backend_pid())")
+        assert engine.pool.checkedout() == 0
+        async with read_connection() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+
+    async def test_one_left_in_a_transaction_is_not_handed_on(self, engine: AsyncEngine) -> None:
+        async with read_connection() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("BEGIN")
+        async with read_connection() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT pg_backend_pid()") != pid
+
+
 async def test_read_connection_sees_what_the_sessions_see(session: AsyncSession) -> None:
     """Sessions joined to one outer connection (the tests' transaction): the read runs in it."""
     session.add(Chain(name="未提交的产业链"))

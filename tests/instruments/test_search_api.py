@@ -321,13 +321,19 @@ class TestRestricted:
         await grant_instrument_access(session, province["secret"], user)  # type: ignore[arg-type]
         assert await self._seen(client, province, await bearer_headers(session, user))
 
-
     async def test_a_bad_token_is_refused_not_taken_as_anonymous(
         self, client: httpx.AsyncClient, province: dict  # type: ignore[type-arg]
     ) -> None:
         r = await client.get("/api/v1/instruments", headers={"Authorization": "Bearer not-a-token"})
         assert r.status_code == 401, r.text
         assert r.headers["content-type"].startswith("application/problem+json")
+
+    async def test_the_token_is_checked_before_the_parameters(
+        self, client: httpx.AsyncClient, province: dict  # type: ignore[type-arg]
+    ) -> None:
+        r = await client.get("/api/v1/instruments", params={"limit": "0"},
+                             headers={"Authorization": "Bearer not-a-token"})
+        assert r.status_code == 401, r.text
 
     async def test_a_chain_by_name_with_a_token(
         self, client: httpx.AsyncClient, session: AsyncSession, province: dict  # type: ignore[type-arg]
@@ -390,3 +396,18 @@ async def test_openapi_declares_every_search_parameter(client: httpx.AsyncClient
     city = declared["city"]
     assert city["description"] == "市州代码"
     assert {"pattern": r"^\d{6}$", "type": "string"} in city["schema"]["anyOf"]
+
+
+async def test_a_request_route_refuses_dependencies() -> None:
+    """The search's route class runs no dependencies; one added by a router would be skipped silently, so it is
+    refused when the route is made."""
+    from fastapi import APIRouter, Depends
+
+    from instruments.api import _RequestRoute, search
+
+    def guard() -> None:
+        return None
+
+    router = APIRouter(dependencies=[Depends(guard)])
+    with pytest.raises(TypeError, match="runs no dependencies"):
+        router.add_api_route("/x", search, methods=["GET"], route_class_override=_RequestRoute)

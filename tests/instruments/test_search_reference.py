@@ -295,6 +295,7 @@ async def test_items_carry_what_the_list_shows(session: AsyncSession, catalogue:
         )
     ).mappings().one()
     # The rows are the statement's records, handed on as they came: read by the item columns' names.
+    assert set(row.keys()) == set(ITEM_COLUMNS) | {"part", "ord", "facet", "value", "n", "label"}
     assert set(ITEM_COLUMNS) == {
         "id", "name", "name_en", "model", "manufacturer", "institution_id", "institution_name", "institution_kind",
         "city_code", "category_code", "category_name", "sharing_mode", "status", "original_value",
