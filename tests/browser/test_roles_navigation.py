@@ -109,3 +109,11 @@ def test_phone_width_pages_do_not_scroll_sideways(page, live: tuple[str, str]) -
         assert all(display == "table" and wrapped for display, wrapped in tables), (url, tables)
     page.goto(f"/instruments/{row['id']}/book")
     screenshot(page, "phone-book")
+    # The header's menus open within the screen too.
+    page.goto("/")
+    for menu in page.locator("nav[aria-label='主导航'] details").all():
+        menu.locator("summary").click()
+        box = menu.locator("ul").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "phone-nav-menu")
