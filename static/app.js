@@ -70,20 +70,52 @@ document.addEventListener("click", function (event) {
     .finally(function () { link.removeAttribute("aria-busy"); });
 });
 
-// Header menus (details[data-nav-menu]): one open at a time, closed by a click elsewhere or by Escape (focus goes
-// back to the menu's summary). Without JavaScript they still open and close on their summary.
-document.addEventListener("click", function (event) {
-  var inside = event.target instanceof Element ? event.target.closest("details[data-nav-menu]") : null;
+// Header menus (details[data-nav-menu]): one open at a time, closed by a click or focus elsewhere or by Escape
+// (focus goes back to the menu's summary when it was inside). Without JavaScript they still open and close on
+// their summary.
+function closeMenus(except) {
   document.querySelectorAll("details[data-nav-menu][open]").forEach(function (menu) {
-    if (menu !== inside) menu.removeAttribute("open");
+    if (menu !== except) menu.removeAttribute("open");
   });
+}
+
+function menuOf(target) {
+  return target instanceof Element ? target.closest("details[data-nav-menu]") : null;
+}
+
+document.addEventListener("click", function (event) {
+  closeMenus(menuOf(event.target));
+});
+
+document.addEventListener("focusin", function (event) {
+  closeMenus(menuOf(event.target));
 });
 
 document.addEventListener("keydown", function (event) {
   if (event.key !== "Escape") return;
-  var menu = event.target instanceof Element ? event.target.closest("details[data-nav-menu][open]") : null;
-  if (menu) {
-    menu.removeAttribute("open");
-    menu.querySelector("summary").focus();
-  }
+  var menu = menuOf(event.target);
+  if (menu && menu.open) menu.querySelector("summary").focus();
+  closeMenus(null);
+});
+
+// htmx keeps a snapshot of the page for the Back button. Take it as the page should come back: menus closed, and
+// a form marked data-keep-on-back (the catalogue's filters) holding what was typed and chosen, which lives in the
+// fields' properties, not in the markup the snapshot copies.
+document.addEventListener("htmx:beforeHistorySave", function () {
+  closeMenus(null);
+  document.querySelectorAll("form[data-keep-on-back]").forEach(function (form) {
+    Array.prototype.forEach.call(form.elements, function (field) {
+      if (field instanceof HTMLInputElement && (field.type === "checkbox" || field.type === "radio")) {
+        field.toggleAttribute("checked", field.checked);
+      } else if (field instanceof HTMLInputElement && field.type !== "password" && field.type !== "file") {
+        field.setAttribute("value", field.value);
+      } else if (field instanceof HTMLTextAreaElement) {
+        field.textContent = field.value;
+      } else if (field instanceof HTMLSelectElement) {
+        Array.prototype.forEach.call(field.options, function (option) {
+          option.toggleAttribute("selected", option.selected);
+        });
+      }
+    });
+  });
 });

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request id, access log, Prometheus metrics, security headers and the CSRF cookie."""
+"""Pure ASGI middleware: request id, access log, Prometheus metrics, security headers, the CSRF cookie, and refusing
+query parameters that hold a NUL character."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import secrets
 import time
 from http.cookies import SimpleCookie
 from typing import Any
+from urllib.parse import parse_qsl
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,6 +39,26 @@ def _cookie(scope: Scope, name: str) -> str | None:
             if name in jar:
                 return jar[name].value
     return None
+
+
+def _nul_parameters(scope: Scope) -> list[str]:
+    """The query parameters whose name or value holds a NUL character. PostgreSQL text cannot store one, so such a
+    value would fail deep inside a statement (a 500) instead of being refused by name."""
+    raw: bytes = scope.get("query_string", b"")
+    if b"%00" not in raw and b"\x00" not in raw:
+        return []
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    return list(dict.fromkeys(name.replace("\x00", "") for name, value in pairs if "\x00" in name + value))
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, names: list[str]) -> None:
+    from starlette.requests import Request
+
+    from booking.core.errors import Problem
+    from booking.core.handlers import respond
+
+    problems = [Problem(name, "invalid_character", "不能包含空字符（\\0）") for name in names]
+    await respond(Request(scope, receive), 422, "请求参数有误", problems=problems)(scope, receive, send)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -90,7 +112,11 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            refused = _nul_parameters(scope)
+            if refused:
+                await _refuse(scope, receive, send_wrapper, refused)
+            else:
+                await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

@@ -72,6 +72,38 @@ def test_header_menus_open_close_and_navigate(page) -> None:  # type: ignore[no-
     assert system.locator("a[aria-current='page']").get_attribute("data-nav") == "users"
 
 
+def test_back_never_brings_a_menu_back_open(page) -> None:  # type: ignore[no-untyped-def]
+    """The page htmx keeps for the Back button is taken as the user leaves it: with the menu they left through
+    closed."""
+    login(page, "admin@demo.local")
+    page.goto("/admin/users")
+    page.locator("nav[aria-label='主导航'] summary", has_text="管理工具").click()
+    page.locator("nav[aria-label='主导航'] a[data-nav='rounds']").click()
+    page.wait_for_url("**/rounds")
+    page.go_back()
+    page.wait_for_url("**/admin/users")
+    assert page.locator("nav[aria-label='主导航'] details[open]").count() == 0
+
+
+@pytest.mark.parametrize("email", list(EXPECTED))
+def test_header_menus_fit_a_phone(page, email: str) -> None:  # type: ignore[no-untyped-def]
+    """Wherever the bar wraps on a narrow screen, every menu opens within it; focus leaving a menu closes it."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    login(page, email)
+    menus = page.locator("nav[aria-label='主导航'] details").all()
+    for menu in menus:
+        menu.locator("summary").click()
+        box = menu.locator("ul").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (email, box)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        screenshot(page, f"phone-menu-{email.split('@')[0]}")
+        page.keyboard.press("Escape")
+    if menus:
+        menus[0].locator("summary").click()
+        page.locator("main a").first.focus()
+        assert page.locator("nav[aria-label='主导航'] details[open]").count() == 0
+
+
 def test_login_page_heading_and_error(page) -> None:  # type: ignore[no-untyped-def]
     page.goto("/login")
     assert page.get_by_role("heading", level=1).inner_text() == "登录"
@@ -94,9 +126,10 @@ def test_phone_width_pages_do_not_scroll_sideways(page, live: tuple[str, str]) -
     [row] = query(live[1], "SELECT min(id) AS id FROM instruments WHERE retired_at IS NULL AND NOT restricted")
     page.set_viewport_size({"width": 390, "height": 844})
     login(page, "admin@demo.local")
+    [booking] = query(live[1], "SELECT min(id) AS id FROM bookings")
     for url in ("/", "/instruments?q=质谱", f"/instruments/{row['id']}", f"/instruments/{row['id']}/book",
                 "/admin/activity", "/admin/users", "/audit", "/audit/breakdown/institution", "/manage/bookings",
-                "/schedule", "/equivalence"):
+                "/schedule", "/equivalence", f"/bookings/{booking['id']}", "/profile", "/admin/holidays"):
         page.goto(url)
         page.wait_for_load_state("networkidle")
         width = page.evaluate("document.documentElement.scrollWidth")

@@ -38,6 +38,35 @@ async def test_query_errors_name_the_parameter_in_chinese(client: httpx.AsyncCli
     assert api.status_code == 422 and api.json()["detail"].startswith("offset: ")
 
 
+@pytest.mark.parametrize("path", ["/api/v1/instruments", "/instruments", "/institutions", "/api/v1/institutions"])
+@pytest.mark.parametrize("value", ["\x00", "质谱\x00", "a\x00b"])
+async def test_a_nul_in_a_query_parameter_is_refused_by_name(client: httpx.AsyncClient, path: str,
+                                                             value: str) -> None:
+    """PostgreSQL text cannot hold a NUL character: such a value used to fail inside the statement (a 500)."""
+    r = await client.get(path, params={"q": value, "city": "510100"})
+    assert r.status_code == 422, r.text
+    if path.startswith("/api/"):
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert [e["field"] for e in r.json()["errors"]] == ["q"]
+    else:
+        assert "空字符" in r.text and r.headers["x-request-id"]
+
+
+async def test_a_nul_in_a_body_is_refused_and_nothing_is_written(client: httpx.AsyncClient, session) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import func, select
+
+    from booking.accounts.models import Role
+    from instruments.models import Chain
+    from tests.factories import bearer_headers, make_user
+
+    admin = await bearer_headers(session, await make_user(session, role=Role.platform_admin))
+    before = await session.scalar(select(func.count()).select_from(Chain))
+    r = await client.post("/api/v1/instrument-chains", headers=admin, json={"name": "空字符\u0000链"})
+    assert r.status_code == 422, r.text
+    assert "空字符" in r.json()["detail"]
+    assert await session.scalar(select(func.count()).select_from(Chain)) == before
+
+
 @pytest.mark.parametrize(("start", "end", "expected"), [
     (datetime(2026, 11, 30, 1, tzinfo=UTC), datetime(2026, 11, 30, 3, tzinfo=UTC), "2026-11-30 09:00 – 11:00"),
     # 15:00 UTC is midnight in Beijing: another day there
