@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,8 +38,17 @@ def _migrate(url: str) -> None:
     migrations.upgrade(url)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # uvicorn answers SIGTERM with a graceful shutdown and then raises the signal again once it is done. With
+    # Python's default action the process would end right there, skipping the command's own cleanup (stopping the
+    # job runner) and the atexit hook that stops the embedded PostgreSQL. As SystemExit it unwinds normally.
+    raise SystemExit(128 + signum)
+
+
 def _serve(host: str, port: int, workers: int) -> None:
     import uvicorn
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     from booking.core.settings import get_settings
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -155,3 +156,52 @@ def test_demo_serves_with_the_background_jobs_beside_it(cli_database: tuple[str,
             if process.poll() is None:
                 process.kill()
         get_settings.cache_clear()
+
+
+def test_sigterm_stops_the_demo_its_job_runner_and_its_embedded_postgresql(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`booking demo` with no DATABASE_URL runs its own PostgreSQL. A service manager stops it with SIGTERM: the
+    server shuts down, then the job runner and the embedded PostgreSQL stop with it (uvicorn raises the signal again
+    after its shutdown, which used to end the process before any cleanup ran)."""
+    import signal
+    import socket
+    import time
+
+    import httpx
+    import psutil
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"BOOKING_DATA_DIR": str(tmp_path), "BOOKING_DEMO_SCALE": "0.02", "BOOKING_LOG_LEVEL": "WARNING"}
+    log = (tmp_path / "server.log").open("w")
+    demo = subprocess.Popen([sys.executable, "-m", "booking.cli", "demo", "--port", str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert demo.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "demo did not become healthy"
+            time.sleep(0.5)
+        postmaster = int((tmp_path / "pg" / "postmaster.pid").read_text().split()[0])
+        children = psutil.Process(demo.pid).children()
+        assert psutil.pid_exists(postmaster) and children
+
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(60) == 128 + signal.SIGTERM
+        psutil.wait_procs([psutil.Process(postmaster), *children], timeout=20)
+        assert not psutil.pid_exists(postmaster), "the embedded PostgreSQL is still running"
+        assert not any(child.is_running() for child in children), "the job runner is still running"
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        log.close()
+        pidfile = tmp_path / "pg" / "postmaster.pid"
+        if pidfile.exists():  # leave nothing running whatever happened
+            with contextlib.suppress(Exception):
+                psutil.Process(int(pidfile.read_text().split()[0])).kill()
