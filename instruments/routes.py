@@ -123,6 +123,11 @@ def _wan_to_cny(text: str | None) -> Decimal | None:
     return value if value.is_finite() and value >= 0 else None
 
 
+_FILTER_LABELS = {"city": "市州", "institution_kind": "单位类型", "institution": "单位", "category": "分类",
+                  "sharing_mode": "共享方式", "status": "运行状态", "chain": "产业链", "min_wan": "原值下限",
+                  "max_wan": "原值上限", "sort": "排序"}
+
+
 @router.get("/instruments")
 async def catalogue(
     request: Request,
@@ -162,11 +167,17 @@ async def catalogue(
         "vouchers": "1" if vouchers in ("1", "true", "on") else None,
         "sort": sort if sort in SORT_LABELS else None,
     }
+    # Said beside the count, so a shared link with a stale or mistyped filter does not silently show everything.
+    given = {"city": city, "institution_kind": institution_kind, "institution": institution, "category": category,
+             "sharing_mode": sharing_mode, "status": status, "chain": chain, "min_wan": min_wan, "max_wan": max_wan,
+             "sort": sort}
+    ignored = [f"{_FILTER_LABELS[name]}（{value.strip()}）" for name, value in given.items()
+               if value and value.strip() and params[name] is None]
     low, high = _wan_to_cny(params["min_wan"]), _wan_to_cny(params["max_wan"])
-    value_note = None
+    value_note = f"已忽略无效的筛选条件：{'、'.join(ignored)}" if ignored else None
     if low is not None and high is not None and low > high:
         # Shown beside the count; the other filters still apply (the API refuses this with a 422).
-        value_note = "原值下限大于上限，已忽略原值条件"
+        value_note = "；".join(filter(None, [value_note, "原值下限大于上限，已忽略原值条件"]))
         low = high = None
     filters = await service.build_filters(
         session,

@@ -72,9 +72,15 @@ class TestSearchPage:
         assert "片段测试核磁共振仪" in r.text
         assert r.headers["vary"] == "HX-Request"
 
-    async def test_bad_parameters_are_ignored_on_the_page(self, client: httpx.AsyncClient) -> None:
-        r = await client.get("/instruments", params={"city": "999999", "category": "x", "min_wan": "abc"})
+    async def test_bad_parameters_are_ignored_on_the_page_and_said_so(self, client: httpx.AsyncClient) -> None:
+        """A page forgives what the API refuses, but says what it left out: a shared link with a stale filter
+        must not look like a search that found everything."""
+        r = await client.get("/instruments", params={"city": "999999", "category": "x", "min_wan": "abc",
+                                                    "status": "<b>bogus</b>", "sharing_mode": ""})
         assert r.status_code == 200
+        assert ("已忽略无效的筛选条件：市州（999999）、分类（x）、运行状态（&lt;b&gt;bogus&lt;/b&gt;）、原值下限（abc）"
+                in r.text)
+        assert "已忽略" not in (await client.get("/instruments", params={"city": "510100", "status": ""})).text
 
     async def test_reversed_value_bounds_are_ignored_and_said_so(
         self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
