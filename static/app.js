@@ -119,3 +119,18 @@ document.addEventListener("htmx:beforeHistorySave", function () {
     });
   });
 });
+
+// A form marked data-keep-on-back (the catalogue's filters) searches as you type and puts its filters in the
+// address: only the ones in use, so a shared or bookmarked link reads q=质谱&city=510700, not every empty field.
+document.addEventListener("htmx:configRequest", function (event) {
+  var form = event.detail.elt;
+  if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-keep-on-back")) return;
+  var data = event.detail.formData;
+  var empty = [];
+  data.forEach(function (value, name) {
+    if (value === "" && empty.indexOf(name) < 0) empty.push(name);
+  });
+  empty.forEach(function (name) {
+    if (data.getAll(name).every(function (value) { return value === ""; })) data.delete(name);
+  });
+});

@@ -32,6 +32,8 @@ def test_search_narrow_open(page, live: tuple[str, str]) -> None:  # type: ignor
 
     page.get_by_role("combobox", name="市州").select_option(label="绵阳市")
     expect(page).to_have_url(re.compile(r"city=510700"), timeout=10_000)
+    # The address carries the filters in use only, ready to share.
+    assert "=&" not in page.url and not page.url.endswith("="), page.url
     expect(page.locator(".facet-on").first).to_contain_text("绵阳市")
     results = page.locator("ol.results li.result")
     assert results.count() > 0
