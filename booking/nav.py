@@ -89,15 +89,21 @@ def primary_role_label(p: Principal | None) -> str:
     return ROLE_LABELS[Role.researcher]
 
 
+def mark_current(request: Request, key: str) -> None:
+    """Say which entry a page belongs to when its address does not (a manager on a user's booking)."""
+    request.state.nav_current = key
+
+
 def nav_context(request: Request) -> Mapping[str, Any]:
     principal: Principal | None = getattr(request.state, "principal", None)
     path = request.url.path
+    marked = getattr(request.state, "nav_current", None)
     items = []
     scores = []
     for item in sorted(_items.values(), key=lambda i: (i.order, i.key)):
         if item.visible(principal):
             href = item.href(principal)
-            scores.append(_match(path, href, item.also))
+            scores.append(20_000 if item.key == marked else _match(path, href, item.also))
             items.append({"key": item.key, "label": item.label, "href": href, "current": False,
                           "badge": item.badge, "group": item.group})
     # One entry is current: the best match.

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from booking import nav
 from booking.accounts.models import Institution
 from booking.auth.deps import CsrfDep, WebPrincipal, WebUser, load_web_principal
 from booking.auth.principal import Principal
@@ -271,6 +272,10 @@ async def _detail(request: Request, session: SessionDep, principal: Principal, b
     now = utcnow()
     early = timedelta(minutes=get_settings().check_in_early_min)
     rec = row["record"]
+    if booking.user_id != principal.id:
+        # Someone else's booking is seen from the managers' list, whatever this page's address (or a refused
+        # form's) would match.
+        nav.mark_current(request, "booking-queue")
     return render(request, "reservations/detail.html",
                   _ctx(row=row, is_manager=is_manager, is_owner=booking.user_id == principal.id, now=now,
                        check_in_open=booking.start_at - early <= now < booking.end_at,
