@@ -104,6 +104,24 @@ def test_header_menus_fit_a_phone(page, email: str) -> None:  # type: ignore[no-
         assert page.locator("nav[aria-label='主导航'] details[open]").count() == 0
 
 
+def test_the_unread_badge_never_shows_unstyled(page) -> None:  # type: ignore[no-untyped-def]
+    """The count is loaded after the page (htmx): every state the badge passes through is the styled badge or
+    hidden, never bare text beside 通知."""
+    page.add_init_script("""
+        window.badgeStates = [];
+        new MutationObserver(() => {
+            const badge = document.getElementById("nav-badge-notifications");
+            if (badge) window.badgeStates.push([badge.className, badge.hidden, badge.textContent.trim()]);
+        }).observe(document, {subtree: true, childList: true, attributes: true});
+    """)
+    login(page, "researcher@demo.local")
+    page.goto("/instruments")
+    page.wait_for_load_state("networkidle")
+    states = page.evaluate("window.badgeStates")
+    assert states, "the badge was never seen"
+    assert all("nav-badge" in cls or hidden for cls, hidden, _ in states), states
+
+
 def test_login_page_heading_and_error(page) -> None:  # type: ignore[no-untyped-def]
     page.goto("/login")
     assert page.get_by_role("heading", level=1).inner_text() == "登录"
