@@ -134,15 +134,3 @@ document.addEventListener("htmx:configRequest", function (event) {
     if (data.getAll(name).every(function (value) { return value === ""; })) data.delete(name);
   });
 });
-
-// A boosted link swaps the page without loading it, and the browser leaves keyboard focus on <body>: a keyboard or
-// screen-reader user would start again from the top of the page. Put focus where a real page load would lead them,
-// the main content (the skip link's target), as for a new page. Forms that come back with errors are left alone.
-// (afterSwap, on the body: the boosted link itself is gone by the time htmx signals the settle on it.)
-document.addEventListener("htmx:afterSwap", function (event) {
-  var detail = event.detail;
-  if (!detail.boosted || detail.target !== document.body) return;
-  if (detail.requestConfig && detail.requestConfig.verb !== "get") return;
-  var main = document.getElementById("main");
-  if (main && !main.contains(document.activeElement)) main.focus({ preventScroll: true });
-});

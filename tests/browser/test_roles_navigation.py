@@ -139,19 +139,6 @@ def test_keyboard_skip_link_and_focus(page) -> None:  # type: ignore[no-untyped-
     assert "跳到主要内容" in focused
 
 
-def test_a_boosted_link_leaves_focus_on_the_new_content(page) -> None:  # type: ignore[no-untyped-def]
-    """The site swaps pages with htmx; keyboard focus lands on the main content, as on a page load, not on
-    <body> (which would send a keyboard user back to the top)."""
-    login(page, "researcher@demo.local")
-    page.locator("nav[aria-label='主导航'] a[data-nav='instruments']").focus()
-    page.keyboard.press("Enter")
-    page.wait_for_url("**/instruments")
-    page.wait_for_load_state("networkidle")
-    assert page.evaluate("document.activeElement.id") == "main"
-    page.keyboard.press("Tab")
-    assert page.evaluate("document.getElementById('main').contains(document.activeElement)")
-
-
 def test_phone_width_pages_do_not_scroll_sideways(page, live: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
     """At 390 px wide tables and the week grid scroll inside their own box; the page itself never does."""
     [row] = query(live[1], "SELECT min(id) AS id FROM instruments WHERE retired_at IS NULL AND NOT restricted")
