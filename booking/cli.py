@@ -41,8 +41,10 @@ def _migrate(url: str) -> None:
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     # uvicorn answers SIGTERM with a graceful shutdown and then raises the signal again once it is done. With
     # Python's default action the process would end right there, skipping the command's own cleanup (stopping the
-    # job runner) and the atexit hook that stops the embedded PostgreSQL. As SystemExit it unwinds normally.
-    raise SystemExit(128 + signum)
+    # job runner) and the atexit hook that stops the embedded PostgreSQL. As SystemExit it unwinds normally, and
+    # exits 0 (a stop that was asked for); a second SIGTERM while cleaning up is ignored.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(0)
 
 
 def _serve(host: str, port: int, workers: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -123,9 +124,17 @@ def _wan_to_cny(text: str | None) -> Decimal | None:
     return value if value.is_finite() and value >= 0 else None
 
 
-_FILTER_LABELS = {"city": "市州", "institution_kind": "单位类型", "institution": "单位", "category": "分类",
-                  "sharing_mode": "共享方式", "status": "运行状态", "chain": "产业链", "min_wan": "原值下限",
+_FILTER_LABELS = {"city": "市州", "institution_kind": "单位类型", "institution": "单位", "category": "仪器分类",
+                  "sharing_mode": "共享模式", "status": "运行状态", "chain": "产业链", "min_wan": "原值下限",
                   "max_wan": "原值上限", "sort": "排序"}
+
+
+def _chain_param(chain: str | None, chains: Sequence[Any]) -> str | None:
+    """The chain filter as the page links it (its id), given by id or, as the API allows, by name."""
+    text = (chain or "").strip()
+    if text.isascii() and text.isdigit():
+        return text if int(text) in {c.id for c in chains} else None
+    return next((str(c.id) for c in chains if c.name == text), None) if text else None
 
 
 @router.get("/instruments")
@@ -140,7 +149,7 @@ async def catalogue(
     category: Annotated[str | None, Query(max_length=6)] = None,
     sharing_mode: Annotated[str | None, Query(max_length=10)] = None,
     status: Annotated[str | None, Query(max_length=20)] = None,
-    chain: Annotated[str | None, Query(max_length=12)] = None,
+    chain: Annotated[str | None, Query(max_length=50)] = None,
     min_wan: Annotated[str | None, Query(max_length=20)] = None,
     max_wan: Annotated[str | None, Query(max_length=20)] = None,
     large: Annotated[str | None, Query(max_length=5)] = None,
@@ -156,11 +165,12 @@ async def catalogue(
         "institution_kind": institution_kind
         if institution_kind in {k.value for k in InstitutionKind}
         else None,
-        "institution": institution if institution and institution.isdigit() else None,
-        "category": category if category and category.isdigit() and len(category) in (2, 4, 6) else None,
+        "institution": institution if institution and institution.isascii() and institution.isdigit() else None,
+        "category": category if category and category.isascii() and category.isdigit() and len(category) in (2, 4, 6)
+        else None,
         "sharing_mode": sharing_mode if sharing_mode in SHARING_MODE_LABELS else None,
         "status": status if status in STATUS_LABELS else None,
-        "chain": chain if chain and chain.isdigit() and int(chain) in {c.id for c in chains} else None,
+        "chain": _chain_param(chain, chains),
         "min_wan": min_wan if _wan_to_cny(min_wan) is not None else None,
         "max_wan": max_wan if _wan_to_cny(max_wan) is not None else None,
         "large": "1" if large in ("1", "true", "on") else None,

@@ -98,23 +98,30 @@ document.addEventListener("keydown", function (event) {
   closeMenus(null);
 });
 
-// htmx keeps a snapshot of the page for the Back button. Take it as the page should come back: menus closed, and
-// a form marked data-keep-on-back (the catalogue's filters) holding what was typed and chosen, which lives in the
-// fields' properties, not in the markup the snapshot copies.
+// htmx keeps a snapshot of the page for the Back button, taken just before the next swap: menus are closed first.
 document.addEventListener("htmx:beforeHistorySave", function () {
   closeMenus(null);
+});
+
+// A form marked data-keep-on-back (the catalogue's filters) keeps what was typed and chosen in its fields'
+// properties, which the snapshot does not copy, and the snapshot is taken when the form already holds the next
+// search. The address is what the restored page shows: fill the form from it.
+document.addEventListener("htmx:historyRestore", function () {
+  var params = new URLSearchParams(location.search);
   document.querySelectorAll("form[data-keep-on-back]").forEach(function (form) {
     Array.prototype.forEach.call(form.elements, function (field) {
+      if (!field.name) return;
+      var values = params.getAll(field.name);
       if (field instanceof HTMLInputElement && (field.type === "checkbox" || field.type === "radio")) {
-        field.toggleAttribute("checked", field.checked);
-      } else if (field instanceof HTMLInputElement && field.type !== "password" && field.type !== "file") {
-        field.setAttribute("value", field.value);
-      } else if (field instanceof HTMLTextAreaElement) {
-        field.textContent = field.value;
+        field.checked = values.indexOf(field.value) >= 0;
       } else if (field instanceof HTMLSelectElement) {
         Array.prototype.forEach.call(field.options, function (option) {
-          option.toggleAttribute("selected", option.selected);
+          option.selected = values.length ? values.indexOf(option.value) >= 0 : option.defaultSelected;
         });
+        if (!values.length && field.selectedIndex < 0) field.selectedIndex = 0;
+      } else if ((field instanceof HTMLInputElement && field.type !== "file" && field.type !== "password") ||
+                 field instanceof HTMLTextAreaElement) {
+        field.value = values.length ? values[0] : "";
       }
     });
   });

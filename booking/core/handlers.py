@@ -143,10 +143,11 @@ _TRANSIENT_SQLSTATES = {"40P01", "40001"}
 
 # Text PostgreSQL cannot store (a NUL character) in a body or a form: refused as input, not a server error. Query
 # parameters holding one are refused by name earlier (booking.core.middleware); a body's field is not known here.
-_UNSTORABLE_TEXT = "22021"
+_UNSTORABLE_TEXT = {"22021", "22P05"}  # text, and JSON text (the activity log's before/after)
 
 
 def _unstorable_text(request: Request) -> Response:
+    log.info("input refused by the database as unstorable text (NUL)")
     return respond(request, 422, "输入有误", "输入中含有无法保存的字符（如空字符 \\0），未做任何更改。",
                    type_slug="invalid-character")
 
@@ -154,7 +155,7 @@ def _unstorable_text(request: Request) -> Response:
 async def _dbapi_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, OperationalError | InterfaceError) or _is_connection_error(exc):
         return await _database_unavailable(request, exc)
-    if getattr(getattr(exc, "orig", None), "sqlstate", None) == _UNSTORABLE_TEXT:
+    if getattr(getattr(exc, "orig", None), "sqlstate", None) in _UNSTORABLE_TEXT:
         return _unstorable_text(request)
     if getattr(getattr(exc, "orig", None), "sqlstate", None) in _TRANSIENT_SQLSTATES:
         log.warning("transaction aborted by a concurrent one: %s", getattr(exc.orig, "sqlstate", ""))  # type: ignore[attr-defined]
@@ -182,7 +183,7 @@ def _is_connection_error(exc: BaseException) -> bool:
 async def _unhandled(request: Request, exc: Exception) -> Response:
     if _is_connection_error(exc):
         return await _database_unavailable(request, exc)
-    if getattr(exc, "sqlstate", None) == _UNSTORABLE_TEXT:  # asyncpg's own error, from a raw connection
+    if getattr(exc, "sqlstate", None) in _UNSTORABLE_TEXT:  # asyncpg's own error, from a raw connection
         return _unstorable_text(request)
     log.exception("unhandled error", exc_info=exc)
     return respond(request, 500, "服务器内部错误", "服务器出现意外错误，已记录，请稍后再试。")

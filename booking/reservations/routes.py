@@ -272,7 +272,7 @@ async def _detail(request: Request, session: SessionDep, principal: Principal, b
     now = utcnow()
     early = timedelta(minutes=get_settings().check_in_early_min)
     rec = row["record"]
-    if booking.user_id != principal.id:
+    if is_manager and booking.user_id != principal.id:
         # Someone else's booking is seen from the managers' list, whatever this page's address (or a refused
         # form's) would match.
         nav.mark_current(request, "booking-queue")

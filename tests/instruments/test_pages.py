@@ -78,9 +78,26 @@ class TestSearchPage:
         r = await client.get("/instruments", params={"city": "999999", "category": "x", "min_wan": "abc",
                                                     "status": "<b>bogus</b>", "sharing_mode": ""})
         assert r.status_code == 200
-        assert ("已忽略无效的筛选条件：市州（999999）、分类（x）、运行状态（&lt;b&gt;bogus&lt;/b&gt;）、原值下限（abc）"
+        assert ("已忽略无效的筛选条件：市州（999999）、仪器分类（x）、运行状态（&lt;b&gt;bogus&lt;/b&gt;）、原值下限（abc）"
                 in r.text)
         assert "已忽略" not in (await client.get("/instruments", params={"city": "510100", "status": ""})).text
+        # Digits that are not ASCII digits ("²".isdigit() is True) are ignored too, not a 500.
+        r = await client.get("/instruments", params={"institution": "²", "chain": "²", "category": "²"})
+        assert r.status_code == 200 and "单位（²）" in r.text and "产业链（²）" in r.text
+
+    async def test_a_chain_by_name_filters_the_page_as_the_api_does(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        from instruments.models import Chain
+
+        chain = Chain(name="页面测试产业链")
+        session.add(chain)
+        await session.flush()
+        await make_instrument(session, scu, name="链名测试核磁共振仪", chains=["页面测试产业链"])
+        await make_instrument(session, scu, name="链名测试质谱仪")
+        r = await client.get("/instruments", params={"q": "链名测试", "chain": "页面测试产业链"})
+        assert r.status_code == 200 and "已忽略" not in r.text
+        assert "链名测试核磁共振仪" in r.text and "链名测试质谱仪" not in r.text
 
     async def test_reversed_value_bounds_are_ignored_and_said_so(
         self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
