@@ -16,6 +16,7 @@ from booking.accounts.models import User
 from booking.core.clock import set_clock
 from booking.notify.models import Notification
 from booking.reservations.models import Booking
+from booking.usage.models import ServiceRecord
 from instruments.models import Instrument
 
 # Tuesday 2026-12-01 00:00 in Asia/Shanghai.
@@ -71,3 +72,20 @@ async def notifications_of(session: AsyncSession, user_id: int, kind: str | None
 
 async def count(session: AsyncSession, model: type[Any], *where: Any) -> int:
     return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+async def make_service_record(session: AsyncSession, booking: Booking, provider_institution_id: int, *,
+                              amount: str, fee_basis: str, **overrides: Any) -> ServiceRecord:
+    """The service record of a completed booking (external, occupancy), for its whole time."""
+    from decimal import Decimal
+
+    values: dict[str, Any] = {
+        "instrument_id": booking.instrument_id, "booking_id": booking.id, "user_id": booking.user_id,
+        "provider_institution_id": provider_institution_id, "is_external": True, "started_at": booking.start_at,
+        "ended_at": booking.end_at, "hours": Decimal((booking.end_at - booking.start_at).total_seconds() / 3600),
+        "service_mode": "occupancy", "amount": Decimal(amount), "fee_basis": fee_basis,
+    }
+    rec = ServiceRecord(**(values | overrides))
+    session.add(rec)
+    await session.flush()
+    return rec

@@ -88,22 +88,16 @@ def test_menus_hold_the_pages_used_less_than_daily() -> None:
 async def test_a_booking_belongs_to_whoever_looks_at_it(client: httpx.AsyncClient, session: AsyncSession) -> None:
     """A manager on a user's booking is in 预约管理, also on a refused form's page; the user is in 我的预约."""
     from datetime import timedelta
-    from decimal import Decimal
 
-    from booking.usage.models import ServiceRecord
-    from tests.ops_helpers import NOW, make_booking
+    from tests.ops_helpers import NOW, make_booking, make_service_record
 
     owner = await make_institution(session)
     inst = await make_instrument(session, owner)
     manager = await make_user(session, role=Role.facility_manager, grant_institution=owner)
     user = await make_user(session)
     booking = await make_booking(session, inst, user, NOW - timedelta(days=2), 2, status="completed")
-    rec = ServiceRecord(instrument_id=inst.id, booking_id=booking.id, user_id=user.id,  # type: ignore[arg-type]
-                        provider_institution_id=owner.id, is_external=True, started_at=booking.start_at,  # type: ignore[arg-type]
-                        ended_at=booking.end_at, hours=Decimal("2"), service_mode="occupancy",
-                        amount=Decimal("100.00"), fee_basis="外部 50 元/小时 × 2 小时")
-    session.add(rec)
-    await session.flush()
+    rec = await make_service_record(session, booking, owner.id, amount="100.00",  # type: ignore[arg-type]
+                                    fee_basis="外部 50 元/小时 × 2 小时")
 
     await login_web(session, client, manager)
     assert current((await client.get(f"/bookings/{booking.id}")).text) == ["booking-queue"]

@@ -4,7 +4,6 @@ back, through the API and on the booking page; the user sees it and is told; the
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ from booking.accounts.models import Role
 from booking.activity.models import ActivityEntry
 from booking.usage.models import ServiceRecord
 from tests.factories import bearer_headers, login_web, make_institution, make_instrument, make_user
-from tests.ops_helpers import NOW, Clock, fresh, make_booking, notifications_of
+from tests.ops_helpers import NOW, Clock, fresh, make_booking, make_service_record, notifications_of
 
 pytestmark = pytest.mark.asyncio
 
@@ -28,12 +27,8 @@ async def _world(session: AsyncSession, amount: str = "480.00") -> dict[str, Any
     manager = await make_user(session, role=Role.facility_manager, grant_institution=owner)
     user = await make_user(session)
     booking = await make_booking(session, inst, user, NOW - timedelta(days=2), 2, status="completed")
-    rec = ServiceRecord(instrument_id=inst.id, booking_id=booking.id, user_id=user.id,  # type: ignore[arg-type]
-                        provider_institution_id=owner.id, is_external=True, started_at=booking.start_at,  # type: ignore[arg-type]
-                        ended_at=booking.end_at, hours=Decimal("2"), service_mode="occupancy",
-                        amount=Decimal(amount), fee_basis="外部 240 元/小时 × 2 小时")
-    session.add(rec)
-    await session.flush()
+    rec = await make_service_record(session, booking, owner.id, amount=amount,  # type: ignore[arg-type]
+                                    fee_basis="外部 240 元/小时 × 2 小时")
     return {"inst": inst, "manager": manager, "user": user, "booking": booking, "record": rec, "owner": owner}
 
 
