@@ -5,6 +5,7 @@ connection (read_connection): straight from the sessions' pool, and back to it u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,7 +14,7 @@ import pytest
 from asyncpg import PostgresError
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from booking.core import db as core_db
 from booking.core.db import _request_session, _used, make_engine, read_connection
@@ -89,38 +90,20 @@ class TestSlotWaitingPool:
     async def test_a_refused_overflow_connection_waits_for_a_held_one(
         self, capped: Callable[[int], Awaitable[str]]
     ) -> None:
-        engine = make_engine(await capped(1), pool_size=1, max_overflow=5, pool_timeout=10)
-        held = await engine.connect()
-        try:
-            await held.execute(text("SELECT 1"))
-            waiting = asyncio.create_task(_select_one(engine))
-            await asyncio.sleep(0.5)
-            assert not waiting.done()  # refused by the server, now queued for the held connection
+        async with _one_held_one_waiting(await capped(1), pool_timeout=10) as (engine, held, waiting):
             await held.close()
             assert await asyncio.wait_for(waiting, 10) == 1
             assert engine.pool.checkedout() == 0
-        finally:
-            await held.close()
-            await engine.dispose()
 
     async def test_a_slot_freed_on_the_server_is_taken(self, capped: Callable[[int], Awaitable[str]]) -> None:
         """The held connection is closed rather than returned (an invalidated connection): the waiting request
         asks the server again and gets the freed slot, well before the pool's timeout."""
-        engine = make_engine(await capped(1), pool_size=1, max_overflow=5, pool_timeout=20)
-        held = await engine.connect()
-        try:
-            await held.execute(text("SELECT 1"))
-            waiting = asyncio.create_task(_select_one(engine))
-            await asyncio.sleep(0.5)
-            assert not waiting.done()
+        async with _one_held_one_waiting(await capped(1), pool_timeout=20) as (_engine, held, waiting):
             started = time.perf_counter()
             await held.invalidate()
             await held.close()
             assert await asyncio.wait_for(waiting, 10) == 1
             assert time.perf_counter() - started < 5
-        finally:
-            await held.close()
-            await engine.dispose()
 
     async def test_a_refusal_with_nothing_held_fails_at_once(self, capped: Callable[[int], Awaitable[str]]) -> None:
         engine = make_engine(await capped(0), pool_size=1, max_overflow=5, pool_timeout=10)
@@ -132,6 +115,24 @@ class TestSlotWaitingPool:
             assert time.perf_counter() - started < 5
         finally:
             await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _one_held_one_waiting(url: str, *, pool_timeout: float
+                                ) -> AsyncIterator[tuple[AsyncEngine, AsyncConnection, asyncio.Task[int]]]:
+    """A pool whose role has one server slot: one connection held, and a request refused by the server (53300)
+    and now waiting in the pool."""
+    engine = make_engine(url, pool_size=1, max_overflow=5, pool_timeout=pool_timeout)
+    held = await engine.connect()
+    try:
+        await held.execute(text("SELECT 1"))
+        waiting = asyncio.create_task(_select_one(engine))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # refused by the server, now queued for the held connection
+        yield engine, held, waiting
+    finally:
+        await held.close()
+        await engine.dispose()
 
 
 async def _select_one(engine: AsyncEngine) -> int:
