@@ -18,9 +18,10 @@ from booking.auth import api as auth_api
 from booking.auth import routes as auth_routes
 from booking.core import health
 from booking.core.db import dispose_engine, init_engine
+from booking.core.direct_routes import DirectRoutes
 from booking.core.handlers import install_error_handlers
 from booking.core.logging import configure_logging
-from booking.core.middleware import DirectRoutes, RequestContextMiddleware
+from booking.core.middleware import RequestContextMiddleware
 from booking.core.paths import STATIC_DIR
 from booking.core.settings import get_settings
 from booking.core.web import add_context_processor
@@ -138,6 +139,9 @@ def create_app() -> FastAPI:
         app.include_router(router)
     # Middleware, innermost first. The catalogue search, the busiest anonymous route, is served directly, ahead of
     # the framework's routing (DirectRoutes); the request context wraps everything.
-    app.add_middleware(DirectRoutes, routes=[instruments_api.search_route])
+    search = instruments_api.search_route
+    if app.url_path_for(search.name) != search.path:  # an include's prefix would move it; DirectRoutes would not
+        raise RuntimeError(f"the search is routed at {app.url_path_for(search.name)}, not {search.path}")
+    app.add_middleware(DirectRoutes, routes=[search])
     app.add_middleware(RequestContextMiddleware, secure_cookies=settings.https)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -10,13 +10,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 
 from booking.auth.deps import ApiAdmin, ApiPrincipal, ApiUser, load_api_principal, oauth2_scheme
 from booking.auth.principal import Principal
 from booking.core.db import SessionDep, get_sessionmaker, read_connection
+from booking.core.direct_routes import RequestRoute
 from booking.core.regions import city_name
 from instruments import exporter, importer, service
 from instruments import repository as repo
@@ -200,21 +200,8 @@ def facets_of(page: SearchPage) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-class _RequestRoute(APIRoute):
-    """An API route whose endpoint takes the request and answers it itself: FastAPI's request handling (dependency
-    solving and parameter parsing, even for a lone `request` parameter) is skipped, which took 0.1-0.3 ms, as long
-    as a fast search statement itself. FastAPI documents it as usual (its parameters from `openapi_extra`).
-    Overriding get_route_handler is FastAPI's documented hook for custom route classes."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        # Dependencies would be skipped silently (a router's, an include's): refuse them at start-up instead.
-        if self.dependant.dependencies or self.dependencies:
-            raise TypeError(f"{self.path}: a _RequestRoute runs no dependencies")
-        return self.endpoint  # type: ignore[return-value]
-
-
 async def search(request: Request) -> Response:
-    """Search the catalogue. Served without FastAPI's dependencies (_RequestRoute): the session, the principal and
+    """Search the catalogue. Served without FastAPI's dependencies (RequestRoute): the session, the principal and
     the parameters as dependencies (seven of them, with the session's ORM begin, commit and close) took as long as
     a fast search statement itself. The same checks run here, in the same order: the token (401), the parameters
     (422 by name), the filters (422 by name)."""
@@ -260,10 +247,10 @@ router.add_api_route(
     response_model=SearchResult,
     summary="Search the catalogue",
     openapi_extra=SEARCH_PARAMETERS | {"security": [{oauth2_scheme.scheme_name: []}]},
-    route_class_override=_RequestRoute,
+    route_class_override=RequestRoute,
 )
-# booking.app serves it directly (booking.core.middleware.DirectRoutes), ahead of the app's routing.
-search_route = next(r for r in router.routes if isinstance(r, _RequestRoute) and r.endpoint is search)
+# booking.app serves it directly (booking.core.direct_routes.DirectRoutes), ahead of the app's routing.
+search_route = next(r for r in router.routes if isinstance(r, RequestRoute) and r.endpoint is search)
 
 
 def public_of(v: service.InstrumentView) -> InstrumentPublic:

@@ -177,6 +177,13 @@ async def catalogue(
         "vouchers": "1" if vouchers in ("1", "true", "on") else None,
         "sort": sort if sort in SORT_LABELS else None,
     }
+    # Well-formed but unknown (a removed institution, a mistyped code in a shared link): ignored like the rest,
+    # rather than showing 共 0 台 as if nothing matched.
+    institution_row = await session.get(Institution, int(params["institution"])) if params["institution"] else None
+    if institution_row is None:
+        params["institution"] = None
+    if params["category"] and not any(code.startswith(params["category"]) for code in await repo.category_codes(session)):
+        params["category"] = None
     # Said beside the count, so a shared link with a stale or mistyped filter does not silently show everything.
     given = {"city": city, "institution_kind": institution_kind, "institution": institution, "category": category,
              "sharing_mode": sharing_mode, "status": status, "chain": chain, "min_wan": min_wan, "max_wan": max_wan,
@@ -207,10 +214,7 @@ async def catalogue(
     page = await service.search(
         session, principal, filters, sort=params["sort"] or "relevance", limit=PAGE_SIZE, offset=offset
     )
-    institution_name = None
-    if params["institution"]:
-        inst = await session.get(Institution, int(params["institution"]))
-        institution_name = inst.name if inst else None
+    institution_name = institution_row.name if institution_row else None
     majors = await repo.children(session, None)
     api_params = {
         k: params[k]

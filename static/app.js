@@ -141,3 +141,42 @@ document.addEventListener("htmx:configRequest", function (event) {
     if (data.getAll(name).every(function (value) { return value === ""; })) data.delete(name);
   });
 });
+
+// Live filtering stops at a field the browser finds invalid (a negative 原值 in the catalogue): htmx then sends no
+// request, and the results would stay as they were without a word. Say why beside the field, in the page's words
+// (data-invalid-message) where it has them; the note goes as soon as the field is valid again.
+document.addEventListener("htmx:validation:halted", function (event) {
+  (event.detail.errors || []).forEach(function (error) {
+    if (error.elt instanceof HTMLElement && error.elt.id) {
+      setFieldNote(error.elt, error.elt.getAttribute("data-invalid-message") || error.message);
+    }
+  });
+});
+document.addEventListener("input", function (event) {
+  var field = event.target;
+  if (field instanceof HTMLInputElement && field.validity.valid) setFieldNote(field, null);
+});
+
+function setFieldNote(field, text) {
+  var id = "e-" + field.id;
+  var note = document.getElementById(id);
+  if (!text) {
+    if (note && note.hasAttribute("data-live-note")) {
+      note.remove();
+      field.removeAttribute("aria-invalid");
+      field.removeAttribute("aria-describedby");
+    }
+    return;
+  }
+  if (!note) {
+    note = document.createElement("div");
+    note.id = id;
+    note.className = "field-error";
+    note.setAttribute("data-live-note", "");
+    note.setAttribute("role", "alert");
+    field.insertAdjacentElement("afterend", note);
+  }
+  note.textContent = text;
+  field.setAttribute("aria-invalid", "true");
+  field.setAttribute("aria-describedby", id);
+}

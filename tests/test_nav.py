@@ -45,6 +45,9 @@ async def test_one_current_entry_on_pages(client: httpx.AsyncClient, session: As
         r = await client.get(path)
         assert r.status_code == 200, path
         assert current(r.text) == [key], path
+        # A screen reader hears, on the closed menu, that the current page is inside it (a class only shows it).
+        in_menu = re.findall(r'<summary class="current">([^<]+)<span class="sr-only">（当前页面在此菜单中）</span>', r.text)
+        assert in_menu == (["管理工具"] if key == "instrument-import" else []), path
 
 
 def _item(key: str, group: str | None = None, current: bool = False) -> dict[str, object]:

@@ -1,5 +1,5 @@
-"""Pure ASGI middleware: request id, access log, Prometheus metrics, security headers, the CSRF cookie, refusing
-query parameters that hold a NUL character, and the direct routes (DirectRoutes)."""
+"""Pure ASGI middleware: request id, access log, Prometheus metrics, security headers, the CSRF cookie, and refusing
+query parameters that hold a NUL character."""
 
 from __future__ import annotations
 
@@ -7,16 +7,11 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
 from http.cookies import SimpleCookie
-from inspect import isawaitable
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qsl
 
 from prometheus_client import Counter, Histogram
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from booking.core.context import client_addr_var, request_id_var
@@ -57,6 +52,8 @@ def _nul_parameters(scope: Scope) -> list[str]:
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, names: list[str]) -> None:
+    from starlette.requests import Request
+
     from booking.core.errors import Problem
     from booking.core.handlers import respond
 
@@ -135,71 +132,3 @@ class RequestContextMiddleware:
                 )
             request_id_var.reset(rid_token)
             client_addr_var.reset(addr_token)
-
-
-class DirectRoute(Protocol):
-    """What DirectRoutes needs of a route (a FastAPI APIRoute has it): a path without parameters, its methods, and
-    an endpoint that takes the request and answers it itself."""
-
-    path: str
-    methods: set[str] | None
-    param_convertors: dict[str, Any]
-    endpoint: Callable[[Request], Awaitable[Response]]
-
-
-class DirectRoutes:
-    """Serves a few hot routes ahead of the framework's routing and exception middleware, so that a request for
-    one of them costs what its endpoint costs.
-
-    The catalogue search, the busiest anonymous route, often runs a statement of 0.3 ms; behind Starlette's
-    exception middleware, FastAPI's async exit stacks and FastAPI's matching of included routers, a request spent
-    another 0.1 ms before and after it. Everything a request gets from the app still applies: this sits inside
-    RequestContextMiddleware (request id, access log, metrics, headers), its errors go to the app's own exception
-    handlers, looked up as Starlette's ExceptionMiddleware does, and an error no handler takes goes on to the
-    server-error handler as before. The routes stay on their routers too, for OpenAPI and url_for.
-
-    Only exact paths are served here (method and path, no parameters); anything else goes on to the app
-    unchanged."""
-
-    def __init__(self, app: ASGIApp, *, routes: Sequence[DirectRoute]) -> None:
-        self.app = app
-        self.routes: dict[tuple[str, str], DirectRoute] = {}
-        for route in routes:
-            if route.param_convertors or not route.methods:
-                raise ValueError(f"{route.path}: a direct route needs an exact path and its methods")
-            for method in route.methods:
-                self.routes[(method, route.path)] = route
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # scope["path"] holds the root_path too (ASGI): under one, these exact paths do not match and the router
-        # answers, as it should.
-        route = self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
-        if route is None:
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = route  # as routing sets it: the access log and metrics label by it
-        scope["endpoint"] = route.endpoint
-        request = Request(scope, receive, send)
-        try:
-            response = await route.endpoint(request)
-        except Exception as exc:
-            handler = _exception_handler(scope["app"].exception_handlers, exc)
-            if handler is None:
-                raise
-            answer = handler(request, exc)
-            response = await answer if isawaitable(answer) else answer
-        await response(scope, receive, send)
-
-
-def _exception_handler(handlers: dict[Any, Any], exc: Exception) -> Any:
-    """The handler Starlette's ExceptionMiddleware would pick: by status for an HTTPException, else the nearest
-    class in the exception's MRO. The catch-all `Exception` handler is the server-error middleware's, which runs
-    outside: it is left to it."""
-    if isinstance(exc, HTTPException) and exc.status_code in handlers:
-        return handlers[exc.status_code]
-    for cls in type(exc).__mro__:
-        if cls is Exception:
-            return None
-        if cls in handlers:
-            return handlers[cls]
-    return None

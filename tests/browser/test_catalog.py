@@ -101,6 +101,21 @@ def test_filters_without_text(page, live: tuple[str, str]) -> None:  # type: ign
     assert sheet is not None and sheet.max_row == row["n"] + 1
     expect(page.locator("[data-download-status]")).to_contain_text("已生成 仪器目录.xlsx")
 
+    # A negative bound is refused by the field itself, so no search is sent: the page says why beside it, keeps
+    # the results and the address, and the note goes once the value is usable again.
+    low = page.get_by_label("原值下限（万元）")
+    low.fill("-5")
+    note = page.locator("#e-f-min")
+    expect(note).to_have_text("请输入不小于 0 的数（万元）", timeout=10_000)
+    expect(low).to_have_attribute("aria-invalid", "true")
+    expect(page).to_have_url(re.compile(r"min_wan=100"))
+    expect(page.locator("#result-count strong")).to_have_text(str(row["n"]))
+    screenshot(page, "catalog-negative-value")
+    low.fill("200")
+    expect(page).to_have_url(re.compile(r"min_wan=200"), timeout=10_000)
+    expect(note).to_have_count(0)
+    expect(low).not_to_have_attribute("aria-invalid", "true")
+
 
 def test_restricted_instrument_access_granted_by_manager(page, live: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
     _, url = live

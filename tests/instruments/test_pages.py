@@ -85,6 +85,21 @@ class TestSearchPage:
         r = await client.get("/instruments", params={"institution": "²", "chain": "²", "category": "²"})
         assert r.status_code == 200 and "单位（²）" in r.text and "产业链（²）" in r.text
 
+    async def test_unknown_institution_and_category_are_reported_not_matched(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        """Well-formed but unknown ids (a stale shared link) are ignored and said so, instead of 共 0 台; known ones
+        still filter."""
+        await make_instrument(session, scu, name="陈旧链接测试质谱仪", category_code="010200")
+        r = await client.get("/instruments", params={"q": "陈旧链接测试", "institution": "99999999", "category": "9901"})
+        assert r.status_code == 200
+        assert "已忽略无效的筛选条件：单位（99999999）、仪器分类（9901）" in r.text
+        assert "陈旧链接测试质谱仪" in r.text
+        r = await client.get("/instruments", params={"q": "陈旧链接测试", "institution": str(scu.id), "category": "0102"})
+        assert "已忽略" not in r.text and "陈旧链接测试质谱仪" in r.text
+        r = await client.get("/instruments", params={"q": "陈旧链接测试", "category": "0103"})  # known, nothing in it
+        assert "已忽略" not in r.text and "陈旧链接测试质谱仪" not in r.text
+
     async def test_a_chain_by_name_filters_the_page_as_the_api_does(
         self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
     ) -> None:
