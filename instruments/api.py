@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -373,11 +373,9 @@ async def template_csv() -> Response:
     summary="Export search results in the import layout (csv, xlsx, json)",
     openapi_extra=SEARCH_PARAMETERS,
 )
-async def export(
-    session: SessionDep, principal: ApiPrincipal, query: SearchDep, fmt: Literal["csv", "xlsx", "json"]
-) -> Response:
+async def export(principal: ApiPrincipal, query: SearchDep, fmt: Literal["csv", "xlsx", "json"]) -> Response:
     show_contact = principal is not None
-    rows = repo.stream_export(session, query.filters, service.viewer_of(principal))
+    rows = _export_rows(query.filters, service.viewer_of(principal))
     name = f"仪器目录.{fmt}"
     headers = {"Content-Disposition": exporter.disposition(name)}
     if fmt == "csv":
@@ -391,6 +389,15 @@ async def export(
     return Response(
         await exporter.xlsx_bytes(rows, show_contact), media_type=exporter.XLSX_TYPE, headers=headers
     )
+
+
+async def _export_rows(filters: SearchFilters, viewer: repo.Viewer) -> AsyncIterator[Mapping[str, Any]]:
+    """The export's rows through a session of their own, closed when they are done or the client goes away: a
+    streamed body is read after the request's session has been closed (SessionDep is function-scoped), and a
+    statement started on it then held its connection until the garbage collector found it."""
+    async with get_sessionmaker()() as session:
+        async for row in repo.stream_export(session, filters, viewer):
+            yield row
 
 
 # ---- one instrument ---------------------------------------------------------------------------------------------

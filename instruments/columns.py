@@ -131,6 +131,11 @@ def _text(raw: Any) -> str | None:
     return value or None
 
 
+# Numbers of 10^15 and more, far above any amount a cell may hold (原值 ≤ 100 亿元), are refused before they are
+# computed with: arithmetic on 1e9999999999 overflows the decimal context (checked by exponent, not by value).
+_TOO_LARGE_DIGITS = 15
+
+
 def _decimal(text: str) -> Decimal:
     try:
         value = Decimal(text.replace(",", "").replace("，", ""))
@@ -138,15 +143,25 @@ def _decimal(text: str) -> Decimal:
         raise CellError("应为数字") from None
     if not value.is_finite():
         raise CellError("应为数字")
+    if value and value.adjusted() >= _TOO_LARGE_DIGITS:  # 1e30, 1e9999999999: refused before any arithmetic
+        raise CellError("数值过大")
     return value
+
+
+class UncachedFormula(str):
+    """A spreadsheet formula whose result the file does not hold (instruments.importer marks them)."""
 
 
 def read_cell(col: Col, raw: Any) -> Any:
     """Spreadsheet cell → record value (None for a blank cell). Raises CellError with a Chinese message."""
+    if isinstance(raw, UncachedFormula):
+        raise CellError(f"公式 {raw} 没有计算结果：请在表格软件中保存文件后再导入，或把公式粘贴为数值")
     if col.kind == "date" and isinstance(raw, datetime | date):
         return raw.date() if isinstance(raw, datetime) else raw
     if col.kind in ("wan", "money") and isinstance(raw, int | float) and not isinstance(raw, bool):
-        raw = repr(raw) if isinstance(raw, float) else str(raw)
+        # A spreadsheet keeps the binary float of what a formula computed (68.53999999999999) and shows it to 15
+        # significant digits (68.54): the cell is read as shown.
+        raw = format(raw, ".15g") if isinstance(raw, float) else str(raw)
     if col.kind == "code6" and isinstance(raw, int | float) and not isinstance(raw, bool):
         # Spreadsheets drop the leading zero of 010200.
         raw = str(int(raw)).zfill(6)

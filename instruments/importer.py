@@ -22,7 +22,7 @@ from booking.core.errors import Forbidden, RuleViolation
 from booking.core.validation import problems_from_errors
 from instruments import repository as repo
 from instruments import service
-from instruments.columns import ALIASES, BY_HEADER, COLUMNS, HEADER_OF, CellError, Col, read_cell
+from instruments.columns import ALIASES, BY_HEADER, COLUMNS, HEADER_OF, CellError, Col, UncachedFormula, read_cell
 from instruments.rules import ReferenceData, instrument_problems
 from instruments.schemas import ImportResult, InstrumentCreate
 
@@ -110,10 +110,14 @@ def read_table(filename: str, content: bytes) -> list[tuple[int, list[Any]]]:
             wb = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
         except (zipfile.BadZipFile, KeyError, ValueError, OSError):
             raise ImportRejected([RowError(0, None, "无法读取 XLSX 文件")]) from None
+        uncached = _uncached_formulas(content)
         try:
             ws = wb["仪器"] if "仪器" in wb.sheetnames else wb.worksheets[0]
             for number, cells in enumerate(ws.iter_rows(values_only=True), start=1):
                 values = list(cells)
+                for index, formula in uncached.get(number, {}).items():
+                    if index < len(values) and values[index] is None:
+                        values[index] = UncachedFormula(formula)
                 if any(v not in (None, "") for v in values):
                     rows.append((number, values))
                 if len(rows) > MAX_ROWS + 1:
@@ -135,6 +139,30 @@ def read_table(filename: str, content: bytes) -> list[tuple[int, list[Any]]]:
     if len(rows) > MAX_ROWS + 1:
         raise ImportRejected([RowError(0, None, f"行数过多（一次最多 {MAX_ROWS} 行）")])
     return rows
+
+
+def _uncached_formulas(content: bytes) -> dict[int, dict[int, str]]:
+    """Formula cells of the import sheet, by row number and column index (only if the file has formulas at all).
+    A workbook written by a program rather than saved by Excel may hold formulas without their results; read for
+    values they look blank, and a blank cell clears its field. They are marked so that the row is refused instead."""
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        if not any(b"<f" in archive.read(name) for name in archive.namelist() if name.startswith("xl/worksheets/")):
+            return {}
+    from openpyxl import load_workbook
+
+    wb = load_workbook(io.BytesIO(content), read_only=True, data_only=False)
+    try:
+        ws = wb["仪器"] if "仪器" in wb.sheetnames else wb.worksheets[0]
+        found: dict[int, dict[int, str]] = {}
+        for number, cells in enumerate(ws.iter_rows(), start=1):
+            for index, cell in enumerate(cells):
+                if getattr(cell, "data_type", None) == "f":
+                    found.setdefault(number, {})[index] = str(cell.value)
+            if number > MAX_ROWS + 1:
+                break
+        return found
+    finally:
+        wb.close()
 
 
 def _normalise_header(raw: Any) -> str:
@@ -267,6 +295,11 @@ async def validate(
             errors.append(RowError(p.row, column, f"无权导入{inst.name}（该实验室/平台）的仪器"))
         number = v.get("asset_number")
         current = existing.get((inst.id, number)) if number else None
+        if current is not None and not service.may_manage(actor, inst.id, current.facility_id):
+            # The row updates an instrument as it is now: the actor must manage it there, as an edit requires,
+            # not only where the row would put it.
+            errors.append(RowError(p.row, HEADER_OF["asset_number"],
+                                   f"内部编码 {number} 的仪器属于您无权管理的实验室/平台，不能通过导入修改"))
         if number:
             key = (inst.id, number)
             if key in first_row_of:
@@ -306,7 +339,10 @@ async def validate(
             model = InstrumentCreate.model_validate(candidate)
         except ValidationError as exc:
             for problem in problems_from_errors(exc.errors()):
-                errors.append(RowError(p.row, _column_of(problem.field), problem.message))
+                message = problem.message
+                if problem.field == "original_value" and problem.code in ("less_than_equal", "greater_than_equal"):
+                    message = _VALUE_RANGE  # the column is in 万元; the model's bound is in 元
+                errors.append(RowError(p.row, _column_of(problem.field), message))
         else:
             # Write what the model made of the cells (trimmed, e-mail lowercased, enums as their values).
             for name in record:
@@ -328,6 +364,9 @@ async def validate(
             ValidRow(p.row, inst.id, record, chains, current.id if current is not None else None)
         )
     return plan
+
+
+_VALUE_RANGE = "原值应在 0 到 1000000 万元（100 亿元）之间"
 
 
 def _row_institution(

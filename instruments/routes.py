@@ -39,7 +39,11 @@ from instruments.models import (
     Instrument,
 )
 from instruments.reference import COUNTRIES, SUBJECTS
+from instruments.rules import MAX_SEARCH_TERMS
 from instruments.schemas import CategoryCreate, ChainCreate, InstrumentCreate, InstrumentUpdate
+
+MAX_QUERY_LENGTH = 100  # as the API's q
+MAX_OFFSET = 1_000_000
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(load_web_principal), CsrfDep])
 
@@ -142,25 +146,39 @@ async def catalogue(
     request: Request,
     session: SessionDep,
     principal: WebPrincipal,
-    q: Annotated[str | None, Query(max_length=100)] = None,
-    city: Annotated[str | None, Query(max_length=6)] = None,
-    institution_kind: Annotated[str | None, Query(max_length=10)] = None,
-    institution: Annotated[str | None, Query(max_length=12)] = None,
-    category: Annotated[str | None, Query(max_length=6)] = None,
-    sharing_mode: Annotated[str | None, Query(max_length=10)] = None,
-    status: Annotated[str | None, Query(max_length=20)] = None,
-    chain: Annotated[str | None, Query(max_length=50)] = None,
-    min_wan: Annotated[str | None, Query(max_length=20)] = None,
-    max_wan: Annotated[str | None, Query(max_length=20)] = None,
-    large: Annotated[str | None, Query(max_length=5)] = None,
-    vouchers: Annotated[str | None, Query(max_length=5)] = None,
-    sort: Annotated[str | None, Query(max_length=12)] = None,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    # Generous bounds only: a mangled shared link gets the page with a note on what was left out, not a 422.
+    q: Annotated[str | None, Query(max_length=2000)] = None,
+    city: Annotated[str | None, Query(max_length=2000)] = None,
+    institution_kind: Annotated[str | None, Query(max_length=2000)] = None,
+    institution: Annotated[str | None, Query(max_length=2000)] = None,
+    category: Annotated[str | None, Query(max_length=2000)] = None,
+    sharing_mode: Annotated[str | None, Query(max_length=2000)] = None,
+    status: Annotated[str | None, Query(max_length=2000)] = None,
+    chain: Annotated[str | None, Query(max_length=2000)] = None,
+    min_wan: Annotated[str | None, Query(max_length=2000)] = None,
+    max_wan: Annotated[str | None, Query(max_length=2000)] = None,
+    large: Annotated[str | None, Query(max_length=2000)] = None,
+    vouchers: Annotated[str | None, Query(max_length=2000)] = None,
+    sort: Annotated[str | None, Query(max_length=2000)] = None,
+    offset: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> Response:
-    # A page forgives what the API refuses: unknown values are dropped, not reported.
+    # A page forgives what the API refuses: unknown values are dropped, and said so beside the count.
     chains = await repo.chains(session)
+    terms = (q or "").split()
+    query_text = " ".join(terms[:MAX_SEARCH_TERMS])
+    cut_notes = []
+    if len(terms) > MAX_SEARCH_TERMS:
+        cut_notes.append(f"关键词最多 {MAX_SEARCH_TERMS} 个，只按前 {MAX_SEARCH_TERMS} 个搜索")
+    if len(query_text) > MAX_QUERY_LENGTH:
+        query_text = query_text[:MAX_QUERY_LENGTH].strip()
+        cut_notes.append(f"关键词过长，只按前 {MAX_QUERY_LENGTH} 个字符搜索")
+    offset_text = (offset or "").strip()
+    usable_offset = offset_text.isascii() and offset_text.isdigit() and int(offset_text) <= MAX_OFFSET
+    page_offset = int(offset_text) if usable_offset else 0
+    if offset_text and not usable_offset:
+        cut_notes.append("分页位置无效，已回到第 1 页")
     params: dict[str, Any] = {
-        "q": (q or "").strip() or None,
+        "q": query_text or None,
         "city": city if city in CITIES else None,
         "institution_kind": institution_kind
         if institution_kind in {k.value for k in InstitutionKind}
@@ -191,7 +209,8 @@ async def catalogue(
     ignored = [f"{_FILTER_LABELS[name]}（{value.strip()}）" for name, value in given.items()
                if value and value.strip() and params[name] is None]
     low, high = _wan_to_cny(params["min_wan"]), _wan_to_cny(params["max_wan"])
-    value_note = f"已忽略无效的筛选条件：{'、'.join(ignored)}" if ignored else None
+    value_note = "；".join(filter(None, [f"已忽略无效的筛选条件：{'、'.join(ignored)}" if ignored else None,
+                                         *cut_notes])) or None
     if low is not None and high is not None and low > high:
         # Shown beside the count; the other filters still apply (the API refuses this with a 422).
         value_note = "；".join(filter(None, [value_note, "原值下限大于上限，已忽略原值条件"]))
@@ -212,7 +231,7 @@ async def catalogue(
         vouchers=True if params["vouchers"] else None,
     )
     page = await service.search(
-        session, principal, filters, sort=params["sort"] or "relevance", limit=PAGE_SIZE, offset=offset
+        session, principal, filters, sort=params["sort"] or "relevance", limit=PAGE_SIZE, offset=page_offset
     )
     institution_name = institution_row.name if institution_row else None
     majors = await repo.children(session, None)
@@ -242,7 +261,7 @@ async def catalogue(
         "items": items_of(page.rows),
         "total": page.total,
         "facets": facets_of(page),
-        "offset": offset,
+        "offset": page_offset,
         "page_size": PAGE_SIZE,
         "chains": chains,
         "majors": majors,
@@ -337,6 +356,9 @@ def _form_data(form: FormData, *, update: bool) -> dict[str, Any]:
     return data
 
 
+_REQUIRED_FIELDS = [name for name, field in InstrumentCreate.model_fields.items() if field.is_required()]
+
+
 def _validate(model: type[InstrumentCreate] | type[InstrumentUpdate], data: dict[str, Any]) -> Any:
     from pydantic import ValidationError
 
@@ -348,6 +370,10 @@ def _validate(model: type[InstrumentCreate] | type[InstrumentUpdate], data: dict
         # The record's own checks run only on a valid form; the one a user is likely to hit alongside a typo is
         # checked here too, so the page lists every problem at once.
         flagged = {p.field for p in problems}
+        # On edit a blank field means "clear it", which the record's checks refuse for a required one only once
+        # the form is otherwise valid: said now, with the rest.
+        problems += [Problem(name, "missing", "必填") for name in _REQUIRED_FIELDS
+                     if name in data and data[name] is None and name not in flagged]
         try:
             start = date.fromisoformat(str(data.get("start_date") or ""))
         except ValueError:

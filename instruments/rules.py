@@ -81,6 +81,9 @@ def category_code_problems(code: str, existing: frozenset[str] | set[str]) -> li
 # ---- the instrument record --------------------------------------------------------------------------------------
 
 
+EARLIEST_START_DATE = date(1900, 1, 1)
+
+
 def instrument_problems(
     values: Mapping[str, Any], ref: ReferenceData, *, today: date, institution_city: str | None = None
 ) -> list[Problem]:
@@ -106,6 +109,9 @@ def instrument_problems(
     start = values.get("start_date")
     if start is not None and start > today:
         problems.append(Problem("start_date", "future_date", "启用日期不能晚于今天"))
+    elif start is not None and start < EARLIEST_START_DATE:
+        # Not a date any instrument in use has; spreadsheets cannot show dates before 1900 either.
+        problems.append(Problem("start_date", "too_early", f"启用日期不能早于 {EARLIEST_START_DATE:%Y-%m-%d}"))
     value = values.get("original_value")
     if value is not None and (Decimal(value) < 0 or Decimal(value) > MAX_ORIGINAL_VALUE):
         problems.append(Problem("original_value", "out_of_range", "原值应在 0 到 100 亿元之间"))
@@ -144,8 +150,12 @@ def history_changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool
 # ---- search text ------------------------------------------------------------------------------------------------
 
 
-def search_terms(q: str | None, max_terms: int = 5) -> list[str]:
-    """Whitespace-separated terms, each matched as a substring (AND)."""
+MAX_SEARCH_TERMS = 5
+
+
+def search_terms(q: str | None, max_terms: int = MAX_SEARCH_TERMS) -> list[str]:
+    """Whitespace-separated terms, each matched as a substring (AND). More than MAX_SEARCH_TERMS are refused by the
+    API (instruments.service.build_filters) and cut with a note on the page, never dropped silently."""
     if not q:
         return []
     return [t for t in q.split() if t][:max_terms]

@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from booking.core.emails import Email
+from booking.core.validation import DB_INT_MAX
 from instruments.models import (
     MAX_FEE,
     MAX_ORIGINAL_VALUE,
@@ -67,7 +68,7 @@ class _InstrumentFields(BaseModel):
     funding_source: FundingSource | None = Field(default=None, description="主要购置经费来源")
     department: str | None = Field(default=None, max_length=200, description="所属单位内部门")
     customs_status: CustomsStatus | None = Field(default=None, description="海关监管情况")
-    facility_id: int | None = Field(default=None, description="所属实验室/平台")
+    facility_id: int | None = Field(default=None, ge=1, le=DB_INT_MAX, description="所属实验室/平台")
     fee_unit: FeeUnit | None = Field(default=None, description="收费方式")
     fee_internal: Money | None = Field(default=None, description="内部单价（元）")
     fee_external: Money | None = Field(default=None, description="外部单价（元）")
@@ -77,7 +78,9 @@ class _InstrumentFields(BaseModel):
 
 
 class InstrumentCreate(_InstrumentFields):
-    institution_id: int | None = Field(default=None, description="所属单位；管理员只管理一个单位时可省略")
+    institution_id: int | None = Field(
+        default=None, ge=1, le=DB_INT_MAX, description="所属单位；管理员只管理一个单位时可省略"
+    )
     asset_number: str = Field(min_length=1, max_length=64, description="所在单位仪器内部编码")
     name: str = Field(min_length=2, max_length=200, description="中文名称")
     category_code: str = Field(pattern=CODE6, description="设备分类编码（6位）")
@@ -93,7 +96,7 @@ class InstrumentCreate(_InstrumentFields):
 
 
 class InstrumentUpdate(_InstrumentFields):
-    institution_id: int | None = None
+    institution_id: int | None = Field(default=None, ge=1, le=DB_INT_MAX)
     asset_number: str | None = Field(default=None, min_length=1, max_length=64)
     name: str | None = Field(default=None, min_length=2, max_length=200)
     category_code: str | None = Field(default=None, pattern=CODE6)
@@ -253,9 +256,16 @@ class CategoryPublic(BaseModel):
     parent_code: str | None
 
 
+def _not_all_digits(name: str) -> str:
+    # The search takes a chain by id or by name (chain=12): a name of digits only would read as an id.
+    if name.isdigit():
+        raise ValueError("产业链名称不能全是数字（会与标签编号混淆）")
+    return name
+
+
 class ChainCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    name: str = Field(min_length=2, max_length=50)
+    name: Annotated[str, Field(min_length=2, max_length=50), AfterValidator(_not_all_digits)]
 
 
 class ChainPublic(BaseModel):

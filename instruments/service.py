@@ -34,6 +34,7 @@ from instruments.models import (
 )
 from instruments.repository import SearchFilters, SearchPage, Viewer
 from instruments.rules import (
+    MAX_SEARCH_TERMS,
     ReferenceData,
     category_code_problems,
     category_level,
@@ -108,6 +109,8 @@ async def build_filters(
 ) -> SearchFilters:
     """Check the search parameters and normalise them; every bad parameter is reported by name."""
     problems: list[Problem] = []
+    if q and len(q.split()) > MAX_SEARCH_TERMS:
+        problems.append(Problem("q", "too_many_terms", f"关键词最多 {MAX_SEARCH_TERMS} 个（以空格分隔）"))
     if city and city not in CITIES:
         problems.append(Problem("city", "unknown_city", f"未知的市州代码 {city}"))
     if institution_kind and institution_kind not in {k.value for k in InstitutionKind}:

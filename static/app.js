@@ -180,3 +180,15 @@ function setFieldNote(field, text) {
   field.setAttribute("aria-invalid", "true");
   field.setAttribute("aria-describedby", id);
 }
+
+// A link inside a region marked data-focus-after-link (the catalogue's facets and pages) replaces the page through
+// hx-boost, which leaves keyboard focus on <body>: the next Tab would start again at the top of the page, 80 stops
+// from the results. Focus goes to the element the region names (the result count, which also reads it out).
+document.addEventListener("htmx:afterSettle", function (event) {
+  var config = event.detail.requestConfig;
+  var link = config && config.elt;
+  if (!(link instanceof HTMLAnchorElement)) return;
+  var region = link.closest("[data-focus-after-link]");
+  var target = region && document.querySelector(region.getAttribute("data-focus-after-link"));
+  if (target instanceof HTMLElement) target.focus();
+});

@@ -8,6 +8,9 @@ from typing import Any
 
 from booking.core.errors import Problem
 
+# The largest value an `integer` column (every id) holds: a bound for ids taken as input.
+DB_INT_MAX = 2**31 - 1
+
 _MESSAGES: dict[str, str] = {
     "missing": "必填",
     "string_too_short": "太短（至少 {min_length} 个字符）",

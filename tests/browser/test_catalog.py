@@ -71,6 +71,29 @@ def test_search_narrow_open(page, live: tuple[str, str]) -> None:  # type: ignor
     expect(page).not_to_have_url(re.compile(r"q="))
     expect(page.get_by_label("关键词")).to_have_value("")
 
+    # Keyboard: a facet or page link chosen with Enter leaves focus on the result count (which reads it out),
+    # not on <body>, so the next Tab goes on from the results instead of from the top of the page.
+    page.goto("/instruments?q=%E8%B4%A8%E8%B0%B1")
+    facet = page.locator("aside.facets a").first
+    facet.focus()
+    facet.press("Enter")
+    expect(page).to_have_url(re.compile(r"q=%E8%B4%A8%E8%B0%B1&"), timeout=10_000)
+    expect(page.locator("#result-count")).to_be_focused()
+    page.locator("nav.pager a[rel=next]").press("Enter")
+    expect(page).to_have_url(re.compile(r"offset=20"), timeout=10_000)
+    expect(page.locator("#result-count")).to_be_focused()
+    # Typing in the search box keeps focus there.
+    page.get_by_label("关键词").fill("质谱仪")
+    expect(page).to_have_url(re.compile(r"q=%E8%B4%A8%E8%B0%B1%E4%BB%AA"), timeout=10_000)
+    expect(page.get_by_label("关键词")).to_be_focused()
+
+    # On a phone the results come before the facets.
+    page.set_viewport_size({"width": 390, "height": 844})
+    first_result = page.locator("ol.results li.result").first.bounding_box()
+    facets = page.locator("aside.facets").bounding_box()
+    assert first_result and facets and first_result["y"] < facets["y"]
+    screenshot(page, "catalog-phone")
+
 
 def test_filters_without_text(page, live: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
     # Vouchers and a 原值 bound without any text: filters the facet cube does not hold, read from kept rows.

@@ -185,3 +185,14 @@ async def test_a_transaction_aborted_by_a_concurrent_one_is_a_503_to_retry(sessi
     assert r.headers["retry-after"] == "1"
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "请重试" in r.json()["detail"]
+
+
+async def test_exports_give_their_connection_back(proxied_client: tuple[httpx.AsyncClient, Proxy]) -> None:
+    """A streamed export reads after the request's session has closed: its rows come through a session of their
+    own, which gives the connection back once the body is sent (before, it waited for the garbage collector)."""
+    client, _ = proxied_client
+    pool = core_db.get_sessionmaker().kw["bind"].pool
+    for fmt in ("csv", "json", "xlsx"):
+        r = await client.get(f"/api/v1/instruments/export.{fmt}", params={"city": "510700"})
+        assert r.status_code == 200, r.text
+        assert pool.checkedout() == 0, fmt

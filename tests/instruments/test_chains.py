@@ -334,6 +334,7 @@ class TestCodesPage:
             ("链", 422, "标签名称：太短（至少 2 个字符）"),
             ("链" * 51, 422, "标签名称：太长（最多 50 个字符）"),
             ("保留的链", 409, "标签名称：已有同名产业链标签"),
+            ("1234", 422, "标签名称：产业链名称不能全是数字（会与标签编号混淆）"),  # chain=1234 reads as an id
         ],
     )
     async def test_rename_refused(self, client: httpx.AsyncClient, session: AsyncSession, tagged: dict[str, Any],

@@ -329,6 +329,73 @@ class TestImport:
         assert r.json()["errors"][0]["column"] == "所属单位"
         assert await count(session, other.id) == 0
 
+    async def test_a_facility_manager_cannot_take_over_another_facility_s_instrument(
+        self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any
+    ) -> None:
+        """A row naming the manager's own facility must not move (and rename) an instrument of another facility
+        of the same institution: the import checks the instrument as it is, as an edit does."""
+        mine = await make_facility(session, mianyang, name="我的分析中心")
+        theirs = await make_facility(session, mianyang, name="别人的药物平台")
+        other = await make_instrument(session, mianyang, asset_number="IMP-00000", name="别人的质谱仪",
+                                      facility_id=theirs.id)
+        own = await make_instrument(session, mianyang, asset_number="IMP-00001", name="我的质谱仪",
+                                    facility_id=mine.id)
+        headers = await bearer_headers(
+            session, await make_user(session, role="facility_manager", grant_institution=mianyang, facility=mine)
+        )
+        data = [[*rows(2)[i], "我的分析中心"] for i in range(2)]
+        r = await upload(client, headers, xlsx(data, [*HEADERS, "所属实验室/平台"]))
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"] == [
+            {"row": 2, "column": "所在单位仪器内部编码", "message": "内部编码 IMP-00000 的仪器属于您无权管理的实验室/平台，不能通过导入修改"}
+        ]
+        await session.refresh(other)
+        await session.refresh(own)
+        assert (other.name, other.facility_id, own.name) == ("别人的质谱仪", theirs.id, "我的质谱仪")
+        r = await upload(client, headers, xlsx(data[1:], [*HEADERS, "所属实验室/平台"]))
+        assert r.status_code == 200, r.text  # its own instrument it may update
+        await session.refresh(own)
+        assert own.name == "导入测试质谱仪1"
+
+    async def test_a_formula_without_its_result_is_refused_not_read_as_blank(
+        self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any, manager: dict[str, str]
+    ) -> None:
+        """openpyxl (and other programs) write formulas without their results: read for values they look blank,
+        and a blank cell clears its field, so the row is refused. A formula Excel saved with its result is read
+        as that result."""
+        await make_instrument(session, mianyang, asset_number="IMP-00000", functions="原有功能")
+        data = [[*rows(1)[0], '=A2&"功能"']]
+        r = await upload(client, manager, xlsx(data, [*HEADERS, "主要功能"]))
+        assert r.status_code == 422, r.text
+        [error] = r.json()["errors"]
+        assert (error["row"], error["column"]) == (2, "主要功能") and "没有计算结果" in error["message"]
+        inst = (await session.scalars(select(Instrument).where(Instrument.asset_number == "IMP-00000"))).one()
+        await session.refresh(inst)
+        assert inst.functions == "原有功能"
+
+        import xlsxwriter
+
+        buffer = io.BytesIO()
+        book = xlsxwriter.Workbook(buffer, {"in_memory": True})
+        sheet = book.add_worksheet("仪器")
+        sheet.write_row(0, 0, [*HEADERS, "主要功能"])
+        sheet.write_row(1, 0, rows(1)[0])
+        sheet.write_formula(1, len(HEADERS), '="计算"&"功能"', None, "计算功能")
+        book.close()
+        r = await upload(client, manager, buffer.getvalue())
+        assert r.status_code == 200, r.text
+        await session.refresh(inst)
+        assert inst.functions == "计算功能"
+
+    async def test_value_limits_are_said_in_the_column_s_unit(
+        self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any, manager: dict[str, str]
+    ) -> None:
+        data = rows(1)
+        data[0][3] = 1234567.89  # 万元: 123 亿元, over the limit
+        r = await upload(client, manager, xlsx(data))
+        assert r.status_code == 422
+        assert r.json()["errors"] == [{"row": 2, "column": "原值（万元）", "message": "原值应在 0 到 1000000 万元（100 亿元）之间"}]
+
     async def test_admin_names_institutions_and_facilities(
         self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any
     ) -> None:

@@ -100,6 +100,35 @@ class TestSearchPage:
         r = await client.get("/instruments", params={"q": "陈旧链接测试", "category": "0103"})  # known, nothing in it
         assert "已忽略" not in r.text and "陈旧链接测试质谱仪" not in r.text
 
+    async def test_more_than_five_terms_are_cut_with_a_note(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        await make_instrument(session, scu, name="六词测试质谱仪")
+        r = await client.get("/instruments", params={"q": "六词 测试 质谱 仪 六词测试 不存在"})
+        assert r.status_code == 200
+        assert "关键词最多 5 个，只按前 5 个搜索" in r.text and "六词测试质谱仪" in r.text
+        r = await client.get("/instruments", params={"q": "六词 测试 质谱 仪 六词测试"})
+        assert "关键词最多" not in r.text and "六词测试质谱仪" in r.text
+
+    async def test_a_mangled_link_still_shows_the_catalogue(
+        self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
+    ) -> None:
+        """What the API refuses with a 422 the page forgives, and says what it left out: a shared link that lost
+        its shape must not end on an error page with no way back to the search."""
+        await make_instrument(session, scu, name="残缺链接测试质谱仪")
+        for params, note in (
+            ({"q": "残缺链接测试", "offset": "-20"}, "分页位置无效，已回到第 1 页"),
+            ({"q": "残缺链接测试", "offset": "abc"}, "分页位置无效，已回到第 1 页"),
+            ({"q": "残缺链接测试", "offset": "999999999"}, "分页位置无效，已回到第 1 页"),
+            ({"q": "残缺链接测试", "city": "<script>alert(1)</script>"}, "市州（&lt;script&gt;alert(1)&lt;/script&gt;）"),
+            ({"q": "残缺链接测试" + "长" * 120}, "关键词过长，只按前 100 个字符搜索"),
+        ):
+            r = await client.get("/instruments", params=params)
+            assert r.status_code == 200, params
+            assert note in r.text, params
+            if "长" not in params["q"]:
+                assert "残缺链接测试质谱仪" in r.text, params
+
     async def test_a_chain_by_name_filters_the_page_as_the_api_does(
         self, client: httpx.AsyncClient, session: AsyncSession, scu: Any
     ) -> None:
@@ -239,6 +268,10 @@ class TestManagerForms:
         assert "修改已保存" in saved and ">外部共享</span>" in saved
         await session.refresh(inst)
         assert inst.name == "改过的名字" and inst.category_code == "010200"
+        # Every problem at once: a cleared required field beside a bad value, not one after the other.
+        r = await manager_client.post(f"/instruments/{inst.id}/edit",
+                                      data={**form, "name": "", "original_value": "-1"})
+        assert r.status_code == 422 and 'id="e-name"' in r.text and 'id="e-original_value"' in r.text
         bad = await manager_client.post(f"/instruments/{inst.id}/retire", data={"reason": ""})
         assert bad.status_code == 422 and 'id="e-reason"' in bad.text
         ok = await manager_client.post(f"/instruments/{inst.id}/retire", data={"reason": "报废处置"})

@@ -108,6 +108,8 @@ class TestInstrumentProblems:
             ({"county_code": "510104"}, "county_code"),
             ({"country_code": "ZZ"}, "country_code"),
             ({"start_date": date(2027, 3, 2)}, "start_date"),
+            ({"start_date": date(1, 1, 1)}, "start_date"),  # the XLSX export could not write it back
+            ({"start_date": date(1899, 12, 31)}, "start_date"),
             ({"original_value": Decimal("-0.01")}, "original_value"),
             ({"original_value": Decimal("10000000000.01")}, "original_value"),
             ({"contact_phone": "8888"}, "contact_phone"),
@@ -235,6 +237,8 @@ class TestCells:
         [
             ("original_value", "52.5", Decimal("525000.00")),
             ("original_value", 52.345678, Decimal("523456.78")),
+            ("original_value", 60.01 + 8.53, Decimal("685400.00")),  # a formula's 68.53999999999999, shown 68.54
+            ("fee_internal", 0.1 + 0.2, Decimal("0.30")),  # 0.30000000000000004
             ("original_value", "1,200", Decimal("12000000.00")),
             ("category_code", 10200, "010200"),
             ("category_code", "10200", "010200"),
@@ -273,6 +277,11 @@ class TestCells:
             ("accepts_vouchers", "也许"),
             ("fee_internal", "1.005"),
             ("original_value", "NaN"),
+            ("original_value", "1e30"),  # refused, not an arithmetic overflow (a 500)
+            ("original_value", "1e999999"),
+            ("original_value", "1e9999999999"),
+            ("original_value", 1e30),
+            ("fee_internal", "1e30"),
         ],
     )
     def test_read_rejects(self, field: str, raw: Any) -> None:

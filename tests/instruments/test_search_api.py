@@ -370,6 +370,7 @@ class TestBadParameters:
             ({"limit": "abc"}, "limit"),
             ({"large": "maybe"}, "large"),
             ({"q": "质" * 101}, "q"),
+            ({"q": "GPU G G G G 不存在的词"}, "q"),  # six terms: refused, not cut to five silently
         ],
     )
     async def test_rejected_naming_the_parameter(
