@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
+from starlette.types import Receive, Scope, Send
 
 from booking.auth.deps import ApiAdmin, ApiPrincipal, ApiUser, load_api_principal, oauth2_scheme
 from booking.auth.principal import Principal
@@ -373,31 +374,55 @@ async def template_csv() -> Response:
     summary="Export search results in the import layout (csv, xlsx, json)",
     openapi_extra=SEARCH_PARAMETERS,
 )
-async def export(principal: ApiPrincipal, query: SearchDep, fmt: Literal["csv", "xlsx", "json"]) -> Response:
+async def export(
+    session: SessionDep, principal: ApiPrincipal, query: SearchDep, fmt: Literal["csv", "xlsx", "json"]
+) -> Response:
     show_contact = principal is not None
-    rows = _export_rows(query.filters, service.viewer_of(principal))
+    viewer = service.viewer_of(principal)
     name = f"仪器目录.{fmt}"
     headers = {"Content-Disposition": exporter.disposition(name)}
     if fmt == "csv":
-        return StreamingResponse(
-            exporter.csv_chunks(rows, show_contact), media_type="text/csv; charset=utf-8", headers=headers
+        return _ClosingStream(
+            _export_body(exporter.csv_chunks, query.filters, viewer, show_contact),
+            media_type="text/csv; charset=utf-8", headers=headers,
         )
     if fmt == "json":
-        return StreamingResponse(
-            exporter.json_chunks(rows, show_contact), media_type="application/json", headers=headers
+        return _ClosingStream(
+            _export_body(exporter.json_chunks, query.filters, viewer, show_contact),
+            media_type="application/json", headers=headers,
         )
-    return Response(
-        await exporter.xlsx_bytes(rows, show_contact), media_type=exporter.XLSX_TYPE, headers=headers
-    )
+    # Written whole within the request, through its own session.
+    rows = repo.stream_export(session, query.filters, viewer)
+    return Response(await exporter.xlsx_bytes(rows, show_contact), media_type=exporter.XLSX_TYPE, headers=headers)
 
 
-async def _export_rows(filters: SearchFilters, viewer: repo.Viewer) -> AsyncIterator[Mapping[str, Any]]:
-    """The export's rows through a session of their own, closed when they are done or the client goes away: a
-    streamed body is read after the request's session has been closed (SessionDep is function-scoped), and a
-    statement started on it then held its connection until the garbage collector found it."""
+Chunks = Callable[[AsyncIterator[Mapping[str, Any]], bool], AsyncIterator[bytes]]
+
+
+async def _export_body(
+    chunks: Chunks, filters: SearchFilters, viewer: repo.Viewer, show_contact: bool
+) -> AsyncIterator[bytes]:
+    """A streamed export's body, reading through a session of its own: a streamed body is read after the
+    request's session has been closed (SessionDep is function-scoped), and a statement started on that one held its
+    connection until the garbage collector found it. Closed with the body (_ClosingStream)."""
     async with get_sessionmaker()() as session:
-        async for row in repo.stream_export(session, filters, viewer):
-            yield row
+        body = chunks(repo.stream_export(session, filters, viewer), show_contact)
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            await body.aclose()  # type: ignore[attr-defined]
+
+
+class _ClosingStream(StreamingResponse):
+    """Closes its body when the response ends, however it ends: when the client goes away mid-stream Starlette
+    cancels the sending and leaves the body's generator suspended, holding its session until it is collected."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 # ---- one instrument ---------------------------------------------------------------------------------------------

@@ -145,17 +145,13 @@ def _decimal(text: str) -> Decimal:
         raise CellError("应为数字")
     if value and value.adjusted() >= _TOO_LARGE_DIGITS:  # 1e30, 1e9999999999: refused before any arithmetic
         raise CellError("数值过大")
+    if value and value.adjusted() < -_TOO_LARGE_DIGITS:  # 1e-9999999999 would round to 0 without a word
+        raise CellError("数值过小")
     return value
-
-
-class UncachedFormula(str):
-    """A spreadsheet formula whose result the file does not hold (instruments.importer marks them)."""
 
 
 def read_cell(col: Col, raw: Any) -> Any:
     """Spreadsheet cell → record value (None for a blank cell). Raises CellError with a Chinese message."""
-    if isinstance(raw, UncachedFormula):
-        raise CellError(f"公式 {raw} 没有计算结果：请在表格软件中保存文件后再导入，或把公式粘贴为数值")
     if col.kind == "date" and isinstance(raw, datetime | date):
         return raw.date() if isinstance(raw, datetime) else raw
     if col.kind in ("wan", "money") and isinstance(raw, int | float) and not isinstance(raw, bool):

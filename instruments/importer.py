@@ -22,7 +22,7 @@ from booking.core.errors import Forbidden, RuleViolation
 from booking.core.validation import problems_from_errors
 from instruments import repository as repo
 from instruments import service
-from instruments.columns import ALIASES, BY_HEADER, COLUMNS, HEADER_OF, CellError, Col, UncachedFormula, read_cell
+from instruments.columns import ALIASES, BY_HEADER, COLUMNS, HEADER_OF, CellError, Col, read_cell
 from instruments.rules import ReferenceData, instrument_problems
 from instruments.schemas import ImportResult, InstrumentCreate
 
@@ -110,14 +110,10 @@ def read_table(filename: str, content: bytes) -> list[tuple[int, list[Any]]]:
             wb = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
         except (zipfile.BadZipFile, KeyError, ValueError, OSError):
             raise ImportRejected([RowError(0, None, "无法读取 XLSX 文件")]) from None
-        uncached = _uncached_formulas(content)
         try:
             ws = wb["仪器"] if "仪器" in wb.sheetnames else wb.worksheets[0]
             for number, cells in enumerate(ws.iter_rows(values_only=True), start=1):
                 values = list(cells)
-                for index, formula in uncached.get(number, {}).items():
-                    if index < len(values) and values[index] is None:
-                        values[index] = UncachedFormula(formula)
                 if any(v not in (None, "") for v in values):
                     rows.append((number, values))
                 if len(rows) > MAX_ROWS + 1:
@@ -139,30 +135,6 @@ def read_table(filename: str, content: bytes) -> list[tuple[int, list[Any]]]:
     if len(rows) > MAX_ROWS + 1:
         raise ImportRejected([RowError(0, None, f"行数过多（一次最多 {MAX_ROWS} 行）")])
     return rows
-
-
-def _uncached_formulas(content: bytes) -> dict[int, dict[int, str]]:
-    """Formula cells of the import sheet, by row number and column index (only if the file has formulas at all).
-    A workbook written by a program rather than saved by Excel may hold formulas without their results; read for
-    values they look blank, and a blank cell clears its field. They are marked so that the row is refused instead."""
-    with zipfile.ZipFile(io.BytesIO(content)) as archive:
-        if not any(b"<f" in archive.read(name) for name in archive.namelist() if name.startswith("xl/worksheets/")):
-            return {}
-    from openpyxl import load_workbook
-
-    wb = load_workbook(io.BytesIO(content), read_only=True, data_only=False)
-    try:
-        ws = wb["仪器"] if "仪器" in wb.sheetnames else wb.worksheets[0]
-        found: dict[int, dict[int, str]] = {}
-        for number, cells in enumerate(ws.iter_rows(), start=1):
-            for index, cell in enumerate(cells):
-                if getattr(cell, "data_type", None) == "f":
-                    found.setdefault(number, {})[index] = str(cell.value)
-            if number > MAX_ROWS + 1:
-                break
-        return found
-    finally:
-        wb.close()
 
 
 def _normalise_header(raw: Any) -> str:

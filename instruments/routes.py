@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -22,7 +22,7 @@ from booking.core.db import SessionDep, refusable
 from booking.core.errors import DomainError, Problem, RuleViolation
 from booking.core.forms import errors_by_field, parse_form
 from booking.core.regions import CITIES
-from booking.core.validation import problems_from_errors
+from booking.core.validation import DB_INT_MAX, problems_from_errors
 from booking.core.web import redirect, render
 from instruments import importer, service
 from instruments import repository as repo
@@ -32,6 +32,7 @@ from instruments.models import (
     CUSTOMS_LABELS,
     FEE_UNIT_LABELS,
     FUNDING_LABELS,
+    MAX_ORIGINAL_VALUE,
     SHARING_MODE_LABELS,
     SOURCE_LABELS,
     STATUS_LABELS,
@@ -123,9 +124,9 @@ def _wan_to_cny(text: str | None) -> Decimal | None:
         return None
     try:
         value = Decimal(text.strip()) * WAN
-    except InvalidOperation:
+    except DecimalException:  # not a number, or one whose arithmetic overflows (1e999999)
         return None
-    return value if value.is_finite() and value >= 0 else None
+    return value if value.is_finite() and 0 <= value <= MAX_ORIGINAL_VALUE else None
 
 
 _FILTER_LABELS = {"city": "市州", "institution_kind": "单位类型", "institution": "单位", "category": "仪器分类",
@@ -183,7 +184,9 @@ async def catalogue(
         "institution_kind": institution_kind
         if institution_kind in {k.value for k in InstitutionKind}
         else None,
-        "institution": institution if institution and institution.isascii() and institution.isdigit() else None,
+        "institution": institution
+        if institution and institution.isascii() and institution.isdigit() and int(institution) <= DB_INT_MAX
+        else None,
         "category": category if category and category.isascii() and category.isdigit() and len(category) in (2, 4, 6)
         else None,
         "sharing_mode": sharing_mode if sharing_mode in SHARING_MODE_LABELS else None,

@@ -187,7 +187,8 @@ function setFieldNote(field, text) {
 document.addEventListener("htmx:afterSettle", function (event) {
   var config = event.detail.requestConfig;
   var link = config && config.elt;
-  if (!(link instanceof HTMLAnchorElement)) return;
+  // Only a page that replaced the body: a refused link shows its error in #flash, which keeps the focus.
+  if (!(link instanceof HTMLAnchorElement) || event.detail.target !== document.body) return;
   var region = link.closest("[data-focus-after-link]");
   var target = region && document.querySelector(region.getAttribute("data-focus-after-link"));
   if (target instanceof HTMLElement) target.focus();

@@ -357,36 +357,6 @@ class TestImport:
         await session.refresh(own)
         assert own.name == "导入测试质谱仪1"
 
-    async def test_a_formula_without_its_result_is_refused_not_read_as_blank(
-        self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any, manager: dict[str, str]
-    ) -> None:
-        """openpyxl (and other programs) write formulas without their results: read for values they look blank,
-        and a blank cell clears its field, so the row is refused. A formula Excel saved with its result is read
-        as that result."""
-        await make_instrument(session, mianyang, asset_number="IMP-00000", functions="原有功能")
-        data = [[*rows(1)[0], '=A2&"功能"']]
-        r = await upload(client, manager, xlsx(data, [*HEADERS, "主要功能"]))
-        assert r.status_code == 422, r.text
-        [error] = r.json()["errors"]
-        assert (error["row"], error["column"]) == (2, "主要功能") and "没有计算结果" in error["message"]
-        inst = (await session.scalars(select(Instrument).where(Instrument.asset_number == "IMP-00000"))).one()
-        await session.refresh(inst)
-        assert inst.functions == "原有功能"
-
-        import xlsxwriter
-
-        buffer = io.BytesIO()
-        book = xlsxwriter.Workbook(buffer, {"in_memory": True})
-        sheet = book.add_worksheet("仪器")
-        sheet.write_row(0, 0, [*HEADERS, "主要功能"])
-        sheet.write_row(1, 0, rows(1)[0])
-        sheet.write_formula(1, len(HEADERS), '="计算"&"功能"', None, "计算功能")
-        book.close()
-        r = await upload(client, manager, buffer.getvalue())
-        assert r.status_code == 200, r.text
-        await session.refresh(inst)
-        assert inst.functions == "计算功能"
-
     async def test_value_limits_are_said_in_the_column_s_unit(
         self, client: httpx.AsyncClient, session: AsyncSession, mianyang: Any, manager: dict[str, str]
     ) -> None:

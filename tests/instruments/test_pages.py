@@ -122,6 +122,9 @@ class TestSearchPage:
             ({"q": "残缺链接测试", "offset": "999999999"}, "分页位置无效，已回到第 1 页"),
             ({"q": "残缺链接测试", "city": "<script>alert(1)</script>"}, "市州（&lt;script&gt;alert(1)&lt;/script&gt;）"),
             ({"q": "残缺链接测试" + "长" * 120}, "关键词过长，只按前 100 个字符搜索"),
+            ({"q": "残缺链接测试", "institution": "99999999999"}, "单位（99999999999）"),  # beyond any id
+            ({"q": "残缺链接测试", "min_wan": "1e999999"}, "原值下限（1e999999）"),  # overflows arithmetic
+
         ):
             r = await client.get("/instruments", params=params)
             assert r.status_code == 200, params

@@ -282,6 +282,7 @@ class TestCells:
             ("original_value", "1e9999999999"),
             ("original_value", 1e30),
             ("fee_internal", "1e30"),
+            ("original_value", "1e-9999999999"),  # not silently 0.00
         ],
     )
     def test_read_rejects(self, field: str, raw: Any) -> None:
